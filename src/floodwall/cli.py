@@ -1,0 +1,148 @@
+"""The `floodwall` command: the only module that prints, and the only one that turns errors into exit codes.
+
+Exit status: 0 on success, 2 on bad usage or bad input (one line naming the file, line or key at fault), 1 on an
+internal error or a failing service. Long work shows a progress bar on a terminal and stays quiet elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from floodwall import __version__
+from floodwall.config import Settings, load_settings
+from floodwall.errors import FloodwallError, InputError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="floodwall",
+    help="Keep a newsroom's website online under HTTP floods, block the attackers, document the attack.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# Options shared by the commands that read logs (CONTRACT.md, "Common options").
+class LogFormatChoice(StrEnum):
+    auto = "auto"
+    combined = "combined"
+    common = "common"
+    vhost_combined = "vhost_combined"
+    json = "json"
+
+
+FormatOption = Annotated[LogFormatChoice, typer.Option("--format", help="Log format of the inputs.")]
+TzOption = Annotated[
+    str | None,
+    typer.Option("--tz", help="Time zone for timestamps that carry none, e.g. Europe/Budapest."),
+]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="Settings file (TOML).", dir_okay=False)]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print more, and tracebacks on errors.")]
+
+
+class _State:
+    verbose = False
+
+
+def _setup(config: Path | None, quiet: bool, verbose: bool) -> Settings:
+    _State.verbose = verbose
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="floodwall: %(message)s", stream=sys.stderr, force=True)
+    return load_settings(config)
+
+
+def _show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stdout.isatty()
+
+
+@contextmanager
+def _byte_progress(enabled: bool, description: str) -> Iterator[tuple[Progress | None, TaskID | None]]:
+    if not enabled:
+        yield None, None
+        return
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    with progress:
+        yield progress, progress.add_task(description, total=None)
+
+
+@app.callback()
+def _root() -> None:
+    """Keep a newsroom's website online under HTTP floods, block the attackers, document the attack."""
+
+
+@app.command()
+def version() -> None:
+    """Print Floodwall's version."""
+    out.print(f"floodwall {__version__}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI and exit with the contract's status codes."""
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="floodwall", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("floodwall: interrupted")
+        sys.exit(130)
+    except typer.TyperException as exc:
+        # Usage errors: Typer prints the usage line and the message, as click does.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"floodwall: error: {exc}", markup=False)
+        sys.exit(2 if exc.exit_code == 1 else exc.exit_code)
+    except InputError as exc:
+        err.print(f"floodwall: error: {exc}", markup=False)
+        sys.exit(2)
+    except FloodwallError as exc:
+        err.print(f"floodwall: error: {exc}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("floodwall: interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:
+        if _State.verbose:
+            traceback.print_exc()
+        err.print(
+            f"floodwall: internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+            markup=False,
+        )
+        sys.exit(1)
+    sys.exit(0)
