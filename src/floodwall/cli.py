@@ -109,6 +109,57 @@ def version() -> None:
     out.print(f"floodwall {__version__}")
 
 
+@app.command()
+def read(
+    logs: Annotated[list[str], typer.Argument(help="Access logs: plain, .gz, or - for stdin.")],
+    site: Annotated[str, typer.Option("--site", help="The site's name, kept in every row.")] = "site",
+    fmt: FormatOption = LogFormatChoice.auto,
+    tz: TzOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Read access logs and say what is in them: format, lines, unreadable lines, time span.
+
+    Example: floodwall read /var/log/nginx/access.log.2.gz /var/log/nginx/access.log.1
+    """
+    from floodwall.logs import LogReader
+
+    settings = _setup(config, quiet, verbose)
+    chosen = settings.logs.format if fmt is LogFormatChoice.auto else fmt.value
+    rows = 0
+    with _byte_progress(_show_progress(quiet), "reading") as (progress, task):
+
+        def report(done: int, total: int | None) -> None:
+            if progress is not None and task is not None:
+                progress.update(task, completed=done, total=total)
+
+        reader = LogReader(
+            logs,
+            site=site,
+            fmt=chosen,
+            tz=tz or settings.logs.tz,
+            json_fields=settings.logs.json_fields,
+            batch_rows=settings.logs.batch_rows,
+            progress=report,
+        )
+        for frame in reader:
+            rows += frame.height
+    if quiet:
+        return
+    for stats in reader.inputs:
+        span = "no readable time"
+        if stats.first_ts is not None and stats.last_ts is not None:
+            span = f"{stats.first_ts:%Y-%m-%dT%H:%M:%SZ} to {stats.last_ts:%Y-%m-%dT%H:%M:%SZ}"
+        out.print(f"{stats.path}: {stats.format_reason}", markup=False)
+        out.print(
+            f"  {stats.lines:,} lines, {stats.parsed:,} read, {stats.bad_lines:,} unreadable; {span}", markup=False
+        )
+        for bad in stats.bad_samples[:5]:
+            out.print(f"  line {bad.line}: {bad.reason}: {bad.text[:100]!r}", markup=False)
+    out.print(f"{rows:,} requests", markup=False)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI and exit with the contract's status codes."""
     try:

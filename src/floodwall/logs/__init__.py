@@ -1,0 +1,20 @@
+"""Reading access logs: formats and their detection, the chunked reader with its fast path and strict fallback,
+and the follower of a live log. Everything here yields Request frames (`floodwall.model.REQUEST_SCHEMA`)."""
+
+from floodwall.logs.formats import FORMATS, FormatGuess, sniff_format
+from floodwall.logs.parse import BadLine, ChunkParser, ParseStats, fast_path_available
+from floodwall.logs.reader import InputStats, LogReader, ProgressCallback, parse_bytes
+
+__all__ = [
+    "FORMATS",
+    "BadLine",
+    "ChunkParser",
+    "FormatGuess",
+    "InputStats",
+    "LogReader",
+    "ParseStats",
+    "ProgressCallback",
+    "fast_path_available",
+    "parse_bytes",
+    "sniff_format",
+]

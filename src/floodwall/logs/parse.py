@@ -1,0 +1,187 @@
+"""Chunks of log lines to Request frames: the fast path first, the strict parser for the lines it rejects.
+
+The fast path for the Common Log Format family is `_clfscan`, a small C scanner that fills Arrow columns for a
+whole chunk at once (Python never touches a line it accepts). Lines it is unsure of, and every line when the
+extension is not built, go to `clf.parse_line`; a line neither accepts is counted and, for the first
+`BAD_SAMPLES`, kept with its number for the report. No line is ever fatal.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from types import ModuleType
+from typing import Final
+
+import polars as pl
+
+from floodwall.logs import clf
+from floodwall.logs.formats import FormatGuess
+from floodwall.logs.frame import apply_extras_columnar, finish_frame, rows_to_frame
+from floodwall.logs.jsonlog import JsonParser
+from floodwall.model import REQUEST_SCHEMA
+
+_clfscan: ModuleType | None
+try:  # the C fast path; optional so that a machine without a compiler still installs Floodwall
+    _clfscan = importlib.import_module("floodwall.logs._clfscan")
+except ImportError:  # pragma: no cover - depends on the build
+    _clfscan = None
+
+__all__ = ["BAD_SAMPLES", "BadLine", "ChunkParser", "ParseStats", "fast_path_available"]
+
+log = logging.getLogger(__name__)
+
+BAD_SAMPLES: Final = 20
+_SAMPLE_CHARS: Final = 300
+_FORMAT_CODES: Final = {"combined": 0, "common": 1, "vhost_combined": 2}
+
+
+def fast_path_available() -> bool:
+    """Whether the C scanner was built (without it every line takes the strict per-line parser)."""
+    return _clfscan is not None
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line that could not be read: its number, the start of its text, and why."""
+
+    line: int
+    text: str
+    reason: str
+
+
+@dataclass(slots=True)
+class ParseStats:
+    """Counts for one input, filled as its chunks are parsed."""
+
+    lines: int = 0
+    parsed: int = 0
+    bad_lines: int = 0
+    fast: int = 0
+    strict: int = 0
+    bad_samples: list[BadLine] = field(default_factory=list)
+
+    def bad(self, line: int, text: str, reason: str) -> None:
+        self.bad_lines += 1
+        if len(self.bad_samples) < BAD_SAMPLES:
+            self.bad_samples.append(BadLine(line, text[:_SAMPLE_CHARS], reason))
+
+
+def _strict_reason(text: str) -> str:
+    if not text.strip():
+        return "empty line"
+    if "\ufffd" in text or any(ord(ch) < 0x20 and ch != "\t" for ch in text):
+        return "binary or invalid UTF-8 data"
+    return "does not match the log format"
+
+
+class ChunkParser:
+    """Parses chunks of one input in one format into Request frames."""
+
+    def __init__(
+        self,
+        guess: FormatGuess,
+        *,
+        site: str,
+        source: str,
+        tz: tzinfo | None = None,
+        json_fields: dict[str, str] | None = None,
+        use_fast_path: bool = True,
+    ) -> None:
+        self.guess = guess
+        self.site = site
+        self.source = source
+        self.stats = ParseStats()
+        self.use_fast_path = use_fast_path and _clfscan is not None and guess.name in _FORMAT_CODES
+        self.json = JsonParser(json_fields, tz) if guess.name == "json" else None
+
+    def parse(self, data: bytes, first_line: int) -> pl.DataFrame:
+        """A chunk of whole lines (numbered from `first_line`) to a Request frame sorted by time."""
+        if self.use_fast_path:
+            frame = self._parse_fast(data, first_line)
+        else:
+            lines = data.split(b"\n")
+            if lines and lines[-1] == b"":
+                lines.pop()
+            self.stats.lines += len(lines)
+            numbers = range(first_line, first_line + len(lines))
+            texts = [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
+            frame = self._parse_strict(list(numbers), texts)
+        self.stats.parsed += frame.height
+        return finish_frame(frame, self.site, self.source)
+
+    def _parse_strict(self, numbers: list[int], texts: list[str]) -> pl.DataFrame:
+        rows: list[clf.ParsedLine] = []
+        kept: list[int] = []
+        for number, text in zip(numbers, texts, strict=True):
+            if self.json is not None:
+                result = self.json.parse(text)
+                if isinstance(result, str):
+                    self.stats.bad(number, text, "empty line" if not text.strip() else result)
+                    continue
+                parsed: clf.ParsedLine | None = result
+            else:
+                parsed = clf.parse_line(text, self.guess.name, self.guess.layout)
+            if parsed is None:
+                self.stats.bad(number, text, _strict_reason(text))
+                continue
+            rows.append(parsed)
+            kept.append(number)
+        self.stats.strict += len(rows)
+        return rows_to_frame(kept, rows)
+
+    def _parse_fast(self, data: bytes, first_line: int) -> pl.DataFrame:
+        assert _clfscan is not None
+        scanned = pl.DataFrame(_clfscan.scan(data, _FORMAT_CODES[self.guess.name], first_line))
+        self.stats.lines += scanned.height
+        accepted = scanned.filter(pl.col("ok"))
+        rejected = scanned.filter(~pl.col("ok"))
+        fast = accepted.select(
+            pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("ts"),
+            "client",
+            "method",
+            "path",
+            "query",
+            "protocol",
+            "status",
+            "bytes",
+            "referer",
+            "user_agent",
+            pl.col("vhost").alias("host"),
+            "extras",
+            "line",
+        )
+        fast, misfits = apply_extras_columnar(fast, self.guess.layout)
+        parts = [fast]
+        if misfits.any():
+            parts = [fast.filter(~misfits), self._refit_extras(accepted.filter(misfits), fast.filter(misfits))]
+        self.stats.fast += accepted.height
+        if rejected.height:
+            parts.append(self._parse_strict(rejected["line"].to_list(), rejected["raw"].to_list()))
+        return pl.concat([part.select(parts[0].columns) for part in parts], how="vertical_relaxed")
+
+    def _refit_extras(self, scanned: pl.DataFrame, fast: pl.DataFrame) -> pl.DataFrame:
+        """Rows whose extra fields do not fit the log's layout: classified one by one, as the strict parser does."""
+        columns = clf.EXTRA_KINDS
+        values: dict[str, list[object]] = {column: [] for column in columns}
+        for extras, host in zip(scanned["extras"].to_list(), scanned["vhost"].to_list(), strict=True):
+            holder = clf.ParsedLine(
+                ts=None,  # type: ignore[arg-type]
+                client="",
+                method=None,
+                path=None,
+                query=None,
+                protocol=None,
+                status=None,
+                bytes=None,
+                referer=None,
+                user_agent=None,
+                host=host,
+            )
+            clf.apply_extras(holder, extras or "", clf.NO_EXTRAS)
+            for column in columns:
+                values[column].append(getattr(holder, column))
+        refit = pl.DataFrame(values, schema={column: REQUEST_SCHEMA[column] for column in columns})
+        return fast.with_columns(refit)

@@ -1,0 +1,132 @@
+"""Where log bytes come from: plain files, `.gz` files and stdin, cut into chunks of whole lines.
+
+A chunk is a bounded number of bytes that ends at a line break (or at the end of the input), with the number of
+its first line, so that memory stays bounded however long the input and every row can name its line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from floodwall.errors import LogFormatError
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "Chunk", "LogSource", "open_source"]
+
+DEFAULT_CHUNK_BYTES: Final = 16 * 1024 * 1024
+PROBE_BYTES: Final = 256 * 1024
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Whole lines of one input: `data` ends at a line break or at the end of the input."""
+
+    data: bytes
+    first_line: int
+    lines: int
+
+
+class LogSource:
+    """One input: a path (plain or gzip, recognised by content) or `-` for stdin.
+
+    `probe()` returns the first lines' bytes without losing them: reading afterwards starts from the beginning
+    (stdin keeps what it probed in memory; files are reopened).
+    """
+
+    def __init__(self, name: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.name = name
+        self.chunk_bytes = chunk_bytes
+        self.is_stdin = name == "-"
+        self.path = None if self.is_stdin else Path(name)
+        self._probed: bytes | None = None
+        self.bytes_consumed = 0  # of the file as stored (compressed bytes for .gz), for progress bars
+        if self.path is not None:
+            if not self.path.exists():
+                raise LogFormatError(f"{name}: no such file")
+            if self.path.is_dir():
+                raise LogFormatError(f"{name}: is a directory, not a log file")
+
+    @property
+    def size(self) -> int | None:
+        """Bytes as stored, when known."""
+        return None if self.path is None else self.path.stat().st_size
+
+    def _open(self) -> tuple[BinaryIO, BinaryIO]:
+        """(the stream to read lines from, the raw stream whose position measures progress)."""
+        if self.path is None:
+            return sys.stdin.buffer, sys.stdin.buffer
+        try:
+            raw = self.path.open("rb")
+        except OSError as exc:
+            raise LogFormatError(f"{self.name}: cannot open: {exc.strerror}") from None
+        if raw.read(2) == _GZIP_MAGIC:
+            raw.seek(0)
+            return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
+        raw.seek(0)
+        return raw, raw
+
+    def probe(self) -> bytes:
+        """The first few hundred kilobytes (whole lines where possible), for sniffing the format."""
+        if self._probed is not None:
+            return self._probed
+        stream, raw = self._open()
+        try:
+            data = self._read(stream, PROBE_BYTES)
+        finally:
+            if not self.is_stdin:
+                stream.close()
+                raw.close()
+        self._probed = data
+        return data
+
+    def _read(self, stream: BinaryIO, size: int) -> bytes:
+        try:
+            return stream.read(size)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise LogFormatError(f"{self.name}: cannot read: {exc}") from None
+
+    def chunks(self) -> Iterator[Chunk]:
+        """The whole input as chunks of whole lines, numbered from line 1."""
+        stream, raw = self._open()
+        pending = b""
+        if self.is_stdin and self._probed is not None:
+            pending = self._probed
+        line_no = 1
+        try:
+            while True:
+                block = self._read(stream, self.chunk_bytes)
+                if self.path is not None:
+                    try:
+                        self.bytes_consumed = raw.tell()
+                    except OSError:
+                        self.bytes_consumed += len(block)
+                else:
+                    self.bytes_consumed += len(block)
+                if not block:
+                    break
+                data = pending + block if pending else block
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    pending = data
+                    continue
+                whole, pending = data[: cut + 1], data[cut + 1 :]
+                count = whole.count(b"\n")
+                yield Chunk(whole, line_no, count)
+                line_no += count
+            if pending:
+                yield Chunk(pending, line_no, 1)
+        finally:
+            if not self.is_stdin:
+                stream.close()
+                raw.close()
+
+
+def open_source(name: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> LogSource:
+    """A `LogSource` for a path or `-`."""
+    return LogSource(str(name), chunk_bytes)
