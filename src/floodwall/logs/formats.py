@@ -59,27 +59,25 @@ def sniff_format(probe: bytes, requested: str, source: str) -> FormatGuess:
     counts = dict.fromkeys(clf.CLF_FORMATS, 0)
     extras: dict[str, list[str]] = {name: [] for name in clf.CLF_FORMATS}
     for line in lines:
-        for name in clf.CLF_FORMATS:
+        # Each line counts for the richest format it fits: a combined line also fits `common`.
+        for name in ("vhost_combined", "combined", "common"):
             m = clf.match_format(line, name)
             if m is not None:
                 counts[name] += 1
                 extras[name].append(m)
+                break
     if requested != "auto":
         if requested not in clf.CLF_FORMATS:
             raise LogFormatError(f"{source}: unknown format {requested!r}; use one of {', '.join(FORMATS)}")
         return FormatGuess(requested, "as requested", clf.learn_layout(extras[requested]))
     if not lines:
         return FormatGuess("combined", "empty input; assumed nginx's default")
-    # A combined line also matches `common` (its referer and user agent look like extra fields): prefer the
-    # richer format when it explains as many lines.
-    best = max(clf.CLF_FORMATS, key=lambda name: (counts[name], name != "common"))
+    best = max(clf.CLF_FORMATS, key=lambda name: counts[name])
     if counts[best] == 0:
         first = lines[0][:80]
         raise LogFormatError(
             f"{source}: line 1: not a known access-log format ({first!r}); "
             f"use --format with one of {', '.join(FORMATS)}"
         )
-    if best == "common" and counts["combined"] == counts["common"]:
-        best = "combined"
     reason = f"{counts[best]} of {len(lines)} sample lines"
     return FormatGuess(best, reason, clf.learn_layout(extras[best]))

@@ -50,7 +50,7 @@ def _get(record: Mapping[str, object], path: str) -> object:
 def _text(value: object) -> str | None:
     if isinstance(value, list):  # Caddy logs header values as lists
         value = ", ".join(str(v) for v in value) if value else None
-    if value is None or value in {"", "-"}:
+    if value is None or isinstance(value, Mapping) or value in ("", "-"):
         return None
     return str(value)
 
