@@ -1,0 +1,77 @@
+"""Helpers for tests: a clock that moves only when told, a decision factory, waiting with a deadline.
+
+Others add factories here (requests, frames), in the manner of mitmproxy's `mitmproxy/test/tflow.py`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from floodwall.model import Action, Decision
+
+__all__ = ["FakeClock", "make_decision", "wait_until"]
+
+
+class FakeClock:
+    """A `floodwall.types.Clock` that stands still until `advance` or `set` moves it. Safe to share across threads."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        start = start if start is not None else datetime(2024, 1, 1, tzinfo=UTC)
+        if start.tzinfo is None:
+            raise ValueError("FakeClock needs an aware datetime")
+        self._now = start.astimezone(UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> datetime:
+        """Move forward by `seconds` and return the new time."""
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+            return self._now
+
+    def set(self, when: datetime) -> None:
+        """Jump to `when` (an aware datetime; backwards is allowed, for tests of clock steps)."""
+        if when.tzinfo is None:
+            raise ValueError("FakeClock needs an aware datetime")
+        with self._lock:
+            self._now = when.astimezone(UTC)
+
+    def __repr__(self) -> str:
+        return f"FakeClock({self._now.isoformat()})"
+
+
+def make_decision(
+    target: str,
+    now: datetime,
+    ttl_s: float = 600,
+    action: Action = Action.BAN,
+    origin: str = "engine",
+    reasons: tuple[str, ...] = ("rate 40/s over 60 s",),
+) -> Decision:
+    """A decision on `target` made at `now`, lasting `ttl_s` seconds."""
+    return Decision(
+        target=target,
+        action=action,
+        created=now,
+        expires=now + timedelta(seconds=ttl_s),
+        reasons=reasons,
+        site="example-news",
+        origin=origin,
+        evidence=(("access.log", 12),),
+    )
+
+
+def wait_until(check: Callable[[], bool], within_s: float = 2.0, every_s: float = 0.005) -> bool:
+    """Polls `check` until it holds (True) or `within_s` seconds pass (the result of a last try)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(every_s)
+    return check()
