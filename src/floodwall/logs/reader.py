@@ -43,6 +43,8 @@ class InputStats:
     path: str
     format: str
     format_reason: str
+    sha256: str | None = None  # of the bytes as stored, computed as they were read
+    size_bytes: int = 0
     lines: int = 0
     parsed: int = 0
     bad_lines: int = 0
@@ -80,6 +82,8 @@ class _Stream:
             chunk = next(self._chunks, None)
             if chunk is None:
                 self.done = True
+                self.stats.sha256 = self.source.sha256
+                self.stats.size_bytes = self.source.stored_bytes
                 break
             frame = self.parser.parse(chunk.data, chunk.first_line)
             self._update_stats(frame)

@@ -7,12 +7,13 @@ its first line, so that memory stays bounded however long the input and every ro
 from __future__ import annotations
 
 import gzip
+import hashlib
 import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Protocol
 
 from floodwall.errors import LogFormatError
 
@@ -32,6 +33,34 @@ class Chunk:
     lines: int
 
 
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class _HashingReader:
+    """Reads a binary stream and hashes every byte read, so the digest covers exactly what was analysed."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        if self.stream is not sys.stdin.buffer:
+            self.stream.close()
+
+
 class LogSource:
     """One input: a path (plain or gzip, recognised by content) or `-` for stdin.
 
@@ -45,7 +74,10 @@ class LogSource:
         self.is_stdin = name == "-"
         self.path = None if self.is_stdin else Path(name)
         self._probed: bytes | None = None
+        self._stdin_hash: _HashingReader | None = None
         self.bytes_consumed = 0  # of the file as stored (compressed bytes for .gz), for progress bars
+        self.sha256: str | None = None  # of the bytes as stored, set when the input has been read to its end
+        self.stored_bytes = 0
         if self.path is not None:
             if not self.path.exists():
                 raise LogFormatError(f"{name}: no such file")
@@ -57,19 +89,21 @@ class LogSource:
         """Bytes as stored, when known."""
         return None if self.path is None else self.path.stat().st_size
 
-    def _open(self) -> tuple[BinaryIO, BinaryIO]:
-        """(the stream to read lines from, the raw stream whose position measures progress)."""
+    def _open(self) -> tuple[_Readable, _HashingReader]:
+        """(the stream to read lines from, the hashing reader of the stored bytes beneath it)."""
         if self.path is None:
-            return sys.stdin.buffer, sys.stdin.buffer
+            hashing = _HashingReader(sys.stdin.buffer)
+            return hashing, hashing
         try:
             raw = self.path.open("rb")
         except OSError as exc:
             raise LogFormatError(f"{self.name}: cannot open: {exc.strerror}") from None
-        if raw.read(2) == _GZIP_MAGIC:
-            raw.seek(0)
-            return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
+        gzipped = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
-        return raw, raw
+        hashing = _HashingReader(raw)
+        if gzipped:
+            return gzip.GzipFile(fileobj=hashing, mode="rb"), hashing  # type: ignore[call-overload]
+        return hashing, hashing
 
     def probe(self) -> bytes:
         """The first few hundred kilobytes (whole lines where possible), for sniffing the format."""
@@ -82,10 +116,12 @@ class LogSource:
             if not self.is_stdin:
                 stream.close()
                 raw.close()
+        if self.is_stdin:
+            self._stdin_hash = raw
         self._probed = data
         return data
 
-    def _read(self, stream: BinaryIO, size: int) -> bytes:
+    def _read(self, stream: _Readable, size: int) -> bytes:
         try:
             return stream.read(size)
         except (OSError, EOFError, zlib.error) as exc:
@@ -93,22 +129,20 @@ class LogSource:
 
     def chunks(self) -> Iterator[Chunk]:
         """The whole input as chunks of whole lines, numbered from line 1."""
-        stream, raw = self._open()
-        pending = b""
-        if self.is_stdin and self._probed is not None:
-            pending = self._probed
+        if self._stdin_hash is not None:  # stdin goes on from its probe, whose bytes are in the digest already
+            stream: _Readable = self._stdin_hash
+            raw = self._stdin_hash
+        else:
+            stream, raw = self._open()
+        pending = self._probed if self.is_stdin and self._probed is not None else b""
         line_no = 1
         try:
             while True:
                 block = self._read(stream, self.chunk_bytes)
-                if self.path is not None:
-                    try:
-                        self.bytes_consumed = raw.tell()
-                    except OSError:
-                        self.bytes_consumed += len(block)
-                else:
-                    self.bytes_consumed += len(block)
+                self.bytes_consumed = raw.tell()
                 if not block:
+                    self.sha256 = raw.digest.hexdigest()
+                    self.stored_bytes = raw.size
                     break
                 data = pending + block if pending else block
                 cut = data.rfind(b"\n")
