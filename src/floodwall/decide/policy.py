@@ -1,0 +1,130 @@
+"""Policy: findings become decisions (observe, challenge, ban), each with its reasons, evidence and expiry.
+
+- Challenge before ban: a score between `challenge_score` and `ban_score` earns a challenge (a proof of work a
+  browser solves and a flood script does not), a higher one a ban.
+- TTLs grow on repeat: each earlier decision against the same target multiplies the TTL by `repeat_factor`, up
+  to `max_ttl_s`.
+- A prefix (/24, /48) is banned as a whole only when most of its active clients are hostile and there are
+  enough of them: neighbours on a shared network (a university, a mobile carrier's NAT) are readers too.
+- Allowlisted networks and verified crawlers are never challenged or banned; the decision records why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from floodwall.decide.allowlist import Allowlist
+from floodwall.model import Action, Decision, Finding
+
+__all__ = ["Policy", "PolicySettings"]
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The policy's thresholds; the defaults are safe for a newsroom (a reader is never banned on one signal)."""
+
+    challenge_score: float = 0.6
+    ban_score: float = 0.85
+    challenge_ttl_s: int = 15 * 60
+    ban_ttl_s: int = 60 * 60
+    repeat_factor: float = 4.0
+    max_ttl_s: int = 7 * 24 * 3600
+    prefix_hostile_share: float = 0.75
+    prefix_min_hostile: int = 8
+
+
+@dataclass
+class Policy:
+    """Turns findings into decisions. `prior` tells how many decisions a target already had (from the store)."""
+
+    settings: PolicySettings = field(default_factory=PolicySettings)
+    allowlist: Allowlist = field(default_factory=Allowlist)
+    prior: Callable[[str], int] = lambda _target: 0
+
+    def _ttl(self, action: Action, target: str) -> timedelta:
+        base = self.settings.ban_ttl_s if action is Action.BAN else self.settings.challenge_ttl_s
+        seconds = min(base * self.settings.repeat_factor ** self.prior(target), self.settings.max_ttl_s)
+        return timedelta(seconds=seconds)
+
+    def action_for(self, score: float) -> Action:
+        if score >= self.settings.ban_score:
+            return Action.BAN
+        if score >= self.settings.challenge_score:
+            return Action.CHALLENGE
+        return Action.OBSERVE
+
+    def decide(
+        self,
+        findings: Iterable[Finding],
+        now: datetime,
+        *,
+        site: str | None = None,
+        user_agents: Mapping[str, str | None] | None = None,
+    ) -> list[Decision]:
+        """One decision per target: the strongest finding wins, reasons of all findings are kept."""
+        best: dict[str, Finding] = {}
+        reasons: dict[str, list[str]] = {}
+        evidence: dict[str, list[tuple[str, int]]] = {}
+        for finding in findings:
+            if finding.target not in best or finding.score > best[finding.target].score:
+                best[finding.target] = finding
+            reasons.setdefault(finding.target, []).extend(
+                r for r in finding.reasons if r not in reasons[finding.target]
+            )
+            evidence.setdefault(finding.target, []).extend(finding.evidence[:5])
+        decisions = []
+        for target, finding in best.items():
+            action = self.action_for(finding.score)
+            why = list(reasons[target])
+            exempt = self.allowlist.exempt_network(target)
+            crawler = self.allowlist.verified_crawler(target, (user_agents or {}).get(target))
+            if exempt or crawler:
+                action = Action.OBSERVE
+                why.append(f"not enforced: {exempt or f'verified crawler {crawler}'}")
+            decisions.append(
+                Decision(
+                    target=target,
+                    action=action,
+                    created=now,
+                    expires=now + self._ttl(action, target),
+                    reasons=tuple(why),
+                    site=site,
+                    origin="floodwall-policy",
+                    evidence=tuple(evidence[target][:20]),
+                )
+            )
+        return decisions
+
+    def escalate_prefixes(
+        self, decisions: list[Decision], active_clients: Mapping[str, int], network_of: Mapping[str, str | None]
+    ) -> list[Decision]:
+        """Prefix bans where most active clients of a /24 or /48 are banned; `active_clients` counts per prefix."""
+        hostile: dict[str, list[Decision]] = {}
+        for decision in decisions:
+            network = network_of.get(decision.target)
+            if decision.action is Action.BAN and network is not None:
+                hostile.setdefault(network, []).append(decision)
+        added = []
+        for network, members in hostile.items():
+            active = active_clients.get(network, len(members))
+            share = len(members) / max(active, 1)
+            if len(members) < self.settings.prefix_min_hostile or share < self.settings.prefix_hostile_share:
+                continue
+            if self.allowlist.exempt_network(network):
+                continue
+            now = min(m.created for m in members)
+            added.append(
+                Decision(
+                    target=network,
+                    action=Action.BAN,
+                    created=now,
+                    expires=now + self._ttl(Action.BAN, network),
+                    reasons=(f"{len(members)} of {active} active clients of {network} banned ({share:.0%})",),
+                    site=members[0].site,
+                    origin="floodwall-policy",
+                    evidence=tuple(e for m in members[:4] for e in m.evidence[:2]),
+                )
+            )
+        return decisions + added
