@@ -47,7 +47,7 @@ __all__ = [
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
 
 
-def _one(options: dict[str, list[str]], name: str, url: str) -> str | None:
+def _one(options: dict[str, list[str]], name: str) -> str | None:
     values = options.pop(name, None)
     return values[-1] if values else None
 
@@ -59,29 +59,26 @@ def store_from_url(url: str, clock: Clock | None = None) -> Store:
     """
     parts = urlsplit(url)
     options = parse_qs(parts.query, keep_blank_values=True)
-    if parts.scheme == "memory":
-        store: Store = MemoryStore(clock=clock, url=url)
-    elif parts.scheme == "sqlite":
-        path = url.split("?", 1)[0].removeprefix("sqlite:///")
-        if not url.startswith("sqlite:///") or not path:
-            raise ConfigError(f"store URL {url!r}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
-        interval = _one(options, "poll_interval", url)
-        try:
-            interval_s = float(interval) if interval is not None else 0.5
-        except ValueError:
-            raise ConfigError(f"store URL {url!r}: poll_interval={interval!r} is not a number of seconds") from None
-        if not 0.001 <= interval_s <= 60:
-            raise ConfigError(f"store URL {url!r}: poll_interval={interval_s} must be between 0.001 and 60 seconds")
-        store = SQLiteStore(path, clock=clock, poll_interval_s=interval_s)
-    elif parts.scheme in ("redis", "rediss"):
-        prefix = _one(options, "prefix", url) or "floodwall"
-        rest = {name: values for name, values in options.items()}
-        query = "&".join(f"{name}={value}" for name, values in rest.items() for value in values)
-        options.clear()  # the rest are redis-py's own (socket_timeout, ...), checked by it
-        redis_url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-        store = RedisStore(redis_url, clock=clock, prefix=prefix)
-    else:
+    if parts.scheme not in SCHEMES:
         raise ConfigError(f"store URL {url!r}: unknown scheme {parts.scheme!r} (one of {', '.join(SCHEMES)})")
+    if parts.scheme in ("redis", "rediss"):
+        prefix = _one(options, "prefix") or "floodwall"
+        # The rest are redis-py's own options (socket_keepalive, ...), checked by it.
+        query = "&".join(f"{name}={value}" for name, values in options.items() for value in values)
+        redis_url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+        return RedisStore(redis_url, clock=clock, prefix=prefix)
+    interval = _one(options, "poll_interval") if parts.scheme == "sqlite" else None
     if options:
         raise ConfigError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(options))}")
-    return store
+    if parts.scheme == "memory":
+        return MemoryStore(clock=clock, url=url)
+    path = url.split("?", 1)[0].removeprefix("sqlite:///")
+    if not url.startswith("sqlite:///") or not path:
+        raise ConfigError(f"store URL {url!r}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    try:
+        interval_s = float(interval) if interval is not None else 0.5
+    except ValueError:
+        raise ConfigError(f"store URL {url!r}: poll_interval={interval!r} is not a number of seconds") from None
+    if not 0.001 <= interval_s <= 60:
+        raise ConfigError(f"store URL {url!r}: poll_interval={interval_s} must be between 0.001 and 60 seconds")
+    return SQLiteStore(path, clock=clock, poll_interval_s=interval_s)

@@ -85,6 +85,7 @@ class _PollingFeed:
             self._connection.close()
             raise ServiceError(f"store sqlite:///{path}: {error}") from None
         self._path = path
+        self._next_check_at = time.monotonic() + interval_s
 
     def _version(self) -> int:
         version: int = self._connection.execute("PRAGMA data_version").fetchone()[0]
@@ -107,19 +108,22 @@ class _PollingFeed:
         return changes
 
     def poll(self, timeout_s: float) -> list[Change]:
+        # Checks keep their own schedule, every `interval_s` however often poll is called.
         deadline = time.monotonic() + timeout_s
         try:
             while True:
-                version = self._version()
-                if version != self._data_version:
-                    self._data_version = version
-                    changes = self._read()
-                    if changes:
-                        return changes
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                if now >= self._next_check_at:
+                    self._next_check_at = now + self._interval_s
+                    version = self._version()
+                    if version != self._data_version:
+                        self._data_version = version
+                        changes = self._read()
+                        if changes:
+                            return changes
+                if now >= deadline:
                     return []
-                time.sleep(min(self._interval_s, remaining))
+                time.sleep(max(0.0, min(self._next_check_at, deadline) - now))
         except sqlite3.Error as error:
             raise ServiceError(f"store sqlite:///{self._path}: {error}") from None
 
