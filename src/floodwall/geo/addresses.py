@@ -19,6 +19,7 @@ __all__ = [
     "V4_MAPPED_LO",
     "ParsedAddresses",
     "format_prefixes",
+    "is_reserved",
     "network_halves",
     "parse_addresses",
     "reserved_mask",
@@ -141,6 +142,15 @@ def _mask_halves(length: int) -> tuple[int, int]:
 
 
 _RESERVED_HALVES = [(*network_halves(cidr)[:2], *_mask_halves(network_halves(cidr)[2])) for cidr in _RESERVED]
+
+
+def is_reserved(address: str) -> bool:
+    """True when one address (text) lies in a special-purpose range; the scalar twin of `reserved_mask`."""
+    high, low, _ = network_halves(address + ("/128" if ":" in address else "/32"))
+    return any(
+        (high & mask_hi) == net_hi and (low & mask_lo) == net_lo
+        for net_hi, net_lo, mask_hi, mask_lo in _RESERVED_HALVES
+    )
 
 
 def reserved_mask(addresses: ParsedAddresses) -> BOOL:

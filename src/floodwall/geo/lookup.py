@@ -12,7 +12,7 @@ import numpy.typing as npt
 import polars as pl
 
 from floodwall.errors import InputError, ServiceError
-from floodwall.geo.addresses import U64, format_prefixes, network_halves, parse_addresses, reserved_mask
+from floodwall.geo.addresses import U64, format_prefixes, is_reserved, parse_addresses, reserved_mask
 from floodwall.geo.database import FLAG_COLUMNS, LOOKUP_SCHEMA, GeoDatabase, GeoRecord
 from floodwall.geo.libloc import DEFAULT_LIBLOC_PATHS, LibLocReader
 from floodwall.geo.mmdb import MmdbReader
@@ -108,10 +108,9 @@ class GeoLookup:
     def lookup_address(self, address: str) -> GeoRecord | None:
         """One address, walked one bit at a time in Python: the per-address reference for tests and benchmarks."""
         try:
-            network_halves(address + ("/128" if ":" in address else "/32"))
+            if is_reserved(address):
+                return None
         except (OSError, ValueError):
-            return None
-        if reserved_mask(parse_addresses(pl.Series([address])))[0]:
             return None
         records = [reader.lookup_address(address) for reader in self._readers]
         found = [record for record in records if record is not None]
