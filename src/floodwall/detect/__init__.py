@@ -1,0 +1,1 @@
+"""Detection: site-level onset, client and fleet behaviour, breach signatures, the flash-crowd guard."""
