@@ -1,0 +1,90 @@
+"""The SecRule reader and the transformation functions, on CRS's own text and ModSecurity's documented behaviour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from floodwall.detect.signatures import load_engine
+from floodwall.detect.signatures.ruleset import load_ruleset
+from floodwall.detect.signatures.secrules import Variable, parse_rules
+from floodwall.detect.signatures.transforms import apply_chain, to_bytes
+from floodwall.errors import InputError
+
+CHAINED = r"""
+SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt 2" "id:1,phase:1,pass,nolog,skipAfter:END"
+SecRule REQUEST_COOKIES|!REQUEST_COOKIES:/__utm/|REQUEST_HEADERS:User-Agent|ARGS "@rx (?i)a\"b" \
+    "id:932200,\
+    phase:2,\
+    t:none,t:lowercase,t:none,t:urlDecodeUni,\
+    msg:'RCE Bypass, with a comma',\
+    severity:'CRITICAL',\
+    multiMatch,\
+    chain"
+    SecRule MATCHED_VAR "@rx /" "t:none,t:urlDecodeUni,chain"
+        SecRule MATCHED_VAR "@rx \s" "t:none"
+"""
+
+
+def test_reader_keeps_variables_operator_transforms_level_and_chain() -> None:
+    (rule,) = parse_rules(CHAINED)
+    assert rule.id == "932200"
+    assert rule.variables == (
+        Variable("REQUEST_COOKIES"),
+        Variable("REQUEST_COOKIES", "/__utm/", exclude=True),
+        Variable("REQUEST_HEADERS", "user-agent"),
+        Variable("ARGS"),
+    )
+    assert (rule.operator, rule.argument, rule.negated) == ("rx", '(?i)a"b', False)
+    assert rule.transforms == ("urlDecodeUni",)  # t:none resets the chain
+    assert (rule.paranoia, rule.anomaly_score, rule.multi_match) == (2, 5, True)
+    assert rule.message == "RCE Bypass, with a comma"
+    assert [(link.argument, link.transforms) for link in rule.chain] == [("/", ("urlDecodeUni",)), (r"\s", ())]
+
+
+def test_every_crs_breach_rule_at_paranoia_four_is_loaded_or_accounted_for() -> None:
+    engine = load_engine(paranoia=4)
+    report = engine.compile_report
+    assert len(engine.signatures) >= 125
+    assert report.unusable == []
+    assert report.hyperscan >= 110 and report.prefiltered + report.python_only <= 10
+    assert (report.libinjection >= 4) != bool(report.libinjection_missing)  # run by libinjection, or said to be not
+
+
+def test_missing_crs_names_the_debian_package(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="modsecurity-crs"):
+        load_ruleset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("chain", "given_value", "expected"),
+    [
+        (("urlDecodeUni",), "%27%20or%u0031%uff1c+x%zz", "' or1< x%zz"),
+        (("htmlEntityDecode",), "&lt;script&#x3e;&#60;&quot;", '<script><"'),
+        (("jsDecode",), r"\x3cscript\u003e\101", "<script>A"),
+        (("cssDecode",), r"\3c script\3e", "<script>"),
+        (("cmdLine",), "C\"a't  /ETC/pa^sswd;id", "cat/etc/passwd id"),
+        (("normalizePath",), "/a/b/../../../etc/./passwd//", "/etc/passwd/"),
+        (("normalizePathWin",), "..\\..\\windows\\win.ini", "../../windows/win.ini"),
+        (("replaceComments",), "un/**/ion se/*x*/lect", "un ion se lect"),
+        (("compressWhitespace",), "a \t\n b", "a b"),
+        (("removeNulls", "lowercase"), "A\x00B", "ab"),
+        (("utf8toUnicode",), "é<", "%u00e9<"),
+        (("base64Decode",), "dGVzdA==", "test"),
+    ],
+)
+def test_transformations(chain: tuple[str, ...], given_value: str, expected: str) -> None:
+    assert apply_chain(given_value, chain) == expected
+
+
+def test_url_decoding_keeps_bytes_that_are_not_utf8() -> None:
+    assert to_bytes(apply_chain("%c0%ae%ff", ("urlDecodeUni",))) == b"\xc0\xae\xff"
+
+
+@given(st.text())
+def test_transformations_never_fail(value: str) -> None:
+    chain = ("utf8toUnicode", "urlDecodeUni", "htmlEntityDecode", "jsDecode", "cssDecode", "cmdLine", "normalizePath")
+    assert isinstance(to_bytes(apply_chain(value, chain)), bytes)
