@@ -10,7 +10,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -158,6 +158,114 @@ def read(
         for bad in stats.bad_samples[:5]:
             out.print(f"  line {bad.line}: {bad.reason}: {bad.text[:100]!r}", markup=False)
     out.print(f"{rows:,} requests", markup=False)
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help="A built-in scenario (hano-like, residential-proxies, flash-crowd, "
+            "scanner, coalition) or a scenario TOML file.",
+        ),
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for <site>.access.log files and truth.json.")],
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default: the scenario's).")] = None,
+    scale: Annotated[float, typer.Option("--scale", help="Multiplies traffic volume (0.01 for a quick run).")] = 1.0,
+    gzip: Annotated[bool, typer.Option("--gzip", help="Write .access.log.gz files.")] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Write realistic, labelled access logs of sites under attack, and their ground truth (truth.json).
+
+    Example: floodwall simulate --scenario hano-like --out sim/ --scale 0.1
+    """
+    from rich.progress import MofNCompleteColumn
+
+    from floodwall.simulate import SimulationProgress, load_scenario
+    from floodwall.simulate import simulate as run_simulation
+
+    _setup(None, quiet, verbose)
+    chosen = load_scenario(scenario)
+    progress: Progress | None = None
+    if _show_progress(quiet):
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+    with progress or nullcontext():
+        task = progress.add_task(f"simulating {chosen.name}", total=None) if progress else None
+
+        def report(state: SimulationProgress) -> None:
+            if progress is not None and task is not None:
+                progress.update(
+                    task,
+                    completed=state.lines_written,
+                    total=state.lines_expected,
+                    description=f"simulating {state.site}",
+                )
+
+        summary = run_simulation(chosen, out_dir, seed=seed, scale=scale, compress=gzip, progress=report)
+    if not quiet:
+        out.print(
+            f"{summary.scenario}: {summary.lines:,} lines in {len(summary.logs)} log(s), {summary.incidents} incidents, "
+            f"seed {summary.seed}, scale {summary.scale:g}; truth in {summary.truth}",
+            markup=False,
+        )
+
+
+@app.command()
+def score(
+    truth_dir: Annotated[Path, typer.Option("--truth", help="The folder simulate wrote (with truth.json).")],
+    results_dir: Annotated[
+        Path, typer.Option("--results", help="One folder per site with report.json, and campaigns/campaigns.json.")
+    ],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the scores as JSON (default RESULTS/score.json).")
+    ] = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Score analyze's and correlate's results against simulate's ground truth.
+
+    Example: floodwall score --truth sim/ --results results/
+    """
+    import json
+
+    from floodwall.score import score as run_score
+
+    _setup(None, quiet, verbose)
+    document = run_score(truth_dir, results_dir)
+    target = out_file or results_dir / "score.json"
+    try:
+        target.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write the scores: {exc.strerror}") from None
+    if quiet:
+        return
+    overall = document["overall"]
+    rows = [(name, site) for name, site in document["sites"].items()] + [("overall", overall)]
+    for name, part in rows:
+        a, i = part["attackers"], part["incidents"]
+        fp = part["false_positives"]
+        out.print(
+            f"{name}: attackers P {a['precision']:.3f} R {a['recall']:.3f} F1 {a['f1']:.3f}; "
+            f"incidents P {i['precision']:.3f} R {i['recall']:.3f}; vectors {part['vector_agreement']:.3f}; "
+            f"markers {part['markers_found']:.3f}; false positives: {fp['readers']} readers, "
+            f"{fp['flash_crowd']} flash-crowd, {fp['crawlers']} crawlers, {fp['monitors']} monitors",
+            markup=False,
+        )
+    c = overall["campaigns"]
+    out.print(
+        f"campaigns: pairwise P {c['pairwise_precision']:.3f} R {c['pairwise_recall']:.3f}, "
+        f"ARI {c['adjusted_rand_index']:.3f}; scores in {target}",
+        markup=False,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
