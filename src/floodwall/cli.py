@@ -213,8 +213,8 @@ def simulate(
         summary = run_simulation(chosen, out_dir, seed=seed, scale=scale, compress=gzip, progress=report)
     if not quiet:
         out.print(
-            f"{summary.scenario}: {summary.lines:,} lines in {len(summary.logs)} log(s), {summary.incidents} incidents, "
-            f"seed {summary.seed}, scale {summary.scale:g}; truth in {summary.truth}",
+            f"{summary.scenario}: {summary.lines:,} lines in {len(summary.logs)} log(s), "
+            f"{summary.incidents} incidents, seed {summary.seed}, scale {summary.scale:g}; truth in {summary.truth}",
             markup=False,
         )
 
