@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from floodwall.model import Action, Decision
+import polars as pl
 
-__all__ = ["FakeClock", "make_decision", "wait_until"]
+from floodwall.model import REQUEST_SCHEMA, Action, Decision
+
+__all__ = ["FakeClock", "make_decision", "requests_frame", "wait_until"]
 
 
 class FakeClock:
@@ -75,3 +77,38 @@ def wait_until(check: Callable[[], bool], within_s: float = 2.0, every_s: float 
             return True
         time.sleep(every_s)
     return check()
+
+
+#: What `requests_frame` fills in for a column a row does not give.
+REQUEST_DEFAULTS: Mapping[str, object] = {
+    "ts": datetime(2024, 11, 4, 8, 0, tzinfo=UTC),
+    "client": "192.0.2.10",
+    "method": "GET",
+    "path": "/",
+    "query": None,
+    "protocol": "HTTP/1.1",
+    "status": 200,
+    "bytes": 5120,
+    "referer": None,
+    "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/130.0.0.0 Safari/537.36",
+    "site": "example-news",
+    "source": "test.log",
+}
+
+
+def requests_frame(rows: Sequence[Mapping[str, object]] = (), **defaults: object) -> pl.DataFrame:
+    """A Request frame from `rows` (dicts of columns), each missing column from `defaults` then `REQUEST_DEFAULTS`.
+
+    `client_net` is derived from `client` (its /24) and `line` numbers the rows from 1 unless given; the result is
+    sorted by `ts`, as every source hands frames on.
+    """
+    base = {**REQUEST_DEFAULTS, **defaults}
+    filled = []
+    for number, row in enumerate(rows, start=1):
+        record = {column: row.get(column, base.get(column)) for column in REQUEST_SCHEMA}
+        if record["client_net"] is None and isinstance(record["client"], str) and "." in record["client"]:
+            record["client_net"] = record["client"].rsplit(".", 1)[0] + ".0/24"
+        record["line"] = row.get("line", number)
+        filled.append(record)
+    return pl.DataFrame(filled, schema=dict(REQUEST_SCHEMA), orient="row").sort("ts", maintain_order=True)

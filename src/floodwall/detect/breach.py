@@ -1,0 +1,171 @@
+"""Breach attempts: signature hits (and 4xx-heavy probing) grouped by client and time into incidents of their kind.
+
+A client is a *scanner* when it probes: scanner user agents, sensitive files, several attack families at once, or
+many distinct paths mostly answered 4xx. It is a *brute force* when most of its hits are POSTs to a login form or to
+xmlrpc.php and there are at least `bruteforce_min` of them (one login is an editor). Otherwise its hits are an
+*exploit* attempt. Clients of one kind whose activity overlaps (within `breach_gap_s`) share one incident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+import polars as pl
+
+from floodwall.detect.settings import DetectSettings
+from floodwall.model import IncidentKind, Vector
+
+__all__ = ["BREACH_SCHEMA", "BreachGroup", "aggregate_hits", "breach_groups", "probing_clients"]
+
+#: Signature hits aggregated per (client, family, vector, half hour).
+BREACH_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "client": pl.String(),
+    "family": pl.String(),
+    "vector": pl.String(),
+    "bucket": pl.Datetime("us", "UTC"),
+    "hits": pl.UInt32(),
+    "first_ts": pl.Datetime("us", "UTC"),
+    "last_ts": pl.Datetime("us", "UTC"),
+    "rule_ids": pl.List(pl.String()),
+    "matched": pl.String(),
+    "evidence_source": pl.List(pl.String()),
+    "evidence_line": pl.List(pl.Int64()),
+}
+_BRUTE: Final = ("login", "xmlrpc")
+_PROBE: Final = ("scanner", "sensitive-file")
+
+
+def aggregate_hits(frame: pl.DataFrame, hits: pl.DataFrame) -> pl.DataFrame:
+    """Signature `hits` (rows of `frame`) aggregated to `BREACH_SCHEMA`; one row per request and family counts once."""
+    if hits.height == 0:
+        return pl.DataFrame(schema=BREACH_SCHEMA)
+    rows = frame.select("ts", "client").with_row_index("row")
+    joined = hits.unique(subset=["row", "family"], keep="first").join(rows, on="row", how="inner")
+    return (
+        joined.group_by("client", "family", "vector", pl.col("ts").dt.truncate("30m").alias("bucket"))
+        .agg(
+            pl.len().cast(pl.UInt32).alias("hits"),
+            pl.col("ts").min().alias("first_ts"),
+            pl.col("ts").max().alias("last_ts"),
+            pl.col("rule_id").unique().head(5).alias("rule_ids"),
+            pl.col("matched").first(),
+            pl.col("source").head(3).alias("evidence_source"),
+            pl.col("line").head(3).alias("evidence_line"),
+        )
+        .cast(BREACH_SCHEMA)  # type: ignore[arg-type]
+        .select(list(BREACH_SCHEMA))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BreachGroup:
+    """Clients of one kind active together: the making of one breach incident."""
+
+    kind: IncidentKind
+    start: datetime
+    end: datetime
+    clients: tuple[str, ...]
+    vectors: tuple[Vector, ...]
+    hits: int
+    evidence: dict[str, tuple[tuple[str, int], ...]]
+    reasons: dict[str, tuple[str, ...]]
+
+
+def probing_clients(clients: pl.DataFrame) -> pl.DataFrame:
+    """Clients (whole-log features) that probe without signature hits: many distinct paths, mostly 4xx."""
+    return clients.filter(
+        (pl.col("requests") >= 30) & (pl.col("error_share") >= 0.7) & (pl.col("path_diversity") >= 0.8)
+    ).select(
+        "client",
+        pl.lit("probing").alias("family"),
+        pl.lit(Vector.SCAN.value).alias("vector"),
+        pl.col("requests").cast(pl.UInt32).alias("hits"),
+        "first_ts",
+        "last_ts",
+        pl.col("evidence_source").list.head(3),
+        pl.col("evidence_line").list.head(3),
+    )
+
+
+def _client_kinds(breaches: pl.DataFrame, settings: DetectSettings) -> pl.DataFrame:
+    brute = pl.col("hits").filter(pl.col("family").is_in(_BRUTE)).sum()
+    probe = pl.col("hits").filter(pl.col("family").is_in((*_PROBE, "probing"))).sum()
+    total = pl.col("hits").sum()
+    families = pl.col("family").filter(~pl.col("family").is_in(_BRUTE)).n_unique()
+    kinds = breaches.group_by("client").agg(
+        brute.alias("brute"),
+        probe.alias("probe"),
+        total.alias("total"),
+        families.alias("families"),
+        pl.col("first_ts").min(),
+        pl.col("last_ts").max(),
+        pl.col("vector").unique().sort().alias("vectors"),
+        pl.col("evidence_source").explode().head(5),
+        pl.col("evidence_line").explode().head(5),
+        pl.col("family").unique().sort().alias("family_names"),
+    )
+    kind = (
+        pl.when((pl.col("brute") >= settings.bruteforce_min) & (pl.col("brute") * 2 >= pl.col("total")))
+        .then(pl.lit(IncidentKind.BRUTEFORCE.value))
+        .when((pl.col("probe") > 0) | (pl.col("families") >= 3))
+        .then(pl.lit(IncidentKind.SCAN.value))
+        .when(pl.col("total") > pl.col("brute"))
+        .then(pl.lit(IncidentKind.EXPLOIT.value))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    return kinds.with_columns(kind.alias("kind")).drop_nulls("kind").sort("first_ts")
+
+
+def breach_groups(breaches: pl.DataFrame, settings: DetectSettings) -> list[BreachGroup]:
+    """Breach incidents' makings from aggregated hits (`BREACH_SCHEMA` rows, plus `probing_clients` rows)."""
+    if breaches.height == 0:
+        return []
+    kinds = _client_kinds(breaches, settings)
+    gap = timedelta(seconds=settings.breach_gap_s)
+    groups: list[BreachGroup] = []
+    # A loop over clients with hits (a handful to thousands), not over requests.
+    for kind in sorted(set(kinds.get_column("kind").to_list())):
+        open_rows: list[dict[str, object]] = []
+        end: datetime | None = None
+        for row in kinds.filter(pl.col("kind") == kind).iter_rows(named=True):
+            if end is not None and row["first_ts"] > end + gap:
+                groups.append(_group(IncidentKind(kind), open_rows))
+                open_rows, end = [], None
+            open_rows.append(row)
+            end = row["last_ts"] if end is None else max(end, row["last_ts"])
+        if open_rows:
+            groups.append(_group(IncidentKind(kind), open_rows))
+    return sorted(groups, key=lambda g: g.start)
+
+
+def _group(kind: IncidentKind, rows: list[dict[str, object]]) -> BreachGroup:
+    vectors: set[Vector] = set()
+    evidence: dict[str, tuple[tuple[str, int], ...]] = {}
+    reasons: dict[str, tuple[str, ...]] = {}
+    for row in rows:
+        client = str(row["client"])
+        found = [Vector(v) for v in row["vectors"]]  # type: ignore[attr-defined]
+        vectors.update(found)
+        sources, lines = row["evidence_source"], row["evidence_line"]
+        evidence[client] = tuple(zip(sources, lines, strict=False))  # type: ignore[call-overload]
+        families = ", ".join(row["family_names"])  # type: ignore[arg-type]
+        reasons[client] = (f"{row['total']} breach-attempt signature hits ({families})",)
+    if kind is IncidentKind.BRUTEFORCE:
+        vectors &= {Vector.LOGIN_BRUTEFORCE, Vector.XMLRPC_ABUSE}
+    return BreachGroup(
+        kind=kind,
+        start=min(_time(r["first_ts"]) for r in rows),
+        end=max(_time(r["last_ts"]) for r in rows),
+        clients=tuple(str(r["client"]) for r in rows),
+        vectors=tuple(sorted(vectors, key=lambda v: list(Vector).index(v))),
+        hits=sum(int(r["total"]) for r in rows),  # type: ignore[call-overload]
+        evidence=evidence,
+        reasons=reasons,
+    )
+
+
+def _time(value: object) -> datetime:
+    assert isinstance(value, datetime)
+    return value

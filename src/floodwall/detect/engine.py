@@ -1,0 +1,245 @@
+"""The detection engine: time-ordered Request batches in, findings as they firm up, and at the end the incidents.
+
+    engine = Engine("example-news")
+    for frame in reader:                  # batches of any size, one second (live follower, edge) or 500k rows
+        for finding in engine.feed(frame):
+            ...                           # live: findings against a running flood, within seconds of its onset
+    result = engine.finish()              # incidents, findings, attackers and a per-second timeline
+
+`feed` keeps columnar aggregates only (per-second counts, per-client windows, aggregated signature hits) plus a
+short horizon of raw rows for live judgement; `finish` judges the whole log with hindsight (baselines over all
+quiet time, isolation forest on quiet clients) and is what batch analysis reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from floodwall.detect.baseline import minute_baseline
+from floodwall.detect.breach import BREACH_SCHEMA, aggregate_hits, breach_groups, probing_clients
+from floodwall.detect.clients import client_features
+from floodwall.detect.judge import JudgeContext, judge_interval
+from floodwall.detect.live import LiveWatch
+from floodwall.detect.onset import find_surges, phases_of
+from floodwall.detect.profile import build_profile, quiet_mask_of
+from floodwall.detect.result import ATTACKER_SCHEMA, DetectionResult, SurgeVerdict, timeline_of
+from floodwall.detect.settings import DetectSettings
+from floodwall.detect.windows import WINDOW_SCHEMA, ClientWindows, SecondCounter, tokens
+from floodwall.model import Finding, Incident, IncidentKind, Vector
+
+__all__ = ["Engine", "SignatureMatcher"]
+
+log = logging.getLogger(__name__)
+
+#: Signature hits of a Request frame (`floodwall.detect.signatures.HIT_SCHEMA` rows).
+SignatureMatcher = Callable[[pl.DataFrame], pl.DataFrame]
+_MARGIN = timedelta(minutes=5)
+
+
+def _default_matcher() -> SignatureMatcher | None:
+    try:
+        from floodwall.detect.signatures import load_engine
+
+        return load_engine().match
+    except Exception as exc:  # a missing rules package or hyperscan build must not stop flood detection
+        log.warning("breach signatures disabled: %s", exc)
+        return None
+
+
+class Engine:
+    """One site's detection engine; see the module docstring."""
+
+    def __init__(
+        self,
+        site: str,
+        settings: DetectSettings | None = None,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        signatures: SignatureMatcher | None = None,
+        live: bool = True,
+    ) -> None:
+        self.site = site
+        self.settings = settings or DetectSettings()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._counter = SecondCounter()
+        self._windows = ClientWindows(self.settings.window_s)
+        self._closed: list[pl.DataFrame] = []
+        self._hits: list[pl.DataFrame] = []
+        self._agents: dict[int, str] = {}
+        self._matcher = signatures
+        self._matcher_loaded = signatures is not None or not self.settings.signatures
+        self._live = LiveWatch(site, self.settings) if live else None
+        self._finished = False
+
+    # --- streaming ----------------------------------------------------------------------------------------------
+
+    def feed(self, frame: pl.DataFrame) -> list[Finding]:
+        """Take one time-ordered batch; return findings that are new or stronger since the last batch."""
+        if self._finished:
+            raise RuntimeError("Engine.feed after finish(): make a new Engine")
+        if frame.height == 0:
+            return []
+        toks = tokens(frame)
+        seconds = self._counter.add(toks)
+        closed = self._windows.add(toks)
+        if closed.height:
+            self._closed.append(closed)
+            if len(self._closed) > 256:
+                self._closed = [pl.concat(self._closed)]
+        self._remember_agents(frame)
+        breach = self._match(frame)
+        if self._live is None:
+            return []
+        return self._live.feed(toks, seconds, closed, breach)
+
+    def _remember_agents(self, frame: pl.DataFrame) -> None:
+        if len(self._agents) >= 100_000:
+            return
+        seen = frame.select(pl.col("user_agent").fill_null("").hash(seed=7).alias("id"), pl.col("user_agent"))
+        for ua_id, agent in seen.unique("id").iter_rows():  # distinct agents of the batch, not rows
+            self._agents.setdefault(int(ua_id), agent or "")
+
+    def _match(self, frame: pl.DataFrame) -> pl.DataFrame:
+        if not self._matcher_loaded:
+            self._matcher = _default_matcher()
+            self._matcher_loaded = True
+        if self._matcher is None:
+            return pl.DataFrame(schema=BREACH_SCHEMA)
+        aggregated = aggregate_hits(frame, self._matcher(frame))
+        if aggregated.height:
+            self._hits.append(aggregated)
+        return aggregated
+
+    # --- the whole log ------------------------------------------------------------------------------------------
+
+    def finish(self) -> DetectionResult:
+        """Judge everything fed so far and return the result; the engine takes no more batches afterwards."""
+        self._finished = True
+        last = self._windows.flush()
+        parts = [*self._closed, last] if last.height else self._closed
+        windows = pl.concat(parts) if parts else pl.DataFrame(schema=WINDOW_SCHEMA)
+        seconds = self._counter.frame()
+        if windows.height == 0:
+            return DetectionResult.empty(self.site, self.clock())
+        baseline = minute_baseline(seconds, self.settings)
+        surges = find_surges(seconds, baseline, self.settings)
+        busy = [(s.start - _MARGIN, s.end + _MARGIN) for s in surges]
+        mask = quiet_mask_of(windows, busy)
+        profile = build_profile(windows, mask, self.settings)
+        context = JudgeContext.build(windows, mask, profile, self.settings)
+
+        incidents: list[Incident] = []
+        attackers: list[pl.DataFrame] = []
+        findings: list[Finding] = []
+        verdicts: list[SurgeVerdict] = []
+        for surge in surges:
+            judged = judge_interval(context, windows, surge.start, surge.end, self.settings)
+            excess = max(1.0, surge.requests - surge.expected_rps * ((surge.end - surge.start).total_seconds() + 1))
+            hostile = judged.filter(pl.col("attacker"))
+            attack_requests = int(hostile.get_column("requests").sum() or 0)
+            is_flood = hostile.height > 0 and attack_requests >= 0.25 * excess
+            verdicts.append(SurgeVerdict.of(surge, judged, is_flood))
+            if not is_flood:
+                continue
+            incident_id = self._incident_id(surge.start, incidents)
+            incident = Incident(
+                id=incident_id,
+                site=self.site,
+                kind=IncidentKind.FLOOD,
+                start=surge.start,
+                end=surge.end,
+                peak_rps=surge.peak_rps,
+                requests=surge.requests,
+                attack_requests=min(attack_requests, surge.requests),
+                vectors=context.vectors_of(hostile),
+                attackers=tuple(sorted(hostile.get_column("client").to_list())),
+                phases=phases_of(seconds, surge),
+            )
+            incidents.append(incident)
+            attackers.append(context.attacker_rows(hostile, incident_id))
+            findings.extend(context.findings(hostile, surge.start, surge.end))
+
+        self._breaches(windows, context, incidents, attackers, findings)
+        incidents.sort(key=lambda i: i.start)
+        attacker_frame = pl.concat(attackers) if attackers else pl.DataFrame(schema=ATTACKER_SCHEMA)
+        return DetectionResult(
+            site=self.site,
+            incidents=tuple(incidents),
+            findings=tuple(findings),
+            attackers=attacker_frame,
+            timeline=timeline_of(seconds, windows, attacker_frame, incidents, self.settings.window_s),
+            surges=tuple(verdicts),
+            baseline_method=baseline.method,
+            requests=int(seconds.get_column("requests").sum() or 0),
+            clients=int(windows.get_column("client").n_unique()),
+            analysed_at=self.clock(),
+            user_agents=dict(self._agents),
+        )
+
+    def _incident_id(self, start: datetime, existing: list[Incident]) -> str:
+        prefix = f"{self.site}-{start.astimezone(UTC):%Y%m%dT%H%M}"
+        n = 1 + sum(1 for i in existing if i.id.startswith(prefix + "-"))
+        return f"{prefix}-{n}"
+
+    def _breaches(
+        self,
+        windows: pl.DataFrame,
+        context: JudgeContext,
+        incidents: list[Incident],
+        attackers: list[pl.DataFrame],
+        findings: list[Finding],
+    ) -> None:
+        hits = pl.concat(self._hits) if self._hits else pl.DataFrame(schema=BREACH_SCHEMA)
+        everyone = client_features(windows, context.profile, None, self.settings)
+        flooders = {c for i in incidents for c in i.attackers}
+        probing = probing_clients(everyone.filter(~pl.col("client").is_in(list(flooders))))
+        combined = pl.concat([hits.drop("bucket", "rule_ids", "matched"), probing], how="vertical_relaxed")
+        for group in breach_groups(combined, self.settings):
+            incident_id = self._incident_id(group.start, incidents)
+            members = windows.filter(
+                pl.col("client").is_in(list(group.clients))
+                & pl.col("window").is_between(group.start - timedelta(seconds=self.settings.window_s), group.end)
+            )
+            requests = int(members.get_column("requests").sum() or 0)
+            per_window = members.group_by("window").agg(pl.col("requests").sum())
+            peak = float(per_window.get_column("requests").cast(pl.Float64).max() or 0.0) / self.settings.window_s  # type: ignore[arg-type]
+            incidents.append(
+                Incident(
+                    id=incident_id,
+                    site=self.site,
+                    kind=group.kind,
+                    start=group.start,
+                    end=group.end,
+                    peak_rps=round(peak, 1),
+                    requests=requests,
+                    attack_requests=requests,
+                    vectors=group.vectors or (Vector.SCAN,),
+                    attackers=tuple(sorted(group.clients)),
+                )
+            )
+            rows = everyone.filter(pl.col("client").is_in(list(group.clients)))
+            rows = rows.with_columns(
+                pl.lit(0.9).alias("score"),
+                pl.lit([v.value for v in group.vectors], pl.List(pl.String)).alias("vectors"),
+                pl.col("client")
+                .replace_strict({c: list(r) for c, r in group.reasons.items()}, return_dtype=pl.List(pl.String))
+                .alias("reasons"),
+            )
+            attackers.append(context.attacker_rows(rows, incident_id))
+            for client in group.clients:
+                findings.append(
+                    Finding(
+                        target=client,
+                        kind=f"breach-{group.kind.value}",
+                        score=0.9,
+                        window_start=group.start,
+                        window_end=group.end,
+                        reasons=group.reasons.get(client, ()),
+                        vectors=group.vectors,
+                        evidence=group.evidence.get(client, ()),
+                    )
+                )

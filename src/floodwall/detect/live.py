@@ -1,0 +1,194 @@
+"""Live judgement: a surge declared within seconds of its onset, its clients judged on the seconds since.
+
+The live baseline is the median of recent quiet seconds (frozen while a surge runs); a surge starts when the mean
+of the last three seconds stays above the threshold for `live_confirm_s` seconds, and ends after a minute below it.
+While it runs, every batch re-judges the clients seen since the onset (at most `live_horizon_s` of raw rows) with
+the same `judge_interval` as batch analysis, against a profile of the quiet windows closed so far, and returns
+the findings that are new or markedly stronger. Breach signature hits become findings as they arrive.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from floodwall.detect.judge import JudgeContext, judge_interval
+from floodwall.detect.profile import build_profile
+from floodwall.detect.settings import DetectSettings
+from floodwall.detect.windows import WINDOW_SCHEMA, ClientWindows
+from floodwall.model import Finding, Vector
+
+__all__ = ["LiveWatch"]
+
+_QUIET_HISTORY_S = 1800
+_END_AFTER_S = 60
+_PROFILE_EVERY_S = 300
+_PROFILE_HORIZON = timedelta(hours=6)
+
+
+class LiveWatch:
+    """The streaming half of the engine; `Engine.feed` hands it each batch's tokens and aggregates."""
+
+    def __init__(self, site: str, settings: DetectSettings) -> None:
+        self.site = site
+        self.settings = settings
+        self._history: deque[float] = deque(maxlen=_QUIET_HISTORY_S)
+        self._recent_counts: deque[float] = deque(maxlen=3)
+        self._pending: tuple[datetime, int] | None = None  # the last second of the last batch (maybe partial)
+        self._above = 0
+        self._below = 0
+        self.surge_start: datetime | None = None
+        self._threshold = 0.0
+        self._rows: list[pl.DataFrame] = []
+        self._quiet: list[pl.DataFrame] = []
+        self._context: JudgeContext | None = None
+        self._context_at: datetime | None = None
+        self._reported: dict[str, float] = {}
+        self._breach_counts: dict[str, int] = {}
+
+    def feed(
+        self, toks: pl.DataFrame, seconds: pl.DataFrame, closed: pl.DataFrame, breach: pl.DataFrame
+    ) -> list[Finding]:
+        now = toks.get_column("ts").max()
+        assert isinstance(now, datetime)
+        self._keep_rows(toks, now)
+        if self.surge_start is None and closed.height:
+            self._quiet.append(closed)
+        self._step_seconds(seconds)
+        findings = self._breach_findings(breach)
+        if self.surge_start is None:
+            self._refresh_context(now)
+            return findings
+        return findings + self._judge(now)
+
+    def _keep_rows(self, toks: pl.DataFrame, now: datetime) -> None:
+        horizon = now - timedelta(seconds=self.settings.live_horizon_s)
+        self._rows.append(toks)
+        while len(self._rows) > 1:
+            newest = self._rows[0].get_column("ts").max()
+            if isinstance(newest, datetime) and newest < horizon:
+                self._rows.pop(0)
+            else:
+                break
+
+    def _threshold_now(self) -> float:
+        if len(self._history) < 30:
+            return float("inf")
+        base = float(np.median(np.fromiter(self._history, dtype=np.float64)))
+        noise = float(np.sqrt(max(base, 0.05) / 3))
+        s = self.settings
+        return max(base * s.surge_ratio, base + s.surge_mads * noise, s.min_flood_rps)
+
+    def _step_seconds(self, seconds: pl.DataFrame) -> None:
+        # One step per second of traffic (not per request); the batch's last second may continue in the next one.
+        stamps = seconds.get_column("ts").to_list()
+        counts = seconds.get_column("requests").to_list()
+        if self._pending is not None:
+            if stamps and stamps[0] == self._pending[0]:
+                counts[0] += self._pending[1]
+            else:
+                stamps.insert(0, self._pending[0])
+                counts.insert(0, self._pending[1])
+        if not stamps:
+            return
+        self._pending = (stamps[-1], counts[-1])
+        previous: datetime | None = None
+        for stamp, count in zip(stamps[:-1], counts[:-1], strict=True):
+            if previous is not None:  # seconds without requests count as zeros
+                for _ in range(min(int((stamp - previous).total_seconds()) - 1, 60)):
+                    self._one_second(previous, 0.0)
+            self._one_second(stamp, float(count))
+            previous = stamp
+
+    def _one_second(self, stamp: datetime, count: float) -> None:
+        self._recent_counts.append(count)
+        smooth = sum(self._recent_counts) / len(self._recent_counts)
+        if self.surge_start is None:
+            threshold = self._threshold_now()
+            if smooth > threshold:
+                self._above += 1
+                if self._above >= self.settings.live_confirm_s:
+                    self.surge_start = stamp - timedelta(seconds=self._above + 1)
+                    self._threshold = threshold
+                    self._below = 0
+                return
+            self._above = 0
+            self._history.append(count)
+            return
+        if smooth <= self._threshold:
+            self._below += 1
+            if self._below >= _END_AFTER_S:
+                self.surge_start = None
+                self._above = 0
+        else:
+            self._below = 0
+
+    def _refresh_context(self, now: datetime) -> None:
+        if self._context_at is not None and (now - self._context_at).total_seconds() < _PROFILE_EVERY_S:
+            return
+        quiet = pl.concat(self._quiet) if self._quiet else pl.DataFrame(schema=WINDOW_SCHEMA)
+        quiet = quiet.filter(pl.col("window") >= now - _PROFILE_HORIZON)
+        self._quiet = [quiet]
+        profile = build_profile(quiet, None, self.settings)
+        self._context = JudgeContext.build(quiet, pl.repeat(True, quiet.height, eager=True), profile, self.settings)
+        self._context_at = now
+
+    def _judge(self, now: datetime) -> list[Finding]:
+        assert self.surge_start is not None
+        if self._context is None:
+            self._refresh_context(now)
+        assert self._context is not None
+        rows = pl.concat(self._rows).filter(pl.col("ts") >= self.surge_start - timedelta(seconds=5))
+        if rows.height == 0:
+            return []
+        windows = ClientWindows(self.settings.window_s)
+        aggregated = pl.concat([windows.add(rows), windows.flush()])
+        judged = judge_interval(self._context, aggregated, self.surge_start, now, self.settings)
+        hostile = judged.filter(pl.col("attacker"))
+        fresh = hostile.filter(
+            pl.col("score")
+            > pl.col("client").replace_strict(self._reported, default=0.0, return_dtype=pl.Float64) + 0.1
+        )
+        found = self._context.findings(fresh, self.surge_start, now)
+        for finding in found:
+            self._reported[finding.target] = finding.score
+        return found
+
+    def _breach_findings(self, breach: pl.DataFrame) -> list[Finding]:
+        found: list[Finding] = []
+        if breach.height == 0:
+            return found
+        per_client = breach.group_by("client").agg(
+            pl.col("hits").sum(),
+            pl.col("family").unique().sort(),
+            pl.col("vector").unique().sort(),
+            pl.col("first_ts").min(),
+            pl.col("last_ts").max(),
+            pl.col("evidence_source").explode().head(5),
+            pl.col("evidence_line").explode().head(5),
+        )
+        for client, hits, families, vectors, first, last, sources, lines in per_client.iter_rows():
+            before = self._breach_counts.get(client, 0)
+            total = before + int(hits)
+            self._breach_counts[client] = total
+            only_login = set(families) <= {"login", "xmlrpc"}
+            if only_login and total < self.settings.bruteforce_min:
+                continue
+            if before and not (only_login and before < self.settings.bruteforce_min):
+                continue  # already reported
+            found.append(
+                Finding(
+                    target=client,
+                    kind="signature",
+                    score=0.9 if not only_login else 0.85,
+                    window_start=first,
+                    window_end=last,
+                    reasons=(f"{total} breach-attempt signature hits ({', '.join(families)})",),
+                    vectors=tuple(Vector(v) for v in vectors),
+                    evidence=tuple(zip(sources, lines, strict=False)),
+                )
+            )
+        return found

@@ -1,0 +1,149 @@
+"""Surges of the site's request rate: their onset and end to the second, and their phases.
+
+Minutes above the baseline's threshold are grouped into stretches (gaps under `merge_gap_s` joined, so a test
+flood, its pause and the waves are one surge). Onset and end are then refined on the per-second counts: the first
+second from which the next five average above the threshold, the last second up to which the previous five do.
+Phases cut the surge's per-minute rate into level stretches: a short first burst followed by a pause is the test
+flood, the stretches after it are waves, and a last stretch at under half the peak is the tail.
+
+A surge is not yet an incident: a breaking-news crowd is a surge too. The engine makes it a flood incident only when
+client and fleet judgement find its attackers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from floodwall.detect.baseline import MinuteBaseline
+from floodwall.detect.settings import DetectSettings
+from floodwall.model import Phase
+
+__all__ = ["Surge", "find_surges", "phases_of"]
+
+_SMOOTH_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Surge:
+    """A stretch of abnormal site rate."""
+
+    start: datetime
+    end: datetime
+    peak_rps: float
+    requests: int
+    expected_rps: float  # the baseline at the onset
+    threshold_rps: float
+
+
+def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """[start, end) index pairs of the True runs of `mask`."""
+    if mask.size == 0:
+        return []
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _merge(runs: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for a, b in runs:
+        if merged and a - merged[-1][1] <= gap:
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _second_series(seconds: pl.DataFrame, start: datetime, end: datetime) -> tuple[pl.Series, npt.NDArray[np.float64]]:
+    span = pl.DataFrame({"ts": pl.datetime_range(start, end, "1s", eager=True, time_zone="UTC")})
+    joined = span.join(seconds.select("ts", "requests"), on="ts", how="left").fill_null(0)
+    return joined.get_column("ts"), joined.get_column("requests").to_numpy().astype(np.float64)
+
+
+def find_surges(seconds: pl.DataFrame, baseline: MinuteBaseline, settings: DetectSettings) -> list[Surge]:
+    """The surges of the per-second counts `seconds` (ts, requests) against `baseline`."""
+    anomalous = baseline.anomalous()
+    runs = _merge(_runs(anomalous), settings.merge_gap_s // 60)
+    surges: list[Surge] = []
+    minutes = baseline.minutes
+    for a, b in runs:
+        threshold = float(np.min(baseline.threshold_rps[a:b]))
+        expected = float(baseline.expected_rps[a])
+        lo = max(0, a - 2)
+        hi = min(len(minutes) - 1, b + 1)
+        times, counts = _second_series(seconds, minutes[lo], minutes[hi] + timedelta(seconds=59))
+        kernel = np.ones(_SMOOTH_S) / _SMOOTH_S
+        smooth = np.convolve(counts, kernel, mode="full")[: counts.size]  # mean of the last five seconds
+        above = smooth > threshold
+        if not above.any():
+            continue
+        last = int(np.flatnonzero(above)[-1])
+        first = max(0, int(np.flatnonzero(above)[0]) - (_SMOOTH_S - 1))
+        # The onset: the first second of the first run of seconds above the threshold.
+        while first < counts.size - 1 and counts[first] <= threshold:
+            first += 1
+        if last - first + 1 < settings.min_surge_s:
+            continue
+        start, end = times[first], times[last]
+        peak = float(np.max(smooth[first : last + 1]))
+        surges.append(
+            Surge(
+                start=start,
+                end=end,
+                peak_rps=round(peak, 1),
+                requests=int(counts[first : last + 1].sum()),
+                expected_rps=round(expected, 2),
+                threshold_rps=round(threshold, 2),
+            )
+        )
+    return surges
+
+
+def phases_of(seconds: pl.DataFrame, surge: Surge, attack_share: float = 1.0) -> tuple[Phase, ...]:
+    """The phases of `surge` from its per-second counts: test flood, waves, tail."""
+    times, counts = _second_series(seconds, surge.start, surge.end)
+    if counts.size < 60:
+        return (Phase(surge.start, surge.end, surge.peak_rps, "wave-1"),)
+    minute_rate = np.add.reduceat(counts, np.arange(0, counts.size, 60)) / np.diff(
+        np.append(np.arange(0, counts.size, 60), counts.size)
+    )
+    active = minute_rate > surge.threshold_rps
+    runs = _runs(active)
+    if not runs:
+        return (Phase(surge.start, surge.end, surge.peak_rps, "wave-1"),)
+    peak = float(minute_rate.max())
+    # Split the active runs further where the level steps (a wave starting at 1.5x the previous level or more).
+    pieces: list[tuple[int, int]] = []
+    for a, b in runs:
+        cut = a
+        for i in range(a + 1, b):
+            level = float(np.median(minute_rate[cut:i]))
+            if i + 1 >= b:
+                break
+            pair = minute_rate[i : i + 2]
+            if pair.min() > 1.5 * level or pair.max() < level / 1.5:
+                pieces.append((cut, i))
+                cut = i
+        pieces.append((cut, b))
+    phases: list[Phase] = []
+    wave = 0
+    for k, (a, b) in enumerate(pieces):
+        level = float(np.median(minute_rate[a:b]))
+        high = float(minute_rate[a:b].max())
+        paused_after = k + 1 < len(pieces) and pieces[k + 1][0] > b
+        if k == 0 and len(pieces) > 1 and paused_after and b - a <= 10 and high < 0.7 * peak:
+            label = "test-flood"
+        elif k == len(pieces) - 1 and k > 0 and level <= 0.5 * peak:
+            label = "tail"
+        else:
+            wave += 1
+            label = f"wave-{wave}"
+        start = surge.start if k == 0 else times[a * 60]
+        end = surge.end if k == len(pieces) - 1 else times[min(b * 60, counts.size) - 1]
+        phases.append(Phase(start, end, round(high * attack_share, 1), label))
+    return tuple(phases)

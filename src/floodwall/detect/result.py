@@ -1,0 +1,128 @@
+"""What the engine hands to reports and policy: incidents, findings, attackers, the per-second timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
+
+import polars as pl
+
+from floodwall.detect.judge import ATTACKER_SCHEMA
+from floodwall.detect.onset import Surge
+from floodwall.model import Finding, Incident
+
+__all__ = ["ATTACKER_SCHEMA", "TIMELINE_SCHEMA", "DetectionResult", "SurgeVerdict", "timeline_of"]
+
+#: One row per second with requests: totals, the attackers' share, and the status classes.
+TIMELINE_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "ts": pl.Datetime("us", "UTC"),
+    "requests": pl.UInt32(),
+    "attack_requests": pl.UInt32(),
+    "s2xx": pl.UInt32(),
+    "s3xx": pl.UInt32(),
+    "s4xx": pl.UInt32(),
+    "s5xx": pl.UInt32(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SurgeVerdict:
+    """A surge of the site's rate and what it was judged to be: "flood", "flash-crowd" or "unexplained"."""
+
+    start: datetime
+    end: datetime
+    peak_rps: float
+    requests: int
+    expected_rps: float
+    verdict: str
+    clients: int
+    protected_share: float  # share of its requests sent by clients the flash-crowd guard protects
+
+    @classmethod
+    def of(cls, surge: Surge, judged: pl.DataFrame, is_flood: bool) -> SurgeVerdict:
+        total = float(judged.get_column("requests").sum() or 0.0)
+        protected = float(judged.filter(pl.col("protected")).get_column("requests").sum() or 0.0)
+        share = protected / total if total else 0.0
+        verdict = "flood" if is_flood else ("flash-crowd" if share >= 0.5 else "unexplained")
+        return cls(
+            surge.start, surge.end, surge.peak_rps, surge.requests, surge.expected_rps, verdict, judged.height, share
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionResult:
+    """Everything `Engine.finish` concluded about one site."""
+
+    site: str
+    incidents: tuple[Incident, ...]  # floods and breach attempts, by start
+    findings: tuple[Finding, ...]  # one per (attacker, incident), with reasons and (source, line) evidence
+    attackers: pl.DataFrame  # ATTACKER_SCHEMA: client, incident_id, score, vectors, reasons, requests
+    timeline: pl.DataFrame  # TIMELINE_SCHEMA: ts, requests, attack_requests, s2xx, s3xx, s4xx, s5xx
+    surges: tuple[SurgeVerdict, ...]  # every surge of the rate, flood or not (flash crowds are listed here)
+    baseline_method: str  # "hour-of-week", "hour-of-day", "rolling" or "none"
+    requests: int
+    clients: int
+    analysed_at: datetime
+    user_agents: dict[int, str] = field(default_factory=dict)  # the windows' ua_id -> user agent
+
+    @classmethod
+    def empty(cls, site: str, now: datetime) -> DetectionResult:
+        return cls(
+            site=site,
+            incidents=(),
+            findings=(),
+            attackers=pl.DataFrame(schema=ATTACKER_SCHEMA),
+            timeline=pl.DataFrame(schema=TIMELINE_SCHEMA),
+            surges=(),
+            baseline_method="none",
+            requests=0,
+            clients=0,
+            analysed_at=now,
+        )
+
+    @property
+    def attacker_addresses(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.attackers.get_column("client").to_list())))
+
+
+def timeline_of(
+    seconds: pl.DataFrame,
+    windows: pl.DataFrame,
+    attackers: pl.DataFrame,
+    incidents: list[Incident],
+    window_s: int,
+) -> pl.DataFrame:
+    """The per-second timeline. Attack requests are exact per client window and spread over its seconds in
+    proportion to the site's traffic (windows are `window_s` long, so the spread is at most that coarse)."""
+    if seconds.height == 0:
+        return pl.DataFrame(schema=TIMELINE_SCHEMA)
+    spans = pl.DataFrame(
+        {
+            "incident_id": [i.id for i in incidents],
+            "start": [i.start - timedelta(seconds=window_s) for i in incidents],
+            "end": [i.end for i in incidents],
+        },
+        schema={"incident_id": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")},
+    )
+    pairs = attackers.select("client", "incident_id").unique().join(spans, on="incident_id", how="inner")
+    attack = (
+        windows.select("client", "window", "requests")
+        .join(pairs, on="client", how="inner")
+        .filter(pl.col("window").is_between(pl.col("start"), pl.col("end")))
+        .unique(subset=["client", "window"])
+        .group_by("window")
+        .agg(pl.col("requests").sum().alias("attack"))
+    )
+    everything = windows.group_by("window").agg(pl.col("requests").sum().alias("all"))
+    share = everything.join(attack, on="window", how="left").with_columns(
+        (pl.col("attack").fill_null(0) / pl.col("all")).clip(0, 1).alias("share")
+    )
+    return (
+        seconds.with_columns(pl.col("ts").dt.truncate(f"{window_s}s").alias("window"))
+        .join(share.select("window", "share"), on="window", how="left")
+        .with_columns((pl.col("requests") * pl.col("share").fill_null(0.0)).round(0).alias("attack_requests"))
+        .cast(TIMELINE_SCHEMA)  # type: ignore[arg-type]
+        .select(list(TIMELINE_SCHEMA))
+        .sort("ts")
+    )

@@ -1,0 +1,228 @@
+"""Columnar aggregates of the request stream: per-second site counts and per-client windows.
+
+Both are incremental. A window is emitted only once it is complete (a later row has been seen), so cutting the
+stream into batches anywhere gives the same aggregates; the rows of the window still open are carried to the next
+batch. State is the open window's rows plus one row per second and per (client, window) already closed.
+
+Per request, `tokens` derives the columns every layer reads: the kind of resource (page, asset, feed, API), a path
+template (digits and slugs folded, so all articles share one), the set of query keys, a cache-busting flag (a query
+value that looks random), the referer's kind and a hash of the user agent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+import polars as pl
+
+__all__ = ["WINDOW_SCHEMA", "ClientWindows", "SecondCounter", "tokens"]
+
+_ASSET_EXT: Final = r"\.(?:css|js|mjs|png|jpe?g|gif|webp|avif|svg|ico|woff2?|ttf|eot|otf|mp4|webm|mp3|map|json)$"
+_ASSET_DIR: Final = r"^/(?:wp-content|wp-includes|static|assets|_next|media|images|img|css|js|fonts)/"
+_FEED: Final = r"(?:/feed/?$|/rss|\.xml$|\.rss$|/atom)"
+_API: Final = r"^/(?:wp-json|api|graphql|ajax|wp-admin/admin-ajax\.php)"
+_SOCIAL: Final = (
+    r"(?:facebook\.com|fb\.com|t\.co/|twitter\.com|x\.com|instagram\.com|telegram|t\.me|reddit\.com|linkedin\.com|"
+    r"vk\.com|tiktok\.com|news\.google|google\.|bing\.com|duckduckgo|yandex\.|whatsapp|viber|flipboard|msn\.com)"
+)
+# A query value that looks random: 6+ characters mixing letters and digits, or a long run of digits (a timestamp).
+_RANDOM_VALUE: Final = (
+    r"(?:^|[=&])(?:[A-Za-z0-9_\-]*[0-9][A-Za-z0-9_\-]*[A-Za-z]|[A-Za-z][A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{3,}(?:&|$)"
+)
+_TIMESTAMP_VALUE: Final = r"(?:^|[=&])[0-9]{8,}(?:&|$)"
+
+#: One row per (client, window): what the client did in those `window_s` seconds.
+WINDOW_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "client": pl.String(),
+    "window": pl.Datetime("us", "UTC"),
+    "client_net": pl.String(),
+    "requests": pl.UInt32(),
+    "pages": pl.UInt32(),
+    "assets": pl.UInt32(),
+    "posts": pl.UInt32(),
+    "s3xx": pl.UInt32(),
+    "s4xx": pl.UInt32(),
+    "s5xx": pl.UInt32(),
+    "with_query": pl.UInt32(),
+    "cache_bust": pl.UInt32(),
+    "no_referer": pl.UInt32(),
+    "social_referer": pl.UInt32(),
+    "paths": pl.UInt32(),
+    "queries": pl.UInt32(),
+    "user_agents": pl.UInt32(),
+    "gap_mean_s": pl.Float64(),
+    "gap_std_s": pl.Float64(),
+    "first_ts": pl.Datetime("us", "UTC"),
+    "last_ts": pl.Datetime("us", "UTC"),
+    "ua_id": pl.UInt64(),
+    "shape": pl.String(),
+    "query_keys": pl.String(),
+    "template": pl.String(),
+    "source": pl.String(),
+    "line": pl.Int64(),
+}
+
+
+def tokens(frame: pl.DataFrame) -> pl.DataFrame:
+    """The Request frame's columns that detection reads, plus the derived per-request tokens."""
+    path = pl.col("path").fill_null("").str.to_lowercase()
+    query = pl.col("query")
+    referer = pl.col("referer")
+    kind = (
+        pl.when(path.str.contains(_ASSET_EXT) | path.str.contains(_ASSET_DIR))
+        .then(pl.lit("asset"))
+        .when(path.str.contains(_FEED))
+        .then(pl.lit("feed"))
+        .when(path.str.contains(_API))
+        .then(pl.lit("api"))
+        .otherwise(pl.lit("page"))
+    )
+    template = (
+        path.str.replace(r"/[^/]+(\.[a-z0-9]{1,5})$", "/*$1")
+        .str.replace_all(r"/[a-z0-9]+(?:-[a-z0-9]+){2,}", "/{slug}")
+        .str.replace_all(r"/[^/]*[0-9][^/]*", "/0")
+        .str.replace_all(r"/[a-z]{7,}(?:/|$)", "/{word}/")
+        .str.slice(0, 60)
+    )
+    query_keys = (
+        query.str.extract_all(r"(?:^|&)([^=&]{1,40})")
+        .list.eval(pl.element().str.strip_chars("&"))
+        .list.unique()
+        .list.sort()
+        .list.join(",")
+    )
+    cache_bust = query.str.contains(_RANDOM_VALUE) | query.str.contains(_TIMESTAMP_VALUE)
+    return frame.select(
+        "ts",
+        "client",
+        "client_net",
+        "status",
+        "source",
+        "line",
+        pl.col("path").fill_null(""),
+        query.fill_null(""),
+        kind.alias("kind"),
+        (pl.col("method") == "POST").fill_null(False).alias("is_post"),
+        template.alias("template"),
+        query_keys.fill_null("").alias("query_keys"),
+        cache_bust.fill_null(False).alias("cache_bust"),
+        (referer.is_null() | (referer == "-") | (referer == "")).alias("no_referer"),
+        referer.str.contains(_SOCIAL).fill_null(False).alias("social_referer"),
+        pl.col("user_agent").fill_null("").hash(seed=7).alias("ua_id"),
+        pl.col("method").fill_null("?").alias("method"),
+    )
+
+
+class SecondCounter:
+    """Requests per second of the whole site, by status class; merged across batches by summing."""
+
+    def __init__(self) -> None:
+        self._parts: list[pl.DataFrame] = []
+        self._rows = 0
+
+    def add(self, toks: pl.DataFrame) -> pl.DataFrame:
+        """Count `toks` and return this batch's per-second counts (seconds cut by the batch are partial)."""
+        counts = per_second(toks)
+        self._parts.append(counts)
+        self._rows += counts.height
+        if len(self._parts) > 64:
+            self._parts = [self.frame()]
+        return counts
+
+    def frame(self) -> pl.DataFrame:
+        """Every second seen so far: ts, requests, s2xx, s3xx, s4xx, s5xx; sorted, one row per second."""
+        if not self._parts:
+            return per_second(pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), "status": pl.Int16()}))
+        merged = pl.concat(self._parts).group_by("ts").agg(pl.all().sum()).sort("ts")
+        self._parts = [merged]
+        return merged
+
+
+def per_second(toks: pl.DataFrame) -> pl.DataFrame:
+    status = pl.col("status").fill_null(0)
+    return (
+        toks.lazy()
+        .group_by(pl.col("ts").dt.truncate("1s"))
+        .agg(
+            pl.len().cast(pl.UInt32).alias("requests"),
+            (status < 300).sum().cast(pl.UInt32).alias("s2xx"),
+            ((status >= 300) & (status < 400)).sum().cast(pl.UInt32).alias("s3xx"),
+            ((status >= 400) & (status < 500)).sum().cast(pl.UInt32).alias("s4xx"),
+            (status >= 500).sum().cast(pl.UInt32).alias("s5xx"),
+        )
+        .sort("ts")
+        .collect()
+    )
+
+
+def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
+    status = pl.col("status").fill_null(0)
+    gap = pl.col("ts").diff().dt.total_microseconds().cast(pl.Float64) / 1e6
+    shape = pl.concat_str([pl.col("method"), pl.lit(" "), pl.col("template"), pl.lit("?"), pl.col("query_keys")])
+    return (
+        toks.lazy()
+        .with_columns(pl.col("ts").dt.truncate(f"{window_s}s").alias("window"))
+        .group_by("client", "window")
+        .agg(
+            pl.col("client_net").first(),
+            pl.len().cast(pl.UInt32).alias("requests"),
+            (pl.col("kind") == "page").sum().cast(pl.UInt32).alias("pages"),
+            (pl.col("kind") == "asset").sum().cast(pl.UInt32).alias("assets"),
+            pl.col("is_post").sum().cast(pl.UInt32).alias("posts"),
+            ((status >= 300) & (status < 400)).sum().cast(pl.UInt32).alias("s3xx"),
+            ((status >= 400) & (status < 500)).sum().cast(pl.UInt32).alias("s4xx"),
+            (status >= 500).sum().cast(pl.UInt32).alias("s5xx"),
+            (pl.col("query") != "").sum().cast(pl.UInt32).alias("with_query"),
+            pl.col("cache_bust").sum().cast(pl.UInt32).alias("cache_bust"),
+            pl.col("no_referer").sum().cast(pl.UInt32).alias("no_referer"),
+            pl.col("social_referer").sum().cast(pl.UInt32).alias("social_referer"),
+            pl.col("path").n_unique().cast(pl.UInt32).alias("paths"),
+            pl.col("query").n_unique().cast(pl.UInt32).alias("queries"),
+            pl.col("ua_id").n_unique().cast(pl.UInt32).alias("user_agents"),
+            gap.mean().alias("gap_mean_s"),
+            gap.std().alias("gap_std_s"),
+            pl.col("ts").min().alias("first_ts"),
+            pl.col("ts").max().alias("last_ts"),
+            pl.col("ua_id").first(),
+            shape.filter(pl.col("kind") != "asset").first().fill_null("asset").alias("shape"),
+            pl.col("query_keys").filter(pl.col("query_keys") != "").first().fill_null("").alias("query_keys"),
+            pl.col("template").filter(pl.col("kind") != "asset").first().fill_null("asset").alias("template"),
+            pl.col("source").first(),
+            pl.col("line").first(),
+        )
+        .collect()
+        .cast(WINDOW_SCHEMA)  # type: ignore[arg-type]
+        .select(list(WINDOW_SCHEMA))
+    )
+
+
+class ClientWindows:
+    """Per-(client, window) aggregates, emitted when complete; see the module docstring."""
+
+    def __init__(self, window_s: int) -> None:
+        self.window_s = window_s
+        self._open: pl.DataFrame | None = None  # token rows of the window not yet complete
+
+    def add(self, toks: pl.DataFrame) -> pl.DataFrame:
+        """Feed time-ordered token rows; returns the windows completed by them."""
+        if toks.height == 0:
+            return pl.DataFrame(schema=WINDOW_SCHEMA)
+        rows = toks if self._open is None else pl.concat([self._open, toks])
+        last = rows.get_column("ts").max()
+        assert isinstance(last, datetime)
+        cut = pl.Series([last]).dt.truncate(f"{self.window_s}s").item()
+        done = rows.filter(pl.col("ts") < cut)
+        self._open = rows.filter(pl.col("ts") >= cut)
+        return _aggregate(done, self.window_s) if done.height else pl.DataFrame(schema=WINDOW_SCHEMA)
+
+    def flush(self) -> pl.DataFrame:
+        """The still-open window's aggregates (at the end of the input)."""
+        rows, self._open = self._open, None
+        if rows is None or rows.height == 0:
+            return pl.DataFrame(schema=WINDOW_SCHEMA)
+        return _aggregate(rows, self.window_s)
+
+    @property
+    def open_rows(self) -> pl.DataFrame | None:
+        return self._open
