@@ -36,7 +36,7 @@ from floodwall.simulate.writer import LogWriter, format_lines, write_truth
 __all__ = ["SimulationProgress", "SimulationSummary", "simulate"]
 
 SLICE_ROWS = 250_000
-MAX_SLICE_MINUTES = 120
+MAX_SLICE_MINUTES = 240
 LINES_PER_PAGE_VIEW = 4.3  # a page, its assets and redirects, on average (see traffic.page_views)
 # Local hours 0-23 of a news site's day: a night trough, a morning rise, an evening peak.
 _DIURNAL = np.array(

