@@ -72,7 +72,7 @@ def test_a_scenario_file_loads_and_runs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "key"),
     [
-        (('peak_rps = 40', 'peak_rps = 40\ncolour = "red"'), "campaigns.0.incidents.0.colour"),
+        (("peak_rps = 40", 'peak_rps = 40\ncolour = "red"'), "campaigns.0.incidents.0.colour"),
         (('vectors = ["get-flood"]', 'vectors = ["ddos"]'), "campaigns.0.incidents.0.vectors.0"),
         (('site = "our-site"\nstart', 'site = "their-site"\nstart'), "campaigns.0.incidents.0.site"),
         (('timezone = "Europe/Budapest"', 'timezone = "Mars/Olympus"'), "sites.0.timezone"),

@@ -114,7 +114,7 @@ def _local_hours(start_s: float, minutes: int, timezone: str) -> tuple[np.ndarra
 def _reader_rate(site: SiteSpec, start_s: float, minutes: int, scale: float, rng: np.random.Generator) -> np.ndarray:
     hour, weekday = _local_hours(start_s, minutes, site.timezone)
     diurnal = np.interp(hour, np.arange(25), np.append(_DIURNAL, _DIURNAL[0])) / _DIURNAL.mean()
-    drift = np.cumsum(rng.normal(0, 0.01, minutes))
+    drift = np.cumsum(rng.normal(0, 0.004, minutes))
     drift = np.exp(drift - np.linspace(0, drift[-1], minutes))  # a slow wander that comes back to where it began
     rate: np.ndarray = site.page_views_per_day / 86_400 * scale * diurnal * _WEEKLY[weekday] * drift
     return rate
@@ -160,8 +160,9 @@ def _plan(scenario: Scenario, seed: int, scale: float) -> tuple[list[SitePlan], 
         readers = build_pool(site, pool_size, rng, exclude)
         crowd_size = int(min(200_000, max(100, sum(f.multiplier for f in crowds) * pool_size * 0.15)))
         crowd = build_pool(site, crowd_size if crowds else 1, rng, exclude, mobile_boost=0.2)
-        content = build_content(site, crowds, rng, start_s, end_s)
-        rate = _reader_rate(site, start_s, minutes, scale, rng)
+        # Content and the day's shape come from their own generators, the same whatever the scale.
+        content = build_content(site, crowds, np.random.default_rng([seed, 5, s_i]), start_s, end_s)
+        rate = _reader_rate(site, start_s, minutes, scale, np.random.default_rng([seed, 6, s_i]))
         sites.append(
             SitePlan(
                 index=s_i,
