@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from floodwall.detect.baseline import minute_baseline
-from floodwall.detect.breach import BREACH_SCHEMA, aggregate_hits, breach_groups, probing_clients
+from floodwall.detect.breach import BREACH_SCHEMA, aggregate_hits, breach_groups, candidates, probing_clients
 from floodwall.detect.clients import client_features
 from floodwall.detect.judge import JudgeContext, judge_interval
 from floodwall.detect.live import LiveWatch
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 #: Signature hits of a Request frame (`floodwall.detect.signatures.HIT_SCHEMA` rows).
 SignatureMatcher = Callable[[pl.DataFrame], pl.DataFrame]
 _MARGIN = timedelta(minutes=5)
+_MATCH_KEYS = ("method", "path", "query", "user_agent", "referer")
 
 
 def _default_matcher() -> SignatureMatcher | None:
@@ -109,7 +110,23 @@ class Engine:
             self._matcher_loaded = True
         if self._matcher is None:
             return pl.DataFrame(schema=BREACH_SCHEMA)
-        aggregated = aggregate_hits(frame, self._matcher(frame))
+        suspects = frame.filter(candidates(frame))
+        if suspects.height == 0:
+            return pl.DataFrame(schema=BREACH_SCHEMA)
+        # Match each distinct request once (monitors and floods repeat theirs), then give its hits to every copy.
+        keyed = suspects.with_columns(pl.struct(_MATCH_KEYS).hash(seed=3).alias("_key"))
+        distinct = keyed.unique(subset="_key", keep="first", maintain_order=True)
+        hits = self._matcher(distinct.drop("_key"))
+        if hits.height == 0:
+            return pl.DataFrame(schema=BREACH_SCHEMA)
+        rows = distinct.select(pl.col("_key")).with_row_index("row").join(hits.drop("source", "line"), on="row")
+        expanded = (
+            keyed.with_row_index("copy")
+            .join(rows.drop("row"), on="_key")
+            .with_columns(pl.col("copy").alias("row"))
+            .select(list(hits.columns))
+        )
+        aggregated = aggregate_hits(suspects, expanded)
         if aggregated.height:
             self._hits.append(aggregated)
         return aggregated
@@ -177,6 +194,8 @@ class Engine:
             requests=int(seconds.get_column("requests").sum() or 0),
             clients=int(windows.get_column("client").n_unique()),
             analysed_at=self.clock(),
+            window_start=seconds.get_column("ts").min(),  # type: ignore[arg-type]
+            window_end=seconds.get_column("ts").max(),  # type: ignore[arg-type]
             user_agents=dict(self._agents),
         )
 

@@ -64,6 +64,8 @@ class DetectionResult:
     requests: int
     clients: int
     analysed_at: datetime
+    window_start: datetime | None = None  # the first and last request seen
+    window_end: datetime | None = None
     user_agents: dict[int, str] = field(default_factory=dict)  # the windows' ua_id -> user agent
 
     @classmethod

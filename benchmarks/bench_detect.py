@@ -1,0 +1,159 @@
+"""Detection quality and speed: simulate, detect, score, on seeds the engine was not tuned on.
+
+    .venv/bin/python benchmarks/bench_detect.py                  # seeds 101-103, scale 0.05, plus throughput
+    .venv/bin/python benchmarks/bench_detect.py --seeds 1 2 3    # the tuning seeds
+    .venv/bin/python benchmarks/bench_detect.py --throughput-lines 5000000
+
+For each scenario and seed it writes the simulated logs, runs the engine over each site's log (a small driver that
+writes report.json in CONTRACT.md's shape to RESULTS/<site>/report.json), scores with `floodwall.score`, and prints
+issue 4's "How good" table: attacker F1, false positives among flash-crowd clients, crawlers, monitors and readers,
+incident start and end errors. Then it times read + detect on a simulated log of `--throughput-lines` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from floodwall.detect import DetectionResult, Engine
+from floodwall.logs import LogReader
+from floodwall.score import score
+from floodwall.simulate import load_scenario, simulate
+
+SCENARIOS = ("hano-like", "residential-proxies", "coalition", "flash-crowd", "scanner")
+
+
+def iso(value: Any) -> str:
+    return str(value.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def report_json(result: DetectionResult) -> dict[str, Any]:
+    """The report.json fields CONTRACT.md requires, from a detection result."""
+    return {
+        "site": result.site,
+        "incidents": [
+            {
+                "id": i.id,
+                "kind": i.kind.value,
+                "start": iso(i.start),
+                "end": iso(i.end),
+                "peak_rps": i.peak_rps,
+                "requests": i.requests,
+                "attack_requests": i.attack_requests,
+                "vectors": [v.value for v in i.vectors],
+                "attackers": list(i.attackers),
+                "markers": list(i.markers),
+                "phases": [
+                    {"start": iso(p.start), "end": iso(p.end), "peak_rps": p.peak_rps, "label": p.label}
+                    for p in i.phases
+                ],
+            }
+            for i in result.incidents
+        ],
+    }
+
+
+def detect_file(log: Path, site: str, live: bool = False) -> tuple[DetectionResult, int, float]:
+    started = time.perf_counter()
+    engine = Engine(site, live=live)
+    lines = 0
+    for frame in LogReader([log], site=site):
+        lines += frame.height
+        engine.feed(frame)
+    result = engine.finish()
+    return result, lines, time.perf_counter() - started
+
+
+def run_case(scenario: str, seed: int, scale: float, work: Path) -> dict[str, Any]:
+    truth = work / f"{scenario}-{seed}"
+    results = truth / "results"
+    simulate(load_scenario(scenario), truth, seed=seed, scale=scale)
+    for log in sorted(truth.glob("*.access.log")):
+        site = log.name.removesuffix(".access.log")
+        result, _, _ = detect_file(log, site)
+        out = results / site
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report_json(result), indent=1))
+    return score(truth, results)
+
+
+def _get(doc: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def summarise(doc: dict[str, Any]) -> dict[str, Any]:
+    overall = doc.get("overall", doc)
+    return {
+        "f1": _get(overall, "attackers", "f1"),
+        "precision": _get(overall, "attackers", "precision"),
+        "recall": _get(overall, "attackers", "recall"),
+        "fp": {k: _get(overall, "false_positives", k) for k in ("flash_crowd", "crawlers", "monitors", "readers")},
+        "start_err": _get(overall, "incidents", "start_error_s"),
+        "end_err": _get(overall, "incidents", "end_error_s"),
+        "incidents": _get(overall, "incidents"),
+    }
+
+
+def throughput(lines: int, work: Path) -> tuple[int, float]:
+    scenario = load_scenario("hano-like")
+    target = work / "throughput"
+    simulate(scenario, target, seed=7, scale=max(0.01, lines / 600_000 * 0.05))
+    log = max(target.glob("*.access.log"), key=lambda p: p.stat().st_size)
+    _, read, elapsed = detect_file(log, log.name.removesuffix(".access.log"))
+    return read, elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103])
+    parser.add_argument("--scale", type=float, default=0.05)
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS))
+    parser.add_argument("--throughput-lines", type=int, default=5_000_000, help="0 to skip")
+    parser.add_argument("--work", type=Path, default=None, help="keep the files here (default: a temp folder)")
+    parser.add_argument("--json", action="store_true", help="print the raw score documents too")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+        header = "scenario             seed   F1     P      R     fp:crowd crawl monit readers  start_err end_err"
+        print(header)
+        for scenario in args.scenarios:
+            for seed in args.seeds:
+                doc = run_case(scenario, seed, args.scale, work)
+                s = summarise(doc)
+                if args.json:
+                    print(json.dumps(doc, indent=1))
+                fp = s["fp"]
+                print(
+                    f"{scenario:20} {seed:4} {_fmt(s['f1'])} {_fmt(s['precision'])} {_fmt(s['recall'])}  "
+                    f"{_fmt(fp['flash_crowd'])} {_fmt(fp['crawlers'])} {_fmt(fp['monitors'])} {_fmt(fp['readers'])}  "
+                    f"{_fmt(s['start_err'])} {_fmt(s['end_err'])}"
+                )
+        if args.throughput_lines:
+            lines, elapsed = throughput(args.throughput_lines, work)
+            print(f"throughput: {lines} lines read + detected in {elapsed:.1f} s = {lines / elapsed:,.0f} lines/s")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:6.3f}"
+    if isinstance(value, dict):
+        nums = [v for v in value.values() if isinstance(v, int | float)]
+        return f"{statistics.fmean(nums):6.3f}" if nums else "   -  "
+    return f"{value!s:>6}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
