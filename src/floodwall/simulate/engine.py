@@ -35,7 +35,7 @@ from floodwall.simulate.writer import LogWriter, format_lines, write_truth
 
 __all__ = ["SimulationProgress", "SimulationSummary", "simulate"]
 
-SLICE_ROWS = 250_000
+SLICE_ROWS = 150_000
 MAX_SLICE_MINUTES = 240
 LINES_PER_PAGE_VIEW = 4.3  # a page, its assets and redirects, on average (see traffic.page_views)
 # Local hours 0-23 of a news site's day: a night trough, a morning rise, an evening peak.
@@ -45,6 +45,8 @@ _DIURNAL = np.array(
         *(1.4, 1.35, 1.25, 1.2, 1.2, 1.25, 1.3, 1.4, 1.55, 1.6, 1.3, 0.85),
     ]
 )
+#: Where the URL schemes of `sites.py` keep files nginx serves itself, so they survive an overloaded origin.
+_STATIC_PREFIXES = ("/wp-content/", "/wp-includes/", "/static/", "/assets/", "/media/", "/images/", "/_next/")
 _WEEKLY = np.array([1.05, 1.05, 1.05, 1.05, 1.0, 0.85, 0.9])  # Monday first
 
 
@@ -239,9 +241,11 @@ def _overload(frame: pl.DataFrame, share: np.ndarray, first_minute_s: float, rng
     """The origin gives up above its capacity: dynamic pages become 502, 503 or 504; static files still flow."""
     minute = ((frame["ts"].to_numpy() / 1e6 - first_minute_s) // 60).astype(np.int64)
     p = share[np.clip(minute, 0, len(share) - 1)]
-    dynamic = (frame["status"] == 200) & ~frame["target"].str.contains(
-        r"\.(?:css|js|woff2|svg|png|jpe?g|webp|ico|gif)(?:\?|$)|^/_next/"
-    )
+    target = frame["target"]
+    static = target.str.starts_with("/favicon.ico")
+    for prefix in _STATIC_PREFIXES:
+        static |= target.str.starts_with(prefix)
+    dynamic = (frame["status"] == 200) & ~static
     fail = dynamic.to_numpy() & (rng.random(frame.height) < p)
     code = np.array([502, 503, 504], dtype=np.int16)[rng.integers(0, 3, frame.height)]
     size = np.array([157, 190, 167], dtype=np.int64)[code - 502]
@@ -251,32 +255,44 @@ def _overload(frame: pl.DataFrame, share: np.ndarray, first_minute_s: float, rng
     )
 
 
+def _slice_frame(
+    plan: SitePlan, m0: int, m1: int, seed: int, scale: float, rng: np.random.Generator
+) -> pl.DataFrame | None:
+    """Every request of minutes [m0, m1) of one site, unsorted; the parts are freed when this returns."""
+    start_s, end_s = plan.start_s + m0 * 60, plan.start_s + m1 * 60
+    human = _reader_frames(plan, m0, m1, rng)
+    robots = [automation_events(plan.content, plan.robots, start_s, end_s, scale, rng, [seed, 4, plan.index])]
+    attacks = [f for inc in plan.incidents if (f := inc.generate(plan.content, start_s, end_s, rng)) is not None]
+    frames = [f.with_columns(protocol=pl.lit("HTTP/2.0")) for f in human if f.height]
+    frames += [f.with_columns(protocol=pl.lit("HTTP/1.1")) for f in robots + attacks if f.height]
+    return pl.concat(frames) if frames else None
+
+
 def _generate_site(plan: SitePlan, seed: int, scale: float, writer: LogWriter, report: Callable[[int], None]) -> None:
     expected = plan.expected_rows(scale)
     capacity = plan.spec.capacity_rps
     share = np.clip(1 - capacity * scale * 60 / np.maximum(expected, 1), 0, 0.92) if capacity else None
-    pending = pl.DataFrame()
+    pending: pl.DataFrame | None = None
     for k, (m0, m1) in enumerate(_slices(expected)):
         rng = np.random.default_rng([seed, 3, plan.index, k])
-        start_s, end_s = plan.start_s + m0 * 60, plan.start_s + m1 * 60
-        human = _reader_frames(plan, m0, m1, rng)
-        robots = [automation_events(plan.content, plan.robots, start_s, end_s, scale, rng, [seed, 4, plan.index])]
-        attacks = [f for inc in plan.incidents if (f := inc.generate(plan.content, start_s, end_s, rng)) is not None]
-        frames = [f.with_columns(protocol=pl.lit("HTTP/2.0")) for f in human if f.height]
-        frames += [f.with_columns(protocol=pl.lit("HTTP/1.1")) for f in robots + attacks if f.height]
-        if pending.height:
-            frames.append(pending)
-        if not frames:
+        fresh = _slice_frame(plan, m0, m1, seed, scale, rng)
+        parts = [f for f in (pending, fresh) if f is not None and f.height]
+        if not parts:
             continue
-        merged = pl.concat(frames).sort("ts", maintain_order=True)
-        cut = int(end_s * 1e6) if m1 < plan.minutes else None
-        if cut is not None:
-            pending = merged.filter(pl.col("ts") >= cut)
-            merged = merged.filter(pl.col("ts") < cut)
+        merged = pl.concat(parts).sort("ts", maintain_order=True)
+        del parts, fresh
+        pending = None
+        if m1 < plan.minutes:  # rows past the slice's end (a page's late assets) wait for the next slice
+            cut = merged["ts"].search_sorted(int((plan.start_s + m1 * 60) * 1e6), side="left")
+            pending, merged = merged.slice(cut), merged.slice(0, cut)
         if share is not None and float(share[m0:m1].max(initial=0)) > 0:
-            merged = _overload(merged, share[m0:m1], start_s, rng)
-        writer.write(format_lines(merged, plan.spec.timezone))
-        report(merged.height)
+            merged = _overload(merged, share[m0:m1], plan.start_s + m0 * 60, rng)
+        rows = merged.height
+        lines = format_lines(merged, plan.spec.timezone)
+        del merged
+        writer.write(lines)
+        del lines
+        report(rows)
 
 
 def simulate(

@@ -93,9 +93,17 @@ def _pick(table: tuple[str, ...] | list[str], n: int, rng: np.random.Generator) 
     return pl.Series(list(table), dtype=pl.String).gather(rng.integers(0, len(table), n))
 
 
+_WORD_TABLE: list[pl.Series] = []
+
+
 def _random_words(n: int, length: int, rng: np.random.Generator) -> pl.Series:
-    letters = _LETTERS[rng.integers(0, len(_LETTERS), (n, length))]
-    return pl.Series(letters.view(f"S{length}").ravel()).cast(pl.String)
+    """Random lowercase words of `length` (at most 12) letters and digits, gathered from one fixed table."""
+    if not _WORD_TABLE:
+        table_rng = np.random.default_rng(20_241_105)
+        letters = _LETTERS[table_rng.integers(0, len(_LETTERS), (1 << 16, 12))]
+        _WORD_TABLE.append(pl.Series(letters.view("S12").ravel()).cast(pl.String))
+    words = _WORD_TABLE[0].gather(rng.integers(0, 1 << 16, n))
+    return words if length >= 12 else words.str.slice(0, length)
 
 
 def _numbers(n: int, low: int, high: int, rng: np.random.Generator) -> pl.Series:

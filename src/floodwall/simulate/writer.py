@@ -81,9 +81,12 @@ class LogWriter:
     def write(self, lines: pl.DataFrame) -> None:
         if lines.height == 0:
             return
-        buffer = io.BytesIO()
-        lines.write_csv(buffer, include_header=False, quote_style="never")
-        (self._gz or self._raw).write(buffer.getbuffer())
+        if self._gz is None:
+            lines.write_csv(self._raw, include_header=False, quote_style="never")
+        else:
+            buffer = io.BytesIO()
+            lines.write_csv(buffer, include_header=False, quote_style="never")
+            self._gz.write(buffer.getbuffer())
         self.lines += lines.height
 
     def close(self) -> None:
