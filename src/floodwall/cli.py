@@ -161,6 +161,59 @@ def read(
 
 
 @app.command()
+def analyze(
+    logs: Annotated[list[str], typer.Argument(help="Access logs of one site: plain, .gz, or - for stdin.")],
+    site: Annotated[str, typer.Option("--site", help="The site's name (used in incident ids).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.json, blocklist.txt, evidence.json.")],
+    fmt: FormatOption = LogFormatChoice.auto,
+    tz: TzOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Find incidents, attackers and breach attempts in access logs, and write the account into --out.
+
+    Example: floodwall analyze /var/log/nginx/access.log.1 /var/log/nginx/access.log --site example-news --out out/
+    """
+    from floodwall.analyze import analyze as run_analysis
+
+    settings = _setup(config, quiet, verbose)
+    chosen = None if fmt is LogFormatChoice.auto else fmt.value
+    with _byte_progress(_show_progress(quiet), "reading") as (progress, task):
+
+        def report(phase: str, done: int, total: int | None) -> None:
+            if progress is not None and task is not None:
+                progress.update(task, description=phase, completed=done, total=total)
+
+        result = run_analysis(
+            logs,
+            site=site,
+            out_dir=out_dir,
+            settings=settings,
+            fmt=chosen,
+            tz=tz,
+            progress=report,
+            command_line=["floodwall", *sys.argv[1:]],
+        )
+    if quiet:
+        return
+    lines = sum(stats.lines for stats in result.inputs)
+    bad = sum(stats.bad_lines for stats in result.inputs)
+    out.print(f"{site}: {lines:,} lines read ({bad:,} unreadable)", markup=False)
+    if not result.incidents:
+        out.print("  no incident found", markup=False)
+    for incident in result.incidents:
+        vectors = ", ".join(v.value for v in incident.vectors) or "-"
+        out.print(
+            f"  {incident.id}: {incident.kind.value} {incident.start:%Y-%m-%d %H:%M:%S}"
+            f" to {incident.end:%H:%M:%S} UTC, peak {incident.peak_rps:,.0f} req/s,"
+            f" {len(incident.attackers):,} attackers, vectors: {vectors}",
+            markup=False,
+        )
+    out.print(f"report: {result.files['report.json'].resolve()}", markup=False)
+
+
+@app.command()
 def simulate(
     scenario: Annotated[
         str,

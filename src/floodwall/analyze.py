@@ -1,0 +1,177 @@
+"""The `analyze` job: read access logs, detect incidents and attackers, decide, and write the account.
+
+Thin wiring, as DESIGN.md wants: sources (`floodwall.logs`) to the engine (`floodwall.detect`) to policy
+(`floodwall.decide`) and geo, then the writers (`floodwall.report`). Progress goes through a callback; only the CLI
+prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from floodwall import __version__
+from floodwall.config import Settings
+from floodwall.decide import Allowlist, Policy
+from floodwall.detect import DetectionResult, Engine
+from floodwall.errors import FloodwallError
+from floodwall.geo import open_geo
+from floodwall.logs import InputStats, LogReader
+from floodwall.logs.frame import client_networks
+from floodwall.model import Action, Decision, Incident
+from floodwall.report import write_atomic, write_json
+from floodwall.report.jsonreport import blocklist_text, report_document
+
+__all__ = ["AnalysisResult", "ProgressEvent", "analyze"]
+
+log = logging.getLogger(__name__)
+
+#: (phase, done, total): phase is "reading", "detecting" or "writing"; total may be None when unknown.
+ProgressEvent = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class AnalysisResult:
+    """What `analyze` found and where it wrote it."""
+
+    out_dir: Path
+    inputs: list[InputStats]
+    detection: DetectionResult
+    decisions: list[Decision]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def incidents(self) -> list[Incident]:
+        return list(self.detection.incidents)
+
+
+def analyze(
+    logs: Sequence[str | Path],
+    *,
+    site: str,
+    out_dir: Path,
+    settings: Settings | None = None,
+    fmt: str | None = None,
+    tz: str | None = None,
+    progress: ProgressEvent | None = None,
+    command_line: Sequence[str] | None = None,
+) -> AnalysisResult:
+    """Analyse `logs` of one site and write report.json, blocklist.txt and evidence.json into `out_dir`."""
+    settings = settings or Settings()
+    started = datetime.now(UTC)
+
+    def report(phase: str, done: int, total: int | None) -> None:
+        if progress is not None:
+            progress(phase, done, total)
+
+    reader = LogReader(
+        logs,
+        site=site,
+        fmt=fmt or settings.logs.format,
+        tz=tz or settings.logs.tz,
+        json_fields=settings.logs.json_fields,
+        batch_rows=settings.logs.batch_rows,
+        progress=lambda done, total: report("reading", done, total),
+    )
+    engine = Engine(site, live=False)
+    for frame in reader:
+        engine.feed(frame)
+    detection = engine.finish()
+
+    policy = Policy(allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)))
+    decisions = policy.decide(detection.findings, now=detection.window_end or started, site=site)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report("writing", 0, 3)
+    sources, geo_database = incident_sources(detection.incidents)
+    document = report_document(
+        site=site,
+        inputs=reader.inputs,
+        detection=detection,
+        decisions=decisions,
+        version=__version__,
+        sources=sources,
+    )
+    document["geo_database"] = geo_database
+    files = {
+        "report.json": out_dir / "report.json",
+        "blocklist.txt": out_dir / "blocklist.txt",
+        "evidence.json": out_dir / "evidence.json",
+    }
+    write_json(files["report.json"], document)
+    write_atomic(files["blocklist.txt"], blocklist_text(site, detection, decisions, generated=started))
+    write_json(
+        files["evidence.json"],
+        evidence_document(reader.inputs, command_line or sys.argv, started),
+    )
+    report("writing", 3, 3)
+    return AnalysisResult(out_dir, reader.inputs, detection, decisions, files)
+
+
+def incident_sources(incidents: Sequence[Incident]) -> tuple[dict[str, dict[str, Any]], dict[str, object] | None]:
+    """Per incident: its addresses, prefixes and networks (ASN, name, country, addresses) from the offline
+    database; and which database answered (None when none is installed: the counts are then given without ASNs)."""
+    try:
+        geo = open_geo()
+    except FloodwallError as exc:
+        log.warning("no network data for the report: %s", exc)
+        return {}, None
+    sources: dict[str, dict[str, Any]] = {}
+    with geo:
+        for incident in incidents:
+            addresses = pl.Series("address", [a for a in incident.attackers if "/" not in a], dtype=pl.String)
+            facts = geo.lookup(addresses)
+            client_nets = client_networks(addresses)
+            asns = (
+                facts.filter(pl.col("asn").is_not_null())
+                .group_by("asn")
+                .agg(pl.col("as_name").first().alias("name"), pl.col("country").mode().first(), pl.len().alias("ips"))
+                .sort(["ips", "asn"], descending=[True, False])
+            )
+            sources[incident.id] = {
+                "ips": addresses.n_unique(),
+                "prefixes": client_nets.drop_nulls().n_unique(),
+                "asns": [
+                    {"asn": int(r["asn"]), "name": r["name"], "country": r["country"], "ips": int(r["ips"])}
+                    for r in asns.iter_rows(named=True)
+                ],
+            }
+        return sources, dict(geo.database.to_dict())
+
+
+def evidence_document(
+    inputs: Sequence[InputStats], command_line: Sequence[str], started: datetime
+) -> dict[str, object]:
+    """evidence.json: what was read (hashes of the stored bytes), by which tool, how, and when."""
+    return {
+        "floodwall_version": __version__,
+        "analysed_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command_line": list(command_line),
+        "python": platform.python_version(),
+        "polars": pl.__version__,
+        "platform": platform.platform(),
+        "inputs": [
+            {
+                "path": stats.path,
+                "sha256": stats.sha256,
+                "size_bytes": stats.size_bytes,
+                "lines": stats.lines,
+                "bad_lines": stats.bad_lines,
+                "format": stats.format,
+            }
+            for stats in inputs
+        ],
+    }
+
+
+def banned_targets(decisions: Sequence[Decision]) -> list[str]:
+    """Targets of ban decisions, in a stable order."""
+    return sorted({d.target for d in decisions if d.action is Action.BAN})
