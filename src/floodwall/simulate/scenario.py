@@ -205,11 +205,11 @@ def scenario_from_mapping(data: dict[str, object], origin: str = "scenario") -> 
 
 def load_scenario(name_or_file: str | Path) -> Scenario:
     """A built-in scenario by name, or a scenario TOML file by path."""
-    from floodwall.simulate.builtin import BUILTIN
+    from floodwall.simulate.builtin import BUILTIN, builtin_mapping
 
     text_name = str(name_or_file)
     if text_name in BUILTIN:
-        return scenario_from_mapping(BUILTIN[text_name](), origin=f"built-in scenario {text_name!r}")
+        return scenario_from_mapping(builtin_mapping(text_name), origin=f"built-in scenario {text_name!r}")
     path = Path(name_or_file)
     if not path.exists():
         raise ScenarioError(

@@ -368,7 +368,7 @@ def _link_expanders(
     first = content.first_article
     fresh = np.flatnonzero((content.published_s >= start_s - 6 * 3600) & (content.published_s < end_s))
     breaking = {p - first for pages in content.breaking.values() for p in pages}
-    rows: list[tuple[int, str, str, str]] = []
+    rows: list[tuple[int, str, str, str, int]] = []
     for article in fresh.tolist():
         # Seeded per article, so the fetches do not depend on where slices begin and end.
         article_rng = np.random.default_rng([*seed, article])
@@ -384,10 +384,18 @@ def _link_expanders(
                 robot = expanders[w]
                 k = a % len(robot.addresses)
                 robot.seen[k] = True
-                rows.append((int(at * 1e6), robot.addresses[k], path, robot.agent.user_agent))
+                rows.append(
+                    (
+                        int(at * 1e6),
+                        robot.addresses[k],
+                        path,
+                        robot.agent.user_agent,
+                        int(content.page_bytes[first + article]),
+                    )
+                )
     if not rows:
         return pl.DataFrame(schema=EVENT_SCHEMA)
-    ts, client, target, ua = zip(*rows, strict=True)
+    ts, client, target, ua, size = zip(*rows, strict=True)
     n = len(rows)
     return events(
         np.array(ts, dtype=np.int64),
@@ -395,7 +403,7 @@ def _link_expanders(
         "GET",
         pl.Series(target, dtype=pl.String),
         np.full(n, 200),
-        content.page_bytes[first + fresh[0]] * np.ones(n, dtype=np.int64),
+        np.array(size, dtype=np.int64),
         pl.Series(["-"], dtype=pl.String).new_from_index(0, n),
         pl.Series(ua, dtype=pl.String),
     )
