@@ -188,7 +188,7 @@ def _assets(site: SiteSpec) -> tuple[list[str], list[int], list[bool], str]:
                 ("/_next/static/media/inter-latin-ext.woff2", 35_012),
             ]
     files.append(("/favicon.ico", 5_430))
-    stylesheet = next(p for p, _ in files if ".css" in p)
+    stylesheet = [p for p, _ in files if ".css" in p][-1]  # the theme's, which loads the fonts
     return [p for p, _ in files], [b for _, b in files], [".woff2" in p for p, _ in files], stylesheet
 
 

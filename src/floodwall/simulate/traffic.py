@@ -158,7 +158,7 @@ def sample_pages(content: SiteContent, count: int, at_s: float, rng: np.random.G
     articles = content.first_article + rng.choice(content.n_articles, count, p=content.article_weights(at_s))
     sections = 1 + rng.integers(0, content.n_sections, count)
     missing = content.first_article + content.n_articles + rng.integers(0, content.n_missing, count)
-    return np.where(u < 0.2, 0, np.where(u < 0.26, sections, np.where(u < 0.978, articles, missing)))
+    return np.where(u < 0.2, 0, np.where(u < 0.26, sections, np.where(u < 0.96, articles, missing)))
 
 
 def _referers(
@@ -194,6 +194,9 @@ def page_views(
     size = content.page_bytes[pages]
     body = np.where(status == 200, size * rng.lognormal(0, 0.04, n), np.where(status == 404, size, 0)).astype(np.int64)
     referer = _referers(content, _SOCIAL_REFERERS if social else _ORGANIC_REFERERS, n, rng)
+    # Only Android apps hand over android-app:// referers; elsewhere the same visit arrives without one.
+    from_app = referer.str.starts_with("android-app://") & ~agents.str.contains("Android", literal=True)
+    referer = pl.select(pl.when(from_app).then(pl.lit("-")).otherwise(referer)).to_series()
     ts_us = (ts_s * 1e6).astype(np.int64)
     target = content.pages.gather(pages)
     parts = [events(ts_us, clients, "GET", target, status, body, referer, agents)]
@@ -315,8 +318,10 @@ def automation_events(
             u = rng.random(count)
             pages = np.where(u < 0.08, 0, content.first_article + rng.integers(0, content.n_articles, count))
             target = np.where(u > 0.97, np.where(u > 0.985, robots_txt, sitemap), pages)
-            status = np.where(u > 0.97, 200, np.where(rng.random(count) < 0.04, 301, 200))
+            v = rng.random(count)  # crawlers follow old links: redirects and pages since removed
+            status = np.where(u > 0.97, 200, np.where(v < 0.04, 301, np.where(v < 0.07, 404, 200)))
             body = np.where(u > 0.97, 2_381, np.where(status == 200, content.page_bytes[pages], 169))
+            body = np.where(status == 404, 11_906, body)
         elif agent.kind in ("feed-reader", "monitor"):
             first = robot.phase_s + np.ceil((start_s - robot.phase_s) / agent.period_s) * agent.period_s
             ts = np.arange(first, end_s, agent.period_s) + rng.uniform(0, 0.8, 1)
