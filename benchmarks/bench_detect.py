@@ -94,14 +94,18 @@ def _get(doc: dict[str, Any], *keys: str) -> Any:
 
 def summarise(doc: dict[str, Any]) -> dict[str, Any]:
     overall = doc.get("overall", doc)
+    sites = list(doc.get("sites", {}).values())
+    starts = [_get(s, "incidents", "start_error_s", "max") for s in sites]
+    ends = [_get(s, "incidents", "end_error_s", "max") for s in sites]
     return {
         "f1": _get(overall, "attackers", "f1"),
         "precision": _get(overall, "attackers", "precision"),
         "recall": _get(overall, "attackers", "recall"),
         "fp": {k: _get(overall, "false_positives", k) for k in ("flash_crowd", "crawlers", "monitors", "readers")},
-        "start_err": _get(overall, "incidents", "start_error_s"),
-        "end_err": _get(overall, "incidents", "end_error_s"),
-        "incidents": _get(overall, "incidents"),
+        "start_err": max((x for x in starts if x is not None), default=None),
+        "end_err": max((x for x in ends if x is not None), default=None),
+        "incidents": f"{_get(overall, 'incidents', 'matched')}/{_get(overall, 'incidents', 'truth')}"
+        f"+{_get(overall, 'incidents', 'reported')}",
     }
 
 
@@ -126,7 +130,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
-        header = "scenario             seed   F1     P      R     fp:crowd crawl monit readers  start_err end_err"
+        header = (
+            "scenario             seed   F1     P      R     fp:crowd crawl monit readers  "
+            "start_err_max end_err_max incidents(matched/truth+reported)"
+        )
         print(header)
         for scenario in args.scenarios:
             for seed in args.seeds:
@@ -138,7 +145,7 @@ def main() -> int:
                 print(
                     f"{scenario:20} {seed:4} {_fmt(s['f1'])} {_fmt(s['precision'])} {_fmt(s['recall'])}  "
                     f"{_fmt(fp['flash_crowd'])} {_fmt(fp['crawlers'])} {_fmt(fp['monitors'])} {_fmt(fp['readers'])}  "
-                    f"{_fmt(s['start_err'])} {_fmt(s['end_err'])}"
+                    f"{_fmt(s['start_err'])}        {_fmt(s['end_err'])}      {s['incidents']}"
                 )
         if args.throughput_lines:
             lines, elapsed = throughput(args.throughput_lines, work)

@@ -89,9 +89,14 @@ def _rolling(rate: Floats, settings: DetectSettings) -> tuple[Floats, Floats]:
             median, mad = start, 0.0
         expected[i] = median
         spread[i] = _MAD_TO_SIGMA * mad
+        # Winsorised history: a minute enters at most three spreads above its expectation, so a flood that creeps
+        # up under the threshold cannot drag the baseline up with it (anomalous minutes enter as their expectation).
+        noise = max(spread[i], float(np.sqrt(max(median, 0.05) * 60) / 60))
         limit = _threshold(expected[i : i + 1], spread[i : i + 1], settings)[0]
         if rate[i] > limit:
             clean[i] = median
+        elif history.size >= 10:
+            clean[i] = min(rate[i], median + 3 * noise)
     return expected, spread
 
 

@@ -17,7 +17,15 @@ import polars as pl
 from floodwall.detect.settings import DetectSettings
 from floodwall.model import IncidentKind, Vector
 
-__all__ = ["BREACH_SCHEMA", "BreachGroup", "aggregate_hits", "breach_groups", "candidates", "probing_clients"]
+__all__ = [
+    "BREACH_SCHEMA",
+    "BreachGroup",
+    "aggregate_hits",
+    "breach_groups",
+    "candidates",
+    "login_posters",
+    "probing_clients",
+]
 
 #: Signature hits aggregated per (client, family, vector, half hour).
 BREACH_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -120,12 +128,64 @@ def probing_clients(clients: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def collective_bruteforce(breaches: pl.DataFrame, settings: DetectSettings) -> list[str]:
+    """Clients of a distributed brute force: in a half hour where at least `min_fleet` clients POSTed to login forms
+    or xmlrpc.php, twice each on average, every one of them (credential stuffing spreads its tries
+    over a pool so that no address reaches a per-address limit)."""
+    brute = breaches.filter(pl.col("family").is_in(_BRUTE))
+    if brute.height == 0:
+        return []
+    buckets = (
+        brute.with_columns(pl.col("first_ts").dt.truncate("30m").alias("half_hour"))
+        .group_by("half_hour")
+        .agg(pl.col("client").unique().alias("clients"), pl.col("hits").sum().alias("hits"))
+        .filter(
+            (pl.col("clients").list.len() >= settings.min_fleet) & (pl.col("hits") >= 2 * pl.col("clients").list.len())
+        )
+    )
+    return sorted(set(buckets.get_column("clients").explode().drop_nulls().to_list()))
+
+
+_LOGIN_PATH: Final = r"(?:login|signin|sign-in|/admin(?:istrator)?/?$|/wp-admin|xmlrpc|/auth|/session)"
+
+
+def login_posters(clients: pl.DataFrame) -> pl.DataFrame:
+    """Clients (whole-log features) that mostly POST to a login-like path the signatures may not know."""
+    return clients.filter(
+        (pl.col("posts") >= 1)
+        & (pl.col("posts") * 2 >= pl.col("requests"))
+        & pl.col("template").fill_null("").str.contains(_LOGIN_PATH)
+    ).select(
+        "client",
+        pl.lit("login").alias("family"),
+        pl.lit(Vector.LOGIN_BRUTEFORCE.value).alias("vector"),
+        pl.col("posts").cast(pl.UInt32).alias("hits"),
+        "first_ts",
+        "last_ts",
+        pl.col("evidence_source").list.head(3),
+        pl.col("evidence_line").list.head(3),
+    )
+
+
 def _client_kinds(breaches: pl.DataFrame, settings: DetectSettings) -> pl.DataFrame:
     brute = pl.col("hits").filter(pl.col("family").is_in(_BRUTE)).sum()
     probe = pl.col("hits").filter(pl.col("family").is_in((*_PROBE, "probing"))).sum()
     total = pl.col("hits").sum()
+    collective = collective_bruteforce(breaches, settings)
     families = pl.col("family").filter(~pl.col("family").is_in(_BRUTE)).n_unique()
-    kinds = breaches.group_by("client").agg(
+    gap = pl.duration(seconds=settings.breach_gap_s)
+    sessions = breaches.sort("client", "first_ts").with_columns(
+        ((pl.col("first_ts") - pl.col("last_ts").cum_max().shift().over("client")) > gap)
+        .fill_null(True)
+        .cum_sum()
+        .over("client")
+        .alias("session")
+    )
+    files = pl.col("hits").filter(pl.col("family").is_in(("sensitive-file", "probing"))).sum()
+    injection = pl.col("hits").filter(~pl.col("family").is_in((*_BRUTE, *_PROBE, "probing"))).sum()
+    kinds = sessions.group_by("client", "session").agg(
+        files.alias("files"),
+        injection.alias("injection"),
         brute.alias("brute"),
         probe.alias("probe"),
         total.alias("total"),
@@ -138,9 +198,12 @@ def _client_kinds(breaches: pl.DataFrame, settings: DetectSettings) -> pl.DataFr
         pl.col("family").unique().sort().alias("family_names"),
     )
     kind = (
-        pl.when((pl.col("brute") >= settings.bruteforce_min) & (pl.col("brute") * 2 >= pl.col("total")))
+        pl.when(
+            ((pl.col("brute") >= settings.bruteforce_min) | pl.col("client").is_in(collective))
+            & (pl.col("brute") * 2 >= pl.col("total"))
+        )
         .then(pl.lit(IncidentKind.BRUTEFORCE.value))
-        .when((pl.col("probe") > 0) | (pl.col("families") >= 3))
+        .when((pl.col("probe") > 0) & (pl.col("files") >= pl.col("injection")))
         .then(pl.lit(IncidentKind.SCAN.value))
         .when(pl.col("total") > pl.col("brute"))
         .then(pl.lit(IncidentKind.EXPLOIT.value))

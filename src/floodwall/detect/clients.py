@@ -37,19 +37,37 @@ FOREST_FEATURES: Final = (
 )
 
 
+def _known(windows: pl.DataFrame, quiet: pl.DataFrame, key: str, surge: bool, settings: DetectSettings) -> pl.DataFrame:
+    """Per value of `key` in `windows`: known (True) unless its share of the interval's requests is `novelty_lift`
+    times or more its share of quiet traffic. A lift, not mere presence: a crawler seen twice a day is known, and a
+    flood's user agents are unknown even when its first probes slipped into quiet time."""
+    if not surge:
+        name = "known_ua" if key == "ua_id" else "known_qk"
+        return pl.DataFrame({key: windows.get_column(key).unique()}).with_columns(pl.lit(True).alias(name))
+    total = max(float(windows.get_column("requests").sum() or 0), 1.0)
+    floor = settings.known_share
+    known = (
+        windows.group_by(key)
+        .agg((pl.col("requests").sum() / total).alias("now"))
+        .join(quiet.select(key, "share"), on=key, how="left")
+        .select(key, (pl.col("now") < settings.novelty_lift * pl.col("share").fill_null(0.0).clip(floor)).alias("k"))
+    )
+    return known.rename({"k": "known_ua" if key == "ua_id" else "known_qk"})
+
+
 def client_features(
     windows: pl.DataFrame, profile: Profile, onset: datetime | None, settings: DetectSettings
 ) -> pl.DataFrame:
     """One row per client of `windows` (WINDOW_SCHEMA rows of one interval) with its behaviour features."""
-    known_ua = profile.known_agents.select("ua_id", pl.lit(True).alias("known_ua"))
-    known_qk = profile.known_query_keys.select("query_keys", pl.lit(True).alias("known_qk"))
+    known_ua = _known(windows, profile.known_agents, "ua_id", onset is not None, settings)
+    known_qk = _known(windows, profile.known_query_keys, "query_keys", onset is not None, settings)
     enriched = (
         windows.lazy()
         .join(known_ua.lazy(), on="ua_id", how="left")
         .join(known_qk.lazy(), on="query_keys", how="left")
         .with_columns(
-            pl.col("known_ua").fill_null(False),
-            (pl.col("known_qk").fill_null(False) | (pl.col("query_keys") == "")).alias("known_qk"),
+            pl.col("known_ua").fill_null(True),
+            (pl.col("known_qk").fill_null(True) | (pl.col("query_keys") == "")).alias("known_qk"),
         )
     )
     requests = pl.col("requests").sum().cast(pl.Float64)
@@ -139,7 +157,8 @@ def _rules(profile: Profile, settings: DetectSettings) -> list[_Rule]:
         ),
         _Rule(
             0.25,
-            (pl.col("agents") >= 3) & (pl.col("agents_per_window") >= 1.5),
+            (pl.col("agents") >= 3)
+            & ((pl.col("agents_per_window") >= 1.5) | (pl.col("agents") >= 0.5 * pl.col("requests"))),
             pl.format("changes user agent: {} different ones", pl.col("agents")),
         ),
         _Rule(

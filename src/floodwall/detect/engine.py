@@ -20,7 +20,14 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from floodwall.detect.baseline import minute_baseline
-from floodwall.detect.breach import BREACH_SCHEMA, aggregate_hits, breach_groups, candidates, probing_clients
+from floodwall.detect.breach import (
+    BREACH_SCHEMA,
+    aggregate_hits,
+    breach_groups,
+    candidates,
+    login_posters,
+    probing_clients,
+)
 from floodwall.detect.clients import client_features
 from floodwall.detect.judge import JudgeContext, judge_interval
 from floodwall.detect.live import LiveWatch
@@ -216,7 +223,9 @@ class Engine:
         everyone = client_features(windows, context.profile, None, self.settings)
         flooders = {c for i in incidents for c in i.attackers}
         probing = probing_clients(everyone.filter(~pl.col("client").is_in(list(flooders))))
-        combined = pl.concat([hits.drop("bucket", "rule_ids", "matched"), probing], how="vertical_relaxed")
+        signed = set(hits.filter(pl.col("family").is_in(["login", "xmlrpc"])).get_column("client").to_list())
+        posters = login_posters(everyone.filter(~pl.col("client").is_in(list(flooders | signed))))
+        combined = pl.concat([hits.drop("bucket", "rule_ids", "matched"), probing, posters], how="vertical_relaxed")
         for group in breach_groups(combined, self.settings):
             incident_id = self._incident_id(group.start, incidents)
             members = windows.filter(

@@ -65,6 +65,14 @@ def _second_series(seconds: pl.DataFrame, start: datetime, end: datetime) -> tup
     return joined.get_column("ts"), joined.get_column("requests").to_numpy().astype(np.float64)
 
 
+def _forward_mean(counts: npt.NDArray[np.float64], width: int) -> npt.NDArray[np.float64]:
+    """Mean of counts[i : i + width] for every i (shorter at the end)."""
+    cumulative = np.concatenate([[0.0], np.cumsum(counts)])
+    ends = np.minimum(np.arange(counts.size) + width, counts.size)
+    means: npt.NDArray[np.float64] = (cumulative[ends] - cumulative[: counts.size]) / (ends - np.arange(counts.size))
+    return means
+
+
 def find_surges(seconds: pl.DataFrame, baseline: MinuteBaseline, settings: DetectSettings) -> list[Surge]:
     """The surges of the per-second counts `seconds` (ts, requests) against `baseline`."""
     anomalous = baseline.anomalous()
@@ -77,16 +85,22 @@ def find_surges(seconds: pl.DataFrame, baseline: MinuteBaseline, settings: Detec
         lo = max(0, a - 2)
         hi = min(len(minutes) - 1, b + 1)
         times, counts = _second_series(seconds, minutes[lo], minutes[hi] + timedelta(seconds=59))
-        kernel = np.ones(_SMOOTH_S) / _SMOOTH_S
-        smooth = np.convolve(counts, kernel, mode="full")[: counts.size]  # mean of the last five seconds
-        above = smooth > threshold
-        if not above.any():
+        # Onset: the first second from which both the next 10 s and the next minute average above the threshold
+        # (one busy second of a quiet site is not an onset); end: the last second up to which both did.
+        ahead_short, ahead_long = _forward_mean(counts, 10), _forward_mean(counts, 60)
+        sustained = (ahead_short > threshold) & (ahead_long > threshold)
+        if not sustained.any():
             continue
-        last = int(np.flatnonzero(above)[-1])
-        first = max(0, int(np.flatnonzero(above)[0]) - (_SMOOTH_S - 1))
-        # The onset: the first second of the first run of seconds above the threshold.
-        while first < counts.size - 1 and counts[first] <= threshold:
+        first = int(np.flatnonzero(sustained)[0])
+        while first < counts.size - 1 and counts[first] == 0:
             first += 1
+        behind_short = _forward_mean(counts[::-1], 10)[::-1]
+        behind_long = _forward_mean(counts[::-1], 60)[::-1]
+        lasting = (behind_short > threshold) & (behind_long > threshold)
+        last = int(np.flatnonzero(lasting)[-1]) if lasting.any() else counts.size - 1
+        while last > first and counts[last] == 0:
+            last -= 1
+        smooth = _forward_mean(counts, _SMOOTH_S)
         if last - first + 1 < settings.min_surge_s:
             continue
         start, end = times[first], times[last]

@@ -40,7 +40,6 @@ def _shares(quiet: pl.DataFrame, key: str, total: int, settings: DetectSettings)
         quiet.group_by(key)
         .agg(pl.col("requests").sum().alias("n"))
         .with_columns((pl.col("n") / max(total, 1)).alias("share"))
-        .filter(pl.col("share") >= settings.known_share)
         .select(key, "share")
     )
 

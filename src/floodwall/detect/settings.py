@@ -22,7 +22,7 @@ class DetectSettings(BaseModel):
     # --- site level: rate against the baseline -------------------------------------------------------------------
     #: A minute is anomalous when its rate exceeds both `surge_ratio` x the baseline and baseline + `surge_mads` MADs.
     surge_ratio: float = Field(default=2.0, gt=1.0)
-    surge_mads: float = Field(default=8.0, gt=0)
+    surge_mads: float = Field(default=6.0, gt=0)
     #: Below this many requests per second nothing is a flood, whatever the ratio (a quiet site at night).
     min_flood_rps: float = Field(default=0.5, ge=0)
     #: Anomalous stretches closer than this are one incident (a test flood, a pause, the waves).
@@ -30,7 +30,7 @@ class DetectSettings(BaseModel):
     #: Stretches shorter than this are ignored (a burst of a few seconds is not an incident).
     min_surge_s: int = Field(default=20, ge=1)
     #: Trailing minutes of the rolling baseline, used while the log holds under `seasonal_days` of history.
-    rolling_minutes: int = Field(default=120, ge=5)
+    rolling_minutes: int = Field(default=180, ge=5)
     #: Days of history needed for a baseline by hour of day (and 14 for hour of week).
     seasonal_days: int = Field(default=3, ge=2)
 
@@ -40,8 +40,10 @@ class DetectSettings(BaseModel):
     #: An isolation forest is trained only with at least this many quiet client summaries; else rules alone.
     forest_min_quiet: int = Field(default=200, ge=10)
     forest_trees: int = Field(default=100, ge=10, le=1000)
-    #: A user agent, query scheme or path template is "known" from this share of quiet requests.
-    known_share: float = Field(default=2e-5, gt=0, lt=1)
+    #: During a surge, a user agent or query scheme is *unknown* when its share of the surge's requests is
+    #: `novelty_lift` times its share of quiet requests or more (quiet shares below `known_share` count as that).
+    novelty_lift: float = Field(default=20.0, gt=1)
+    known_share: float = Field(default=1e-4, gt=0, lt=1)
     #: A client is new when first seen at most this many seconds before the onset (or later).
     new_client_s: int = Field(default=300, ge=0)
 
