@@ -211,6 +211,12 @@ def _profile(spec: IncidentSpec, scale: float, start_s: float, noise: np.ndarray
         t = end
     if t < tail_from:
         phase("sustained", t, tail_from, peak)
+        # Long floods breathe: a slow swell every few hours and, now and then, a lull while the actor regroups.
+        a, b = int(t), min(int(np.ceil(tail_from)), minutes)
+        x = np.arange(b - a)
+        swell = 0.8 + 0.2 * np.cos(2 * np.pi * x / 240.0)
+        lull = np.repeat(noise[: (b - a) // 30 + 1] < np.exp(-0.18), 30)[: b - a]  # about one half-hour in ten
+        rate[a:b] *= np.where(lull & (x >= 60), 0.15, swell)
     if spec.tail_share > 0:
         phase("tail", max(t, tail_from), minutes, peak * spec.tail_level)
     return rate * noise[:minutes], phases
