@@ -31,7 +31,9 @@ ASSETS = ("/wp-content/themes/news/style.css", "/wp-includes/js/jquery/jquery.mi
 
 
 def _frame(columns: dict[str, object], n: int) -> pl.DataFrame:
-    data = {name: columns.get(name, pl.repeat(None, n, dtype=REQUEST_SCHEMA[name], eager=True)) for name in REQUEST_SCHEMA}
+    data = {
+        name: columns.get(name, pl.repeat(None, n, dtype=REQUEST_SCHEMA[name], eager=True)) for name in REQUEST_SCHEMA
+    }
     return pl.DataFrame(data).cast(dict(REQUEST_SCHEMA))  # type: ignore[arg-type]
 
 
@@ -55,13 +57,24 @@ def _assemble(parts: list[pl.DataFrame]) -> pl.DataFrame:
     )
 
 
-def readers(rng: np.random.Generator, start: datetime, seconds: int, views_per_s: float, *, first_ip: int = 0,
-            articles: tuple[str, ...] = (), social: float = 0.1, pool: int = 4000) -> pl.DataFrame:
+def readers(
+    rng: np.random.Generator,
+    start: datetime,
+    seconds: int,
+    views_per_s: float,
+    *,
+    first_ip: int = 0,
+    articles: tuple[str, ...] = (),
+    social: float = 0.1,
+    pool: int = 4000,
+) -> pl.DataFrame:
     """Page views of readers, each a page and its three assets within two seconds, from a pool of addresses."""
     views = rng.poisson(views_per_s * seconds)
     at = np.sort(rng.uniform(0, seconds, views))
     who = rng.integers(first_ip, first_ip + pool, views)
-    paths = np.array(articles or tuple(f"/2024/11/0{d}/story-number-{k}-about-things/" for d in range(1, 4) for k in range(40)))
+    paths = np.array(
+        articles or tuple(f"/2024/11/0{d}/story-number-{k}-about-things/" for d in range(1, 4) for k in range(40))
+    )
     page = paths[rng.zipf(1.5, views) % paths.size]
     agent = np.array(READER_AGENTS)[who % len(READER_AGENTS)]
     referer = np.where(rng.random(views) < social, "https://www.facebook.com/", "https://example-news.test/")
@@ -87,8 +100,16 @@ def readers(rng: np.random.Generator, start: datetime, seconds: int, views_per_s
     )
 
 
-def flood(rng: np.random.Generator, start: datetime, seconds: int, rps: float, addresses: int, *,
-          cache_bust: bool = True, net: int = 203) -> pl.DataFrame:
+def flood(
+    rng: np.random.Generator,
+    start: datetime,
+    seconds: int,
+    rps: float,
+    addresses: int,
+    *,
+    cache_bust: bool = True,
+    net: int = 203,
+) -> pl.DataFrame:
     """A GET flood: no assets, forged rotating user agents, random query values, from `addresses` clients."""
     n = rng.poisson(rps * seconds)
     at = np.sort(rng.uniform(0, seconds, n))
@@ -145,8 +166,16 @@ def make_site(kind: str, seed: int = 1, minutes: int = 150) -> Site:
         parts.append(attack)
         attackers = frozenset(attack.get_column("client").to_list())
     elif kind == "flash-crowd":
-        crowd = readers(rng, onset, 1800, 25.0, first_ip=100_000, pool=20_000, social=0.6,
-                        articles=("/2024/11/04/breaking-the-big-story-today/", "/2024/11/04/live-the-big-story/"))
+        crowd = readers(
+            rng,
+            onset,
+            1800,
+            25.0,
+            first_ip=100_000,
+            pool=20_000,
+            social=0.6,
+            articles=("/2024/11/04/breaking-the-big-story-today/", "/2024/11/04/live-the-big-story/"),
+        )
         parts.append(crowd)
         protected = frozenset(crowd.get_column("client").to_list())
     frame = _assemble(parts)

@@ -1,0 +1,78 @@
+"""Windows and per-second counts: correct tokens, and batch boundaries that change nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from floodwall.detect.windows import ClientWindows, SecondCounter, tokens
+from floodwall.testing import REQUEST_DEFAULTS, requests_frame
+
+START = REQUEST_DEFAULTS["ts"]
+
+
+def _traffic() -> pl.DataFrame:
+    rows = []
+    for k in range(300):
+        rows.append(
+            {
+                "ts": START + timedelta(seconds=k * 0.37),  # type: ignore[operator]
+                "client": f"192.0.2.{k % 7}",
+                "path": ["/", "/2024/11/04/some-long-story-title/", "/wp-content/themes/a/style.css"][k % 3],
+                "query": None if k % 4 else f"v{k}={k * 7919}abc",
+                "status": [200, 404, 503][k % 3],
+            }
+        )
+    return requests_frame(rows)
+
+
+def test_tokens_classify_requests():
+    frame = requests_frame(
+        [
+            {"path": "/2024/11/04/a-story-about-things/"},
+            {"path": "/wp-content/uploads/photo.jpg"},
+            {"path": "/", "query": "s=election&x=1"},
+            {"path": "/", "query": "_=1699999999123"},
+            {"path": "/feed/"},
+        ]
+    )
+    toks = tokens(frame)
+    assert toks.get_column("kind").to_list() == ["page", "asset", "page", "page", "feed"]
+    assert toks.get_column("template").to_list()[0] == "/0/0/0/{slug}/"
+    assert toks.get_column("query_keys").to_list()[2] == "s,x"
+    assert toks.get_column("cache_bust").to_list() == [False, False, False, True, False]
+
+
+def _windows(frame: pl.DataFrame, cuts: list[int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    windows, counter = ClientWindows(10), SecondCounter()
+    parts, edges = [], [0, *sorted(set(cuts)), frame.height]
+    for a, b in zip(edges, edges[1:], strict=False):
+        toks = tokens(frame.slice(a, b - a))
+        if toks.height:
+            parts.append(windows.add(toks))
+            counter.add(toks)
+    parts.append(windows.flush())
+    closed = pl.concat(parts).sort("client", "window")
+    return closed, counter.frame()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=299), max_size=12))
+def test_batch_boundaries_do_not_change_aggregates(cuts):
+    frame = _traffic()
+    whole, whole_seconds = _windows(frame, [])
+    cut, cut_seconds = _windows(frame, cuts)
+    assert whole.equals(cut)
+    assert whole_seconds.equals(cut_seconds)
+    assert int(whole.get_column("requests").sum()) == frame.height
+
+
+def test_window_aggregates():
+    windows = ClientWindows(10)
+    closed = pl.concat([windows.add(tokens(_traffic())), windows.flush()])
+    one = closed.filter(pl.col("client") == "192.0.2.0").sort("window").row(0, named=True)
+    assert one["requests"] >= 1 and one["first_ts"] <= one["last_ts"]
+    assert closed.get_column("s5xx").sum() == 100
