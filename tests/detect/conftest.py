@@ -23,8 +23,8 @@ READER_AGENTS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Firefox/132.0",
 )
 FLOOD_AGENTS = tuple(
-    f"Mozilla/5.0 (Windows NT 6.1; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{100 + k}.0.{5000 + k}.{k} "
-    "Safari/537.36"
+    "Mozilla/5.0 (Windows NT 6.1; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    f"Chrome/{100 + k}.0.{5000 + k}.{k} Safari/537.36"
     for k in range(12)
 )
 ASSETS = ("/wp-content/themes/news/style.css", "/wp-includes/js/jquery/jquery.min.js", "/wp-content/uploads/logo.png")

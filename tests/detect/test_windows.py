@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import polars as pl
@@ -49,7 +50,7 @@ def test_tokens_classify_requests():
 def _windows(frame: pl.DataFrame, cuts: list[int]) -> tuple[pl.DataFrame, pl.DataFrame]:
     windows, counter = ClientWindows(10), SecondCounter()
     parts, edges = [], [0, *sorted(set(cuts)), frame.height]
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         toks = tokens(frame.slice(a, b - a))
         if toks.height:
             parts.append(windows.add(toks))
