@@ -187,3 +187,17 @@ def test_residential_proxies_send_no_faster_than_readers(tmp_path: Path) -> None
     assert median_attacker < min(busiest_readers)
     countries = {a.split(".")[0] for a in attackers if "." in a}
     assert len(countries) > 10  # thinly spread over many networks
+
+
+def test_flood_phases_follow_each_other_inside_the_incident(coalition: Any) -> None:
+    _, truth, _ = coalition
+    floods = [i for s in truth["sites"] for i in s["incidents"] if i["kind"] == "flood"]
+    for incident in floods:
+        phases = incident["phases"]
+        assert phases[0]["label"] == "test-flood" and phases[-1]["label"] == "tail"
+        assert [p["label"] for p in phases[1:3]] == ["wave-1", "wave-2"]
+        assert phases[1]["peak_rps"] < phases[2]["peak_rps"]  # waves step up
+        assert _ts(incident["start"]) <= _ts(phases[0]["start"])
+        assert _ts(phases[-1]["end"]) <= _ts(incident["end"])
+        for before, after in pairwise(phases):
+            assert _ts(before["end"]) <= _ts(after["start"])

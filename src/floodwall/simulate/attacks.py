@@ -188,7 +188,7 @@ def _profile(spec: IncidentSpec, scale: float, start_s: float, noise: np.ndarray
     phases: list[PhasePlan] = []
 
     def phase(label: str, a: float, b: float, level: float) -> None:
-        ia, ib = int(a), min(int(np.ceil(b)), minutes)
+        ia, ib = round(a), min(round(b), minutes)  # whole minutes, so phases meet without overlapping
         if ib <= ia:
             return
         rate[ia:ib] = level
@@ -212,7 +212,7 @@ def _profile(spec: IncidentSpec, scale: float, start_s: float, noise: np.ndarray
     if t < tail_from:
         phase("sustained", t, tail_from, peak)
         # Long floods breathe: a slow swell every few hours and, now and then, a lull while the actor regroups.
-        a, b = int(t), min(int(np.ceil(tail_from)), minutes)
+        a, b = round(t), min(round(tail_from), minutes)
         x = np.arange(b - a)
         swell = 0.8 + 0.2 * np.cos(2 * np.pi * x / 240.0)
         lull = np.repeat(noise[: (b - a) // 30 + 1] < np.exp(-0.18), 30)[: b - a]  # about one half-hour in ten
