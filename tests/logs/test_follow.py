@@ -11,7 +11,7 @@ import gzip
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -313,3 +313,16 @@ def test_files_are_closed_when_the_iteration_ends(tmp_path: Path) -> None:
     follower.stop()
     assert list(batches) == []
     assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+def test_a_clock_stepped_back_does_not_stall_the_windows(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(b"")
+    clock = SteppingClock()
+    batches = iter(Follower(log, clock=clock, poll_interval=0.01))
+    next(batches)
+    clock.set(clock() - timedelta(hours=1))
+    append(log, b"after the step\n")
+    (batch,) = collect(batches, 1)
+    assert batch.data == b"after the step\n"
+    assert timedelta(0) < batch.ended - batch.started <= timedelta(seconds=1)

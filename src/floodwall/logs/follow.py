@@ -178,6 +178,8 @@ class Follower:
         try:
             while not self._stop.is_set():
                 now = self.clock()  # one reading per look: the look belongs to the window this time falls in
+                if now < self._window_start:  # the clock was stepped back: start the windows again from here
+                    self._window_start = self._batch_start = now
                 if now >= self._window_start + window:
                     yield from self._cut(self._window_start + window, idle_tick=True)
                     # Windows stay aligned to the first; those in which no look happened (a slow consumer) are
