@@ -268,6 +268,8 @@ def test_compressed_logs_are_refused(tmp_path: Path) -> None:
     disguised.write_bytes(gzip.compress(b"a\n"))
     with pytest.raises(LogFormatError, match="compressed"):
         Follower(disguised)
+    with pytest.raises(LogFormatError, match="directory"):
+        Follower(tmp_path)
 
 
 def test_follow_requests_parses_batches_and_ticks_when_idle(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ Compressed (`.gz`) files cannot grow line by line and are refused with a `LogFor
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -222,6 +223,8 @@ class Follower:
             raise LogFormatError(f"{self.name}: cannot open: {exc.strerror}") from None
         try:
             st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise LogFormatError(f"{self.name}: is a directory, not a log file")
             if os.pread(fd, 2, 0) == _GZIP_MAGIC:
                 raise LogFormatError(
                     f"{self.name}: compressed logs cannot be followed; read them with `floodwall read`"
