@@ -105,7 +105,8 @@ def test_flash_crowd_clients_and_robots_exist_and_markers_are_planted(coalition:
     breaking = {u.removeprefix(f"https://{site['host']}") for u in crowd["urls"]}
     crowd_rows = [r for r in during if r["target"] in breaking]
     assert len(crowd_rows) > 50
-    social = sum(1 for r in crowd_rows if "facebook" in str(r["referer"]) or "t.co" in str(r["referer"]))
+    networks = ("facebook", "t.co", "telegram", "instagram")
+    social = sum(1 for r in crowd_rows if any(n in str(r["referer"]) for n in networks))
     assert social > len(crowd_rows) * 0.3
     kinds = {r["kind"] for r in site["automation"]}
     assert {"crawler", "monitor", "feed-reader", "link-expander"} <= kinds

@@ -27,8 +27,8 @@ from floodwall.simulate.traffic import (
     automation_events,
     build_automation,
     build_pool,
-    page_views,
     sample_pages,
+    visits,
 )
 from floodwall.simulate.truth import truth_document
 from floodwall.simulate.writer import LogWriter, format_lines, write_truth
@@ -37,6 +37,8 @@ __all__ = ["SimulationProgress", "SimulationSummary", "simulate"]
 
 SLICE_ROWS = 150_000
 MAX_SLICE_MINUTES = 240
+PAGES_PER_VISIT = 1 / 0.6  # the means of traffic.visits' geometric draws
+SOCIAL_PAGES_PER_VISIT = 1 / 0.75
 LINES_PER_PAGE_VIEW = 4.3  # a page, its assets and redirects, on average (see traffic.page_views)
 # Local hours 0-23 of a news site's day: a night trough, a morning rise, an evening peak.
 _DIURNAL = np.array(
@@ -202,18 +204,15 @@ def _reader_frames(plan: SitePlan, m0: int, m1: int, rng: np.random.Generator) -
     frames: list[pl.DataFrame] = []
     minute_s = plan.start_s + 60.0 * np.arange(m0, m1)
     mid = float(minute_s.mean())
-    counts = rng.poisson(plan.page_view_rps[m0:m1] * 60)
+    counts = rng.poisson(plan.page_view_rps[m0:m1] * 60 / PAGES_PER_VISIT)
     ts = np.repeat(minute_s, counts) + rng.random(int(counts.sum())) * 60
     if len(ts):
         who = plan.readers.sample(len(ts), rng)
         pages = sample_pages(plan.content, len(ts), mid, rng)
-        frames.append(
-            page_views(
-                plan.content, ts, plan.readers.addresses.gather(who), plan.readers.agents.gather(who), pages, False, rng
-            )
-        )
+        readers, agents = plan.readers.addresses.gather(who), plan.readers.agents.gather(who)
+        frames.append(visits(plan.content, ts, readers, agents, pages, False, mid, rng))
     for c_i, (_, rate) in enumerate(plan.crowds):
-        counts = rng.poisson(rate[m0:m1] * 60)
+        counts = rng.poisson(rate[m0:m1] * 60 / SOCIAL_PAGES_PER_VISIT)
         n = int(counts.sum())
         if n == 0:
             continue
@@ -233,7 +232,7 @@ def _reader_frames(plan: SitePlan, m0: int, m1: int, rng: np.random.Generator) -
         ).to_series()
         breaking = np.array(plan.content.breaking[c_i])
         pages = np.where(rng.random(n) < 0.85, breaking[rng.integers(0, len(breaking), n)], 0)
-        frames.append(page_views(plan.content, ts, clients, agents, pages, True, rng))
+        frames.append(visits(plan.content, ts, clients, agents, pages, True, mid, rng))
     return frames
 
 
@@ -282,9 +281,12 @@ def _generate_site(plan: SitePlan, seed: int, scale: float, writer: LogWriter, r
         merged = pl.concat(parts).sort("ts", maintain_order=True)
         del parts, fresh
         pending = None
-        if m1 < plan.minutes:  # rows past the slice's end (a page's late assets) wait for the next slice
-            cut = merged["ts"].search_sorted(int((plan.start_s + m1 * 60) * 1e6), side="left")
+        end_us = int((plan.start_s + m1 * 60) * 1e6)
+        if m1 < plan.minutes:  # rows past the slice's end (a visit's later pages and assets) wait for the next one
+            cut = merged["ts"].search_sorted(end_us, side="left")
             pending, merged = merged.slice(cut), merged.slice(0, cut)
+        else:  # the log ends with its window: the last visits are cut short at its last microsecond
+            merged = merged.with_columns(pl.col("ts").clip(upper_bound=end_us - 1))
         if share is not None and float(share[m0:m1].max(initial=0)) > 0:
             merged = _overload(merged, share[m0:m1], plan.start_s + m0 * 60, rng)
         rows = merged.height

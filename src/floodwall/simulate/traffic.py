@@ -28,6 +28,7 @@ __all__ = [
     "events",
     "page_views",
     "sample_pages",
+    "visits",
 ]
 
 #: One row per logged request. `ts` is UTC epoch microseconds.
@@ -43,15 +44,15 @@ EVENT_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 
 _ORGANIC_REFERERS: Final = (
-    ("-", 0.33),
-    ("https://www.google.com/", 0.22),
+    ("-", 0.38),
+    ("https://www.google.com/", 0.28),
     ("android-app://com.google.android.googlequicksearchbox/", 0.04),
     ("https://news.google.com/", 0.02),
     ("https://m.facebook.com/", 0.06),
     ("https://l.facebook.com/", 0.04),
     ("https://t.co/", 0.02),
     ("https://www.bing.com/", 0.01),
-    ("", 0.26),  # internal: the home page or another article
+    ("", 0.12),  # internal: the home page or another article, opened in a new tab
 )
 _SOCIAL_REFERERS: Final = (
     ("https://m.facebook.com/", 0.24),
@@ -174,13 +175,41 @@ def _referers(
     return pl.select(pl.when(external == "").then(internal).otherwise(external)).to_series()
 
 
+def visits(
+    content: SiteContent,
+    ts_s: np.ndarray,
+    clients: pl.Series,
+    agents: pl.Series,
+    entry_pages: np.ndarray,
+    social: bool,
+    at_s: float,
+    rng: np.random.Generator,
+) -> pl.DataFrame:
+    """Visits: an entry page reached from outside, then now and then a few more, each with the previous as referer."""
+    n = len(ts_s)
+    views = rng.geometric(0.75 if social else 0.6, n)  # pages per visit: 1.3 from social media, 1.7 otherwise
+    visit = np.repeat(np.arange(n), views)
+    first = np.cumsum(views) - views
+    position = np.arange(len(visit)) - first[visit]
+    gaps = np.cumsum(np.where(position > 0, 8.0 + rng.exponential(50.0, len(visit)), 0.0))
+    view_ts = ts_s[visit] + gaps - gaps[first][visit]
+    pages = np.where(position == 0, entry_pages[visit], sample_pages(content, len(visit), at_s, rng))
+    entry = _referers(content, _SOCIAL_REFERERS if social else _ORGANIC_REFERERS, n, rng)
+    # Only Android apps hand over android-app:// referers; elsewhere the same visit arrives without one.
+    from_app = entry.str.starts_with("android-app://") & ~agents.str.contains("Android", literal=True)
+    entry = pl.select(pl.when(from_app).then(pl.lit("-")).otherwise(entry)).to_series()
+    previous = content.base_url + content.pages.gather(np.roll(pages, 1))
+    referer = pl.select(pl.when(pl.Series(position == 0)).then(entry.gather(visit)).otherwise(previous)).to_series()
+    return page_views(content, view_ts, clients.gather(visit), agents.gather(visit), pages, referer, rng)
+
+
 def page_views(
     content: SiteContent,
     ts_s: np.ndarray,
     clients: pl.Series,
     agents: pl.Series,
     pages: np.ndarray,
-    social: bool,
+    referer: pl.Series,
     rng: np.random.Generator,
 ) -> pl.DataFrame:
     """Page views and what a browser fetches with them: a redirect first now and then, assets after the page."""
@@ -193,10 +222,6 @@ def page_views(
     status = np.where(missing, 404, np.where(rng.random(n) < 0.035, 304, 200))
     size = content.page_bytes[pages]
     body = np.where(status == 200, size * rng.lognormal(0, 0.04, n), np.where(status == 404, size, 0)).astype(np.int64)
-    referer = _referers(content, _SOCIAL_REFERERS if social else _ORGANIC_REFERERS, n, rng)
-    # Only Android apps hand over android-app:// referers; elsewhere the same visit arrives without one.
-    from_app = referer.str.starts_with("android-app://") & ~agents.str.contains("Android", literal=True)
-    referer = pl.select(pl.when(from_app).then(pl.lit("-")).otherwise(referer)).to_series()
     ts_us = (ts_s * 1e6).astype(np.int64)
     target = content.pages.gather(pages)
     parts = [events(ts_us, clients, "GET", target, status, body, referer, agents)]
