@@ -200,7 +200,9 @@ def visits(
     entry = pl.select(pl.when(from_app).then(pl.lit("-")).otherwise(entry)).to_series()
     previous = content.base_url + content.pages.gather(np.roll(pages, 1))
     referer = pl.select(pl.when(pl.Series(position == 0)).then(entry.gather(visit)).otherwise(previous)).to_series()
-    return page_views(content, view_ts, clients.gather(visit), agents.gather(visit), pages, referer, rng)
+    return page_views(
+        content, view_ts, clients.gather(visit), agents.gather(visit), pages, referer, rng, cached=position > 0
+    )
 
 
 def page_views(
@@ -211,8 +213,12 @@ def page_views(
     pages: np.ndarray,
     referer: pl.Series,
     rng: np.random.Generator,
+    cached: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """Page views and what a browser fetches with them: a redirect first now and then, assets after the page."""
+    """Page views and what a browser fetches with them: a redirect first now and then, assets after the page.
+
+    `cached` marks views whose browser already holds the site's assets (a visit's second page and later).
+    """
     n = len(ts_s)
     missing = pages >= content.first_article + content.n_articles
     published = content.published_s[np.clip(pages - content.first_article, 0, content.n_articles - 1)]
@@ -242,7 +248,7 @@ def page_views(
         )
     page_url = content.base_url + target
     ok = status == 200
-    cold = np.flatnonzero(ok & (rng.random(n) < 0.35))
+    cold = np.flatnonzero(ok & (rng.random(n) < 0.35) & (True if cached is None else ~cached))
     n_assets = len(content.assets)
     if len(cold):
         rep = np.repeat(cold, n_assets)
