@@ -5,9 +5,9 @@
     $remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"
 
 `common` stops after the size, `vhost_combined` (Apache) puts `host:port` first. Any of them may be followed by
-extra fields, which are kept when recognised (see `classify_extra`). This module is the reference: the vectorised
-path in `fast.py` must give the same values for every line it accepts, and this parser is the fallback for the
-lines it rejects.
+extra fields, which are kept when recognised (see `classify_extra`). This module is the reference: the C scanner
+`_clfscan` must give the same values for every line it accepts (a hypothesis test checks it), and this parser is
+the fallback for the lines it rejects.
 
 Values are kept as logged: nginx writes `"` and `\\` in strings as `\\x22` and `\\x5C`, Apache as `\\"` and
 `\\\\`; neither is undone here, so the evidence is the log's own text. `-` and empty strings are missing values.
