@@ -150,17 +150,21 @@ def _v6(networks: list[Network], count: int, rng: np.random.Generator) -> list[s
     # Households get a /56 or /64 inside the ISP's block and privacy (random) interface identifiers; every group is
     # drawn non-zero so the text is already in RFC 5952 canonical form without `::` compression.
     groups = rng.integers(1, 0x10000, (count, 8)).tolist()
+    # Per network: its whole leading groups, and the group the prefix ends inside of (if any) with its free bits.
+    shapes: list[tuple[list[str], int | None, int]] = []
+    for net in nets:
+        fixed = [int(x, 16) for x in net.network_address.exploded.split(":")]
+        keep = net.prefixlen // 16
+        partial = fixed[keep] if net.prefixlen % 16 else None
+        shapes.append(([f"{x:x}" for x in fixed[:keep]], partial, (1 << (16 - net.prefixlen % 16)) - 1))
     result: list[str] = []
     for idx, g in zip(which, groups, strict=True):
-        net = nets[idx]
-        fixed = net.network_address.exploded.split(":")
-        keep = net.prefixlen // 16
-        head = [f"{int(x, 16):x}" for x in fixed[:keep]]
-        if net.prefixlen % 16:
-            bits = 16 - net.prefixlen % 16
-            head.append(f"{(int(fixed[keep], 16) | (g[keep] & ((1 << bits) - 1))) or 1:x}")
-        tail = [f"{x:x}" for x in g[len(head) :]]
-        result.append(":".join(head + tail))
+        head, partial, free = shapes[idx]
+        if partial is None:
+            result.append(":".join(head + [f"{x:x}" for x in g[len(head) :]]))
+        else:
+            middle = f"{(partial | (g[len(head)] & free)) or 1:x}"
+            result.append(":".join([*head, middle] + [f"{x:x}" for x in g[len(head) + 1 :]]))
     return result
 
 

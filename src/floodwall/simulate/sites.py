@@ -65,6 +65,7 @@ class SiteContent:
     urls: SchemeUrls
     #: Pages readers view: home, sections, articles, then pages that do not exist (404).
     pages: pl.Series
+    page_urls: pl.Series  # the same, as full URLs (what a referer holds)
     page_bytes: np.ndarray  # typical body size of each page (gzip-compressed HTML)
     page_redirect_from: pl.Series  # a URL of the same page that answers 301 toward it
     n_sections: int
@@ -241,6 +242,7 @@ def build_content(
         words=words,
         urls=_scheme(site),
         pages=pl.Series("page", all_pages, dtype=pl.String),
+        page_urls=pl.Series("page_url", [f"https://{site.host}{p}" for p in all_pages], dtype=pl.String),
         page_bytes=page_bytes,
         page_redirect_from=pl.Series("redirect", redirect_from, dtype=pl.String),
         n_sections=len(sections),

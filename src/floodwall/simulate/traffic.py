@@ -171,7 +171,7 @@ def _referers(
     inner_page = np.where(
         rng.random(count) < 0.5, 0, content.first_article + rng.integers(0, content.n_articles, count)
     )
-    internal = content.base_url + content.pages.gather(inner_page)
+    internal = content.page_urls.gather(inner_page)
     return pl.select(pl.when(external == "").then(internal).otherwise(external)).to_series()
 
 
@@ -198,7 +198,7 @@ def visits(
     # Only Android apps hand over android-app:// referers; elsewhere the same visit arrives without one.
     from_app = entry.str.starts_with("android-app://") & ~agents.str.contains("Android", literal=True)
     entry = pl.select(pl.when(from_app).then(pl.lit("-")).otherwise(entry)).to_series()
-    previous = content.base_url + content.pages.gather(np.roll(pages, 1))
+    previous = content.page_urls.gather(np.roll(pages, 1))
     referer = pl.select(pl.when(pl.Series(position == 0)).then(entry.gather(visit)).otherwise(previous)).to_series()
     return page_views(
         content, view_ts, clients.gather(visit), agents.gather(visit), pages, referer, rng, cached=position > 0
@@ -246,7 +246,7 @@ def page_views(
                 agents.gather(redirected),
             )
         )
-    page_url = content.base_url + target
+    page_url = content.page_urls.gather(pages)
     ok = status == 200
     cold = np.flatnonzero(ok & (rng.random(n) < 0.35) & (True if cached is None else ~cached))
     n_assets = len(content.assets)
