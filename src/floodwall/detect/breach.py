@@ -1,9 +1,10 @@
 """Breach attempts: signature hits (and 4xx-heavy probing) grouped by client and time into incidents of their kind.
 
-A client is a *scanner* when it probes: scanner user agents, sensitive files, several attack families at once, or
-many distinct paths mostly answered 4xx. It is a *brute force* when most of its hits are POSTs to a login form or to
-xmlrpc.php and there are at least `bruteforce_min` of them (one login is an editor). Otherwise its hits are an
-*exploit* attempt. Clients of one kind whose activity overlaps (within `breach_gap_s`) share one incident.
+A client is a *brute force* when most of its hits are POSTs to a login form or to xmlrpc.php and there are at least
+`bruteforce_min` of them (one login is an editor), or when it is one of a crowd of clients doing so together
+(credential stuffing over a pool). Other clients active together (within `breach_gap_s`) are one group, a *scan*
+when it mostly probes (sensitive files, scanner user agents without injection payloads, many distinct paths mostly
+answered 4xx), otherwise an *exploit* attempt.
 """
 
 from __future__ import annotations
@@ -149,21 +150,21 @@ def collective_bruteforce(breaches: pl.DataFrame, settings: DetectSettings) -> l
 _LOGIN_PATH: Final = r"(?:login|signin|sign-in|/admin(?:istrator)?/?$|/wp-admin|xmlrpc|/auth|/session)"
 
 
-def login_posters(clients: pl.DataFrame) -> pl.DataFrame:
-    """Clients (whole-log features) that mostly POST to a login-like path the signatures may not know."""
-    return clients.filter(
+def login_posters(windows: pl.DataFrame) -> pl.DataFrame:
+    """Clients' POSTs to login-like paths the signatures may not know, from their windows (WINDOW_SCHEMA rows)."""
+    login = windows.filter(
         (pl.col("posts") >= 1)
         & (pl.col("posts") * 2 >= pl.col("requests"))
         & pl.col("template").fill_null("").str.contains(_LOGIN_PATH)
-    ).select(
-        "client",
+    )
+    return login.group_by("client").agg(
         pl.lit("login").alias("family"),
         pl.lit(Vector.LOGIN_BRUTEFORCE.value).alias("vector"),
-        pl.col("posts").cast(pl.UInt32).alias("hits"),
-        "first_ts",
-        "last_ts",
-        pl.col("evidence_source").list.head(3),
-        pl.col("evidence_line").list.head(3),
+        pl.col("posts").sum().cast(pl.UInt32).alias("hits"),
+        pl.col("first_ts").min(),
+        pl.col("last_ts").max(),
+        pl.col("source").head(3).alias("evidence_source"),
+        pl.col("line").head(3).alias("evidence_line"),
     )
 
 
@@ -203,7 +204,7 @@ def _client_kinds(breaches: pl.DataFrame, settings: DetectSettings) -> pl.DataFr
             & (pl.col("brute") * 2 >= pl.col("total"))
         )
         .then(pl.lit(IncidentKind.BRUTEFORCE.value))
-        .when((pl.col("probe") > 0) & (pl.col("files") >= pl.col("injection")))
+        .when(pl.col("probe") > 0)
         .then(pl.lit(IncidentKind.SCAN.value))
         .when(pl.col("total") > pl.col("brute"))
         .then(pl.lit(IncidentKind.EXPLOIT.value))
@@ -219,19 +220,33 @@ def breach_groups(breaches: pl.DataFrame, settings: DetectSettings) -> list[Brea
     kinds = _client_kinds(breaches, settings)
     gap = timedelta(seconds=settings.breach_gap_s)
     groups: list[BreachGroup] = []
-    # A loop over clients with hits (a handful to thousands), not over requests.
-    for kind in sorted(set(kinds.get_column("kind").to_list())):
+    # Brute forces apart; scans and exploits together, as clients active together are one actor's tools (a scanner
+    # and the exploit that follows): the group's kind comes from all its hits. A loop over clients with hits.
+    brute = kinds.get_column("kind") == IncidentKind.BRUTEFORCE.value
+    for rows in (kinds.filter(brute), kinds.filter(~brute)):
         open_rows: list[dict[str, object]] = []
         end: datetime | None = None
-        for row in kinds.filter(pl.col("kind") == kind).iter_rows(named=True):
+        for row in rows.sort("first_ts").iter_rows(named=True):
             if end is not None and row["first_ts"] > end + gap:
-                groups.append(_group(IncidentKind(kind), open_rows))
+                groups.append(_group(_kind_of(open_rows), open_rows))
                 open_rows, end = [], None
             open_rows.append(row)
             end = row["last_ts"] if end is None else max(end, row["last_ts"])
         if open_rows:
-            groups.append(_group(IncidentKind(kind), open_rows))
+            groups.append(_group(_kind_of(open_rows), open_rows))
     return sorted(groups, key=lambda g: g.start)
+
+
+def _kind_of(rows: list[dict[str, object]]) -> IncidentKind:
+    kinds = {str(r["kind"]) for r in rows}
+    if kinds == {IncidentKind.BRUTEFORCE.value}:
+        return IncidentKind.BRUTEFORCE
+    files = sum(int(r["files"]) for r in rows)  # type: ignore[call-overload]
+    injection = sum(int(r["injection"]) for r in rows)  # type: ignore[call-overload]
+    probe = sum(int(r["probe"]) for r in rows)  # type: ignore[call-overload]
+    if files * 2 >= injection or (probe > 0 and injection == 0):
+        return IncidentKind.SCAN
+    return IncidentKind.EXPLOIT
 
 
 def _group(kind: IncidentKind, rows: list[dict[str, object]]) -> BreachGroup:

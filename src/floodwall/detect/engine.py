@@ -224,7 +224,7 @@ class Engine:
         flooders = {c for i in incidents for c in i.attackers}
         probing = probing_clients(everyone.filter(~pl.col("client").is_in(list(flooders))))
         signed = set(hits.filter(pl.col("family").is_in(["login", "xmlrpc"])).get_column("client").to_list())
-        posters = login_posters(everyone.filter(~pl.col("client").is_in(list(flooders | signed))))
+        posters = login_posters(windows.filter(~pl.col("client").is_in(list(signed))))
         combined = pl.concat([hits.drop("bucket", "rule_ids", "matched"), probing, posters], how="vertical_relaxed")
         for group in breach_groups(combined, self.settings):
             incident_id = self._incident_id(group.start, incidents)

@@ -65,4 +65,4 @@ class DetectSettings(BaseModel):
     #: Hits of one client closer than this belong to one breach incident.
     breach_gap_s: int = Field(default=1800, ge=1)
     #: Fewest POSTs to a login form (or xmlrpc.php) by one client that make a brute force.
-    bruteforce_min: int = Field(default=10, ge=2)
+    bruteforce_min: int = Field(default=6, ge=2)
