@@ -15,7 +15,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 CHILD = """
 import json, resource, sys, time
@@ -53,7 +52,9 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {load:.1f}")
-    print(f"scenario {args.scenario}{' (gzip)' if args.gzip else ''}, writing under {args.dir or tempfile.gettempdir()}")
+    print(
+        f"scenario {args.scenario}{' (gzip)' if args.gzip else ''}, writing under {args.dir or tempfile.gettempdir()}"
+    )
     print(f"{'scale':>6} {'lines':>12} {'wall s':>8} {'lines/s':>10} {'cpu s':>8} {'MB/s':>7} {'peak RSS MiB':>13}")
     for scale in args.scales:
         r = run(args.scenario, scale, args.gzip, args.dir)

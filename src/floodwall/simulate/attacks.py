@@ -56,6 +56,7 @@ class IncidentPlan:
     seen: np.ndarray = field(init=False)
     requests: int = 0
     planted: set[str] = field(default_factory=set)  # the markers that went out in at least one request
+    http2: bool = False  # whether most of its addresses speak HTTP/2 (browser-based bots)
 
     def __post_init__(self) -> None:
         self.seen = np.zeros(len(self.addresses), dtype=bool)
@@ -90,18 +91,20 @@ class IncidentPlan:
             method, target, status, body, referer = vector_requests(Vector(vector), content, len(rows), rng)
             agents = self.agents.gather(rng.integers(0, len(self.agents), len(rows)))
             target, agents = self._mark(target, agents, rng)
-            parts.append(
-                events(
-                    (ts[rows] * 1e6).astype(np.int64),
-                    self.addresses.gather(who[rows]),
-                    method,
-                    target,
-                    status,
-                    body,
-                    referer,
-                    agents,
-                )
+            frame = events(
+                (ts[rows] * 1e6).astype(np.int64),
+                self.addresses.gather(who[rows]),
+                method,
+                target,
+                status,
+                body,
+                referer,
+                agents,
             )
+            # Bots built on a real browser engine speak HTTP/2 like readers do; each address keeps its own stack.
+            http2 = (who[rows] % 5 < 3) if self.http2 else np.zeros(len(rows), dtype=bool)
+            protocol = pl.Series(np.where(http2, "HTTP/2.0", "HTTP/1.1"), dtype=pl.String)
+            parts.append(frame.with_columns(protocol=protocol))
         return pl.concat(parts)
 
     def _addresses_at(self, minute: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -272,6 +275,7 @@ def plan_campaign(
                 phases=phases,
                 marker=spec.marker,
                 message=spec.message,
+                http2=spec.user_agents == "browser-like" and inc.kind in (IncidentKind.FLOOD, IncidentKind.BRUTEFORCE),
             )
         )
     return CampaignPlan(spec.id, spec, plans, len(pool))

@@ -263,7 +263,8 @@ def _slice_frame(
     robots = [automation_events(plan.content, plan.robots, start_s, end_s, scale, rng, [seed, 4, plan.index])]
     attacks = [f for inc in plan.incidents if (f := inc.generate(plan.content, start_s, end_s, rng)) is not None]
     frames = [f.with_columns(protocol=pl.lit("HTTP/2.0")) for f in human if f.height]
-    frames += [f.with_columns(protocol=pl.lit("HTTP/1.1")) for f in robots + attacks if f.height]
+    frames += [f.with_columns(protocol=pl.lit("HTTP/1.1")) for f in robots if f.height]
+    frames += [f for f in attacks if f.height]  # attacks choose their protocol per address
     return pl.concat(frames) if frames else None
 
 
