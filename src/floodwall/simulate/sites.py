@@ -225,7 +225,12 @@ def build_content(
     ]
     all_pages = ["/", *sections, *paths, *missing]
     page_bytes = np.concatenate(
-        [[52_000], rng.integers(35_000, 48_000, len(sections)), rng.integers(18_000, 42_000, count), [0] * 5]
+        [
+            rng.integers(48_000, 56_000, 1),
+            rng.integers(35_000, 48_000, len(sections)),
+            rng.integers(18_000, 42_000, count),
+            [0] * 5,
+        ]
     ).astype(np.int64)
     page_bytes[-5:] = [153, 153, 153, 11_906, 11_906]
     redirect_home = "/index.php" if site.url_scheme == "wordpress" else "/index.html"

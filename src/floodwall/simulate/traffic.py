@@ -352,7 +352,7 @@ def automation_events(
             v = rng.random(count)  # crawlers follow old links: redirects and pages since removed
             status = np.where(u > 0.97, 200, np.where(v < 0.04, 301, np.where(v < 0.07, 404, 200)))
             body = np.where(u > 0.97, 2_381, np.where(status == 200, content.page_bytes[pages], 169))
-            body = np.where(status == 404, 11_906, body)
+            body = np.where(status == 404, 11_906, body * rng.lognormal(0, 0.03, count))  # pages change a little
         elif agent.kind in ("feed-reader", "monitor"):
             first = robot.phase_s + np.ceil((start_s - robot.phase_s) / agent.period_s) * agent.period_s
             ts = np.arange(first, end_s, agent.period_s) + rng.uniform(0, 0.8, 1)
