@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,32 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
     assert run("simulate", "--out", str(tmp_path)).returncode == 2
     help_text = run("simulate", "--help").stdout
     assert "--scenario" in help_text and "--scale" in help_text and "--gzip" in help_text
+
+
+def test_output_does_not_depend_on_the_process(tmp_path: Path) -> None:
+    """Same seed, another process with another hash seed: the same bytes."""
+    simulate(load_scenario("scanner"), tmp_path / "here", seed=2, scale=0.03)
+    env_run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "floodwall",
+            "simulate",
+            "--scenario",
+            "scanner",
+            "--out",
+            str(tmp_path / "there"),
+            "--seed",
+            "2",
+            "--scale",
+            "0.03",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
+    assert env_run.returncode == 0, env_run.stderr
+    for name in ("nasha-pravda.access.log", "truth.json"):
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes()

@@ -110,3 +110,18 @@ def test_the_command_exits_2_with_one_line_naming_the_key(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "campaigns.0.incidents.0.peak_rps" in result.stderr
+
+
+def test_time_stamps_follow_the_site_s_clock_across_a_dst_change(tmp_path: Path) -> None:
+    # Central European Summer Time ended at 01:00 UTC on 27 October 2024.
+    text = GOOD.replace("start = 2024-11-04T00:00:00Z", "start = 2024-10-26T22:00:00Z")
+    text = text.replace("end = 2024-11-04T06:00:00Z", "end = 2024-10-27T04:00:00Z")
+    text = text.replace("start = 2024-11-04T02:00:00Z", "start = 2024-10-27T00:30:00Z")
+    simulate(load_scenario(write(tmp_path, text)), tmp_path / "out", scale=0.2)
+    offsets = {}
+    for line in (tmp_path / "out" / "our-site.access.log").read_text().splitlines():
+        stamp = line.split("[", 1)[1].split("]", 1)[0]
+        offsets.setdefault(stamp[-5:], []).append(stamp)
+    assert set(offsets) == {"+0200", "+0100"}
+    assert offsets["+0200"][-1].startswith("27/Oct/2024:02:")  # 00:59 UTC
+    assert offsets["+0100"][0].startswith("27/Oct/2024:02:")  # 01:00 UTC: the hour from 2 to 3 comes twice
