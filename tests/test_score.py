@@ -116,3 +116,30 @@ def test_the_command_prints_and_writes_json(truth_dir: Path, tmp_path: Path) -> 
     )
     assert missing.returncode == 2
     assert "truth.json" in missing.stderr
+
+
+def test_with_no_attack_doing_nothing_is_perfect_and_blocking_readers_is_not(tmp_path: Path) -> None:
+    truth_dir = tmp_path / "truth"
+    simulate(load_scenario("flash-crowd"), truth_dir, scale=0.01)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    overall = score(truth_dir, empty)["overall"]
+    assert overall["attackers"]["f1"] == overall["incidents"]["precision"] == 1.0
+    site = _truth(truth_dir)["sites"][0]
+    (empty / site["name"]).mkdir()
+    report = {
+        "incidents": [
+            {
+                "id": "x-1",
+                "kind": "flood",
+                "start": site["window"]["start"],
+                "end": site["window"]["end"],
+                "attackers": site["flash_crowds"][0]["clients"][:5],
+            }
+        ]
+    }
+    (empty / site["name"] / "report.json").write_text(json.dumps(report))
+    overall = score(truth_dir, empty)["overall"]
+    assert overall["attackers"]["precision"] == 0.0
+    assert overall["false_positives"]["flash_crowd"] == 5
+    assert overall["incidents"]["precision"] == 0.0
