@@ -23,6 +23,7 @@ from floodwall.config import Settings
 from floodwall.decide import Allowlist, Policy
 from floodwall.detect import DetectionResult, Engine
 from floodwall.errors import FloodwallError
+from floodwall.forensics import FingerprintAccumulator, shareable_bundle
 from floodwall.geo import open_geo
 from floodwall.logs import InputStats, LogReader
 from floodwall.logs.frame import client_networks
@@ -63,8 +64,10 @@ def analyze(
     tz: str | None = None,
     progress: ProgressEvent | None = None,
     command_line: Sequence[str] | None = None,
+    coalition_key: bytes | None = None,
 ) -> AnalysisResult:
-    """Analyse `logs` of one site and write report.json, blocklist.txt and evidence.json into `out_dir`."""
+    """Analyse `logs` of one site and write report.json, blocklist.txt, evidence.json and bundle.json into
+    `out_dir`. bundle.json holds attackers' addresses as hashes keyed with `coalition_key`, and none without it."""
     settings = settings or Settings()
     started = datetime.now(UTC)
 
@@ -82,8 +85,10 @@ def analyze(
         progress=lambda done, total: report("reading", done, total),
     )
     engine = Engine(site, live=False)
+    fingerprints = FingerprintAccumulator()
     for frame in reader:
         engine.feed(frame)
+        fingerprints.feed(frame)
     detection = engine.finish()
 
     policy = Policy(allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)))
@@ -105,6 +110,7 @@ def analyze(
         "report.json": out_dir / "report.json",
         "blocklist.txt": out_dir / "blocklist.txt",
         "evidence.json": out_dir / "evidence.json",
+        "bundle.json": out_dir / "bundle.json",
     }
     write_json(files["report.json"], document)
     write_atomic(files["blocklist.txt"], blocklist_text(site, detection, decisions, generated=started))
@@ -112,6 +118,8 @@ def analyze(
         files["evidence.json"],
         evidence_document(reader.inputs, command_line or sys.argv, started),
     )
+    bundle = shareable_bundle(site, detection, fingerprints, coalition_key, version=__version__, generated=started)
+    write_json(files["bundle.json"], bundle)
     report("writing", 3, 3)
     return AnalysisResult(out_dir, reader.inputs, detection, decisions, files)
 

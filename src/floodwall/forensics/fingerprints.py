@@ -1,0 +1,257 @@
+"""What the attackers' requests look like, per incident: user agents, path and query shapes, rates, timing.
+
+The detection result names the attackers but keeps no per-client request content, so the analyze job feeds every
+Request frame to a `FingerprintAccumulator` as well::
+
+    fingerprints = FingerprintAccumulator()
+    for frame in reader:
+        engine.feed(frame)
+        fingerprints.feed(frame)
+    detection = engine.finish()
+    per_incident = fingerprints.finish(detection)     # incident id -> Fingerprint
+
+State is columnar and compacted: one row per (client, feature kind, value) with a count, where values are
+normalised shapes (`/{n}/{n}/{slug}`, `s={w}&_={n}`) and user-agent hashes, so memory grows with the number of
+distinct clients and shapes, not with requests. Values are kept per client over the whole log (not per incident):
+an attacker's reader traffic, if any, is negligible beside its flood.
+
+User agents leave as hashes (`blake2b`, 8 bytes, unkeyed: the attackers chose them, and unkeyed hashes still match
+across coalitions) and as normalised families (`chrome/windows`), which survive a changed user-agent list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+import numpy as np
+import polars as pl
+
+from floodwall.detect import DetectionResult
+
+__all__ = ["Fingerprint", "FingerprintAccumulator", "path_shape", "query_shape", "ua_family", "ua_hash"]
+
+#: Values kept per incident and feature (the most frequent ones); shares are of the attackers' requests.
+TOP_VALUES: Final = 25
+_STATE_SCHEMA: Final = {"client": pl.String, "feature": pl.String, "value": pl.String, "count": pl.UInt64}
+_COMPACT_ROWS: Final = 1_000_000
+
+#: Browser or tool, first match wins (Edge and Opera also say Chrome; Chrome also says Safari).
+_BROWSERS: Final = (
+    ("bot", r"(?i)bot|spider|crawler"),
+    ("headless", r"(?i)headless|phantomjs"),
+    ("edge", r"Edg(e|A|iOS)?/"),
+    ("opera", r"OPR/|Opera"),
+    ("yandex", r"YaBrowser/"),
+    ("firefox", r"Firefox/|FxiOS/"),
+    ("chrome", r"Chrome/|CriOS/"),
+    ("safari", r"Safari/"),
+    ("curl", r"(?i)^curl/"),
+    ("wget", r"(?i)^wget/"),
+    ("python", r"(?i)python"),
+    ("go", r"(?i)^go-http-client"),
+    ("java", r"(?i)^java/|okhttp|apache-httpclient"),
+)
+_SYSTEMS: Final = r"(?i)(windows|android|iphone|ipad|mac os x|cros|linux)"
+
+
+def path_shape(path: pl.Expr) -> pl.Expr:
+    """A path with its variable parts replaced: long hex runs `{h}`, numbers `{n}`, hyphenated slugs `{slug}`,
+    long random-looking words `{w}`, letters mixed with digits `{r}`; lower-cased, at most 80 characters."""
+    return (
+        path.str.to_lowercase()
+        .str.replace_all(r"[0-9a-f]{12,}", "{h}")
+        .str.replace_all(r"[0-9]+", "{n}")
+        .str.replace_all(r"/[a-z]+\{n\}[a-z{}]*|/\{n\}[a-z]+[a-z{}]*", "/{r}")
+        .str.replace_all(r"[a-z0-9{}_]+(?:-[a-z0-9{}_]+){2,}", "{slug}")
+        .str.replace_all(r"/[a-z]{10,}", "/{w}")
+        .str.slice(0, 80)
+    )
+
+
+def query_shape(query: pl.Expr) -> pl.Expr:
+    """A query string as its sorted parameter names with value shapes (`_={n}&s={w}`); random-looking names
+    (digits, or longer than 16) become `{r}`. Null when there was no query."""
+    value = pl.element().str.replace(r"^[^=]*=?", "")
+    name = pl.element().str.replace(r"=.*$", "").str.to_lowercase()
+    shaped_value = (
+        pl.when(value == "")
+        .then(pl.lit(""))
+        .when(value.str.contains(r"^[0-9]+$"))
+        .then(pl.lit("{n}"))
+        .when(value.str.contains(r"^[0-9a-fA-F]{8,}$"))
+        .then(pl.lit("{h}"))
+        .when(value.str.contains(r"^[A-Za-z]+$"))
+        .then(pl.lit("{w}"))
+        .when(value.str.contains("%|\\+"))
+        .then(pl.lit("{u}"))
+        .otherwise(pl.lit("{r}"))
+    )
+    shaped_name = pl.when(name.str.contains(r"^[a-z_\-\[\]]{1,16}$")).then(name).otherwise(pl.lit("{r}"))
+    return (
+        query.str.split("&")
+        .list.eval(pl.concat_str(shaped_name, pl.lit("="), shaped_value))
+        .list.unique()
+        .list.sort()
+        .list.join("&")
+        .str.slice(0, 120)
+    )
+
+
+def ua_family(user_agent: pl.Expr) -> pl.Expr:
+    """A user agent's browser or tool and its system, without versions: `chrome/windows`, `curl/-`."""
+    browser: pl.Expr = pl.lit("other")
+    for name, pattern in reversed(_BROWSERS):
+        browser = pl.when(user_agent.str.contains(pattern)).then(pl.lit(name)).otherwise(browser)
+    system = user_agent.str.extract(_SYSTEMS, 1).str.to_lowercase().str.replace(" ", "-").fill_null("-")
+    return pl.when(user_agent.is_null()).then(pl.lit("none/-")).otherwise(pl.concat_str(browser, pl.lit("/"), system))
+
+
+def ua_hash(user_agent: str) -> str:
+    """The unkeyed 8-byte blake2b hash of a user agent, as hex (the same in every coalition)."""
+    return hashlib.blake2b(user_agent.encode("utf-8", "replace"), digest_size=8, person=b"floodwall-ua").hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """How one incident's attackers behaved. Shares are of the attackers' requests; each mapping keeps the
+    `TOP_VALUES` most frequent values."""
+
+    user_agents: Mapping[str, float] = field(default_factory=dict)  # ua_hash -> share
+    ua_families: Mapping[str, float] = field(default_factory=dict)
+    path_shapes: Mapping[str, float] = field(default_factory=dict)
+    query_shapes: Mapping[str, float] = field(default_factory=dict)
+    rate_quantiles_rps: Mapping[str, float] = field(default_factory=dict)  # p10, p50, p90, max per address
+    hour_profile: tuple[float, ...] = ()  # 24 shares of the attack requests by UTC hour of day
+    wave_period_minutes: float | None = None
+
+
+class FingerprintAccumulator:
+    """Feeds on Request frames (any batch size), keeps per-client counts of shapes, and at `finish` gives each
+    incident the fingerprint of its attackers. See the module docstring."""
+
+    def __init__(self) -> None:
+        self._parts: list[pl.DataFrame] = []
+        self._rows = 0
+        self._compacted_rows = 0
+
+    def feed(self, frame: pl.DataFrame) -> None:
+        """Count one batch's shapes per client."""
+        if frame.height == 0:
+            return
+        shaped = frame.lazy().select(
+            pl.col("client"),
+            ua_family(pl.col("user_agent")).alias("family"),
+            pl.col("user_agent").fill_null(""),
+            path_shape(pl.col("path")).alias("path"),
+            query_shape(pl.col("query")).alias("query"),
+        )
+        parts = [
+            shaped.group_by("client", pl.col(column).alias("value"))
+            .agg(pl.len().cast(pl.UInt64).alias("count"))
+            .select("client", pl.lit(feature).alias("feature"), "value", "count")
+            for feature, column in (("ua", "user_agent"), ("family", "family"), ("path", "path"), ("query", "query"))
+        ]
+        counted = pl.concat(pl.collect_all(parts)).drop_nulls("value").cast(_STATE_SCHEMA)  # type: ignore[arg-type]
+        self._parts.append(counted)
+        self._rows += counted.height
+        if self._rows > max(_COMPACT_ROWS, 2 * self._compacted_rows):
+            self._compact()
+
+    def _compact(self) -> pl.DataFrame:
+        state = (
+            pl.concat(self._parts).group_by("client", "feature", "value").agg(pl.col("count").sum())
+            if self._parts
+            else pl.DataFrame(schema=_STATE_SCHEMA)
+        )
+        self._parts = [state]
+        self._rows = self._compacted_rows = state.height
+        return state
+
+    def finish(self, detection: DetectionResult) -> dict[str, Fingerprint]:
+        """The fingerprint of every incident of `detection`, by incident id."""
+        state = self._compact()
+        attackers = detection.attackers.select("client", "incident_id", "requests")
+        counts = state.join(attackers.select("client", "incident_id"), on="client", how="inner")
+        tops = (
+            counts.group_by("incident_id", "feature", "value")
+            .agg(pl.col("count").sum())
+            .with_columns((pl.col("count") / pl.col("count").sum().over("incident_id", "feature")).alias("share"))
+            .sort(["incident_id", "feature", "share", "value"], descending=[False, False, True, False])
+            .group_by("incident_id", "feature", maintain_order=True)
+            .head(TOP_VALUES)
+        )
+        by_incident: dict[str, dict[str, dict[str, float]]] = {}
+        for incident_id, feature, value, share in tops.select("incident_id", "feature", "value", "share").iter_rows():
+            key = ua_hash(value) if feature == "ua" else value
+            by_incident.setdefault(incident_id, {}).setdefault(feature, {})[key] = round(float(share), 4)
+        result: dict[str, Fingerprint] = {}
+        for incident in detection.incidents:
+            parts = by_incident.get(incident.id, {})
+            duration_s = max((incident.end - incident.start).total_seconds(), 1.0)
+            rates = attackers.filter(pl.col("incident_id") == incident.id).get_column("requests").to_numpy()
+            hours, period = timing_of(detection.timeline, incident.start, incident.end)
+            result[incident.id] = Fingerprint(
+                user_agents=parts.get("ua", {}),
+                ua_families=parts.get("family", {}),
+                path_shapes=parts.get("path", {}),
+                query_shapes=parts.get("query", {}),
+                rate_quantiles_rps=rate_quantiles(rates / duration_s),
+                hour_profile=hours,
+                wave_period_minutes=period,
+            )
+        return result
+
+
+def rate_quantiles(rates_rps: np.ndarray) -> dict[str, float]:
+    """p10, p50, p90 and max of the per-address rates (requests per second over the incident)."""
+    if rates_rps.size == 0:
+        return {}
+    p10, p50, p90 = np.quantile(rates_rps, [0.1, 0.5, 0.9])
+    return {k: round(float(v), 5) for k, v in (("p10", p10), ("p50", p50), ("p90", p90), ("max", rates_rps.max()))}
+
+
+def timing_of(timeline: pl.DataFrame, start: datetime, end: datetime) -> tuple[tuple[float, ...], float | None]:
+    """The incident's hour-of-day profile (24 shares of its attack requests, UTC) and its wave period in minutes:
+    the strongest autocorrelation peak of its per-minute attack rate between 10 minutes and a third of its span,
+    when that peak is clear (correlation at least 0.3); None otherwise."""
+    span = timeline.filter(pl.col("ts").is_between(start, end)).select("ts", "attack_requests")
+    if span.height == 0:
+        return tuple([0.0] * 24), None
+    by_hour = span.group_by(pl.col("ts").dt.hour().alias("hour")).agg(pl.col("attack_requests").sum())
+    hours = np.zeros(24)
+    for hour, count in by_hour.iter_rows():
+        hours[int(hour)] = float(count)
+    total = hours.sum()
+    profile = tuple(round(float(h / total), 4) for h in hours) if total else tuple([0.0] * 24)
+    minutes = (
+        span.group_by_dynamic("ts", every="1m")
+        .agg(pl.col("attack_requests").sum())
+        .upsample("ts", every="1m")
+        .get_column("attack_requests")
+        .fill_null(0)
+        .to_numpy()
+        .astype(float)
+    )
+    return profile, _period(minutes)
+
+
+def _period(series: np.ndarray) -> float | None:
+    n = series.size
+    if n < 40:
+        return None
+    centred = series - series.mean()
+    power = float(np.dot(centred, centred))
+    if power == 0:
+        return None
+    spectrum = np.fft.rfft(centred, 2 * n)
+    correlation = np.fft.irfft(spectrum * np.conj(spectrum))[: n // 3] / power
+    if correlation.size <= 10:
+        return None
+    lag = int(np.argmax(correlation[10:])) + 10
+    value = float(correlation[lag])
+    return float(lag) if value >= 0.3 and not math.isnan(value) else None
