@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 #: Signature hits of a Request frame (`floodwall.detect.signatures.HIT_SCHEMA` rows).
 SignatureMatcher = Callable[[pl.DataFrame], pl.DataFrame]
 _MARGIN = timedelta(minutes=5)
+_BEFORE = timedelta(minutes=45)
+_AFTER = timedelta(minutes=60)
 _MATCH_KEYS = ("method", "path", "query", "user_agent", "referer")
 
 
@@ -56,6 +59,16 @@ def _default_matcher() -> SignatureMatcher | None:
     except Exception as exc:  # a missing rules package or hyperscan build must not stop flood detection
         log.warning("breach signatures disabled: %s", exc)
         return None
+
+
+def _attack_span(hostile: pl.DataFrame, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The surge's span widened to its attackers' first and last requests (never narrowed)."""
+    first, last = hostile.get_column("first_ts").min(), hostile.get_column("last_ts").max()
+    if isinstance(first, datetime) and first < start:
+        start = first
+    if isinstance(last, datetime) and last > end:
+        end = last
+    return start, end
 
 
 class Engine:
@@ -161,7 +174,11 @@ class Engine:
         findings: list[Finding] = []
         verdicts: list[SurgeVerdict] = []
         for surge in surges:
-            judged = judge_interval(context, windows, surge.start, surge.end, self.settings)
+            # Judge with margins: a test flood, rotating addresses and a tail under the threshold are still the
+            # attack; the incident then runs from its attackers' first request to their last.
+            judged = judge_interval(
+                context, windows, surge.start - _BEFORE, surge.end + _AFTER, self.settings, onset=surge.start
+            )
             excess = max(1.0, surge.requests - surge.expected_rps * ((surge.end - surge.start).total_seconds() + 1))
             hostile = judged.filter(pl.col("attacker"))
             attack_requests = int(hostile.get_column("requests").sum() or 0)
@@ -169,23 +186,26 @@ class Engine:
             verdicts.append(SurgeVerdict.of(surge, judged, is_flood))
             if not is_flood:
                 continue
-            incident_id = self._incident_id(surge.start, incidents)
+            start, end = _attack_span(hostile, surge.start, surge.end)
+            inside = seconds.filter(pl.col("ts").is_between(start, end))
+            widened = replace(surge, start=start, end=end, requests=int(inside.get_column("requests").sum() or 0))
+            incident_id = self._incident_id(start, incidents)
             incident = Incident(
                 id=incident_id,
                 site=self.site,
                 kind=IncidentKind.FLOOD,
-                start=surge.start,
-                end=surge.end,
+                start=start,
+                end=end,
                 peak_rps=surge.peak_rps,
-                requests=surge.requests,
-                attack_requests=min(attack_requests, surge.requests),
+                requests=widened.requests,
+                attack_requests=min(attack_requests, widened.requests),
                 vectors=context.vectors_of(hostile),
                 attackers=tuple(sorted(hostile.get_column("client").to_list())),
-                phases=phases_of(seconds, surge),
+                phases=phases_of(seconds, widened),
             )
             incidents.append(incident)
             attackers.append(context.attacker_rows(hostile, incident_id))
-            findings.extend(context.findings(hostile, surge.start, surge.end))
+            findings.extend(context.findings(hostile, start, end))
 
         self._breaches(windows, context, incidents, attackers, findings)
         incidents.sort(key=lambda i: i.start)

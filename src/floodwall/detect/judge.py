@@ -97,11 +97,18 @@ class JudgeContext:
 
 
 def judge_interval(
-    context: JudgeContext, windows: pl.DataFrame, start: datetime, end: datetime, settings: DetectSettings
+    context: JudgeContext,
+    windows: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+    settings: DetectSettings,
+    onset: datetime | None = None,
 ) -> pl.DataFrame:
-    """Client features of [start, end] with `score`, `reasons`, fleet columns, `protected`, `attacker`, `vectors`."""
+    """Client features of [start, end] with `score`, `reasons`, fleet columns, `protected`, `attacker`, `vectors`.
+
+    `onset` (default `start`) is when the surge began, for "new at the onset"."""
     inside = windows.filter(pl.col("window").is_between(start - timedelta(seconds=settings.window_s), end))
-    features = client_features(inside, context.profile, start, settings)
+    features = client_features(inside, context.profile, onset or start, settings)
     scored = score_clients(features, context.profile, context.forest, settings)
     fleets = find_fleets(scored, context.quiet_clients, context.profile, settings)
     fleet_hostile = pl.col("fleet_hostile").fill_null(False)

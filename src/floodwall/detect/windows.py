@@ -79,7 +79,7 @@ def tokens(frame: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.lit("page"))
     )
     template = (
-        path.str.replace(r"/[^/]+(\.[a-z0-9]{1,5})$", "/*$1")
+        path.str.replace(r"/[^/]+(\.(?:jpe?g|png|gif|webp|avif|svg|css|js|ico|woff2?|ttf|mp4|webm|map|html?))$", "/*$1")
         .str.replace_all(r"/[a-z0-9]+(?:-[a-z0-9]+){2,}", "/{slug}")
         .str.replace_all(r"/[^/]*[0-9][^/]*", "/0")
         .str.replace_all(r"/[a-z]{7,}(?:/|$)", "/{word}/")
