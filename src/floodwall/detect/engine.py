@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 SignatureMatcher = Callable[[pl.DataFrame], pl.DataFrame]
 _MARGIN = timedelta(minutes=5)
 _BEFORE = timedelta(minutes=45)
+_BRUTE_VECTORS = [Vector.LOGIN_BRUTEFORCE.value, Vector.XMLRPC_ABUSE.value]
 _AFTER = timedelta(minutes=60)
 _MATCH_KEYS = ("method", "path", "query", "user_agent", "referer")
 
@@ -180,7 +181,9 @@ class Engine:
                 context, windows, surge.start - _BEFORE, surge.end + _AFTER, self.settings, onset=surge.start
             )
             excess = max(1.0, surge.requests - surge.expected_rps * ((surge.end - surge.start).total_seconds() + 1))
-            hostile = judged.filter(pl.col("attacker"))
+            # POSTs to login forms and xmlrpc.php are a brute force, not a flood: the breach layer reports them.
+            brute = pl.col("vectors").list.set_intersection(pl.lit(_BRUTE_VECTORS)).list.len() > 0
+            hostile = judged.filter(pl.col("attacker") & ~brute)
             attack_requests = int(hostile.get_column("requests").sum() or 0)
             is_flood = hostile.height > 0 and attack_requests >= 0.25 * excess
             verdicts.append(SurgeVerdict.of(surge, judged, is_flood))
