@@ -336,5 +336,10 @@ def simulate(
     truth_path = out_dir / "truth.json"
     write_truth(truth_path, truth_document(scenario, seed, scale, sites, campaigns, logs))
     return SimulationSummary(
-        scenario.name, seed, scale, tuple(logs), truth_path, sum(len(c.incidents) for c in campaigns)
+        scenario.name,
+        seed,
+        scale,
+        tuple(logs),
+        truth_path,
+        sum(1 for c in campaigns for inc in c.incidents if inc.requests),
     )

@@ -87,7 +87,8 @@ def _site(plan: SitePlan, log: Path, lines: int) -> dict[str, Any]:
         "timezone": spec.timezone,
         "url_scheme": spec.url_scheme,
         "window": {"start": iso(plan.start_s), "end": iso(plan.start_s + plan.minutes * 60)},
-        "incidents": [_incident(inc) for inc in sorted(plan.incidents, key=lambda i: (i.start_s, i.id))],
+        # An incident too small to send anything at this scale did not happen.
+        "incidents": [_incident(i) for i in sorted(plan.incidents, key=lambda i: (i.start_s, i.id)) if i.requests],
         "flash_crowds": crowds,
         "automation": sorted(robots, key=lambda r: (r["kind"], r["name"], r["address"])),
         "readers": sorted(readers),
@@ -123,9 +124,10 @@ def truth_document(
                 "pool": c.spec.pool,
                 "pool_size": c.pool_size,
                 "markers": sorted({m.lower() for inc in c.incidents for m in inc.planted}),
-                "incidents": [{"site": inc.spec.site, "id": inc.id} for inc in c.incidents],
+                "incidents": [{"site": inc.spec.site, "id": inc.id} for inc in c.incidents if inc.requests],
             }
             for c in campaigns
+            if any(inc.requests for inc in c.incidents)
         ],
         "markers": sorted(markers),
     }
