@@ -23,7 +23,8 @@ from floodwall.config import Settings
 from floodwall.decide import Allowlist, Policy
 from floodwall.detect import DetectionResult, Engine
 from floodwall.errors import FloodwallError
-from floodwall.forensics import FingerprintAccumulator, shareable_bundle
+from floodwall.forensics.bundle import shareable_bundle
+from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.geo import open_geo
 from floodwall.logs import InputStats, LogReader
 from floodwall.logs.frame import client_networks

@@ -7,6 +7,7 @@ internal error or a failing service. Long work shows a progress bar on a termina
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -63,6 +64,14 @@ TzOption = Annotated[
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Settings file (TOML).", dir_okay=False)]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print more, and tracebacks on errors.")]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="The outlets' shared coalition key (default: $FLOODWALL_COALITION_KEY); addresses are hashed with it.",
+        dir_okay=False,
+    ),
+]
 
 
 class _State:
@@ -74,6 +83,20 @@ def _setup(config: Path | None, quiet: bool, verbose: bool) -> Settings:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="floodwall: %(message)s", stream=sys.stderr, force=True)
     return load_settings(config)
+
+
+def _coalition_key(key_file: Path | None) -> bytes | None:
+    """The coalition key from --key-file, else from FLOODWALL_COALITION_KEY, else None (the only place that reads
+    the variable: STYLE.md item 5)."""
+    from floodwall.forensics.bundle import coalition_key
+
+    if key_file is not None:
+        try:
+            return coalition_key(key_file.read_bytes(), str(key_file))
+        except OSError as exc:
+            raise InputError(f"{key_file}: cannot read the coalition key: {exc.strerror}") from None
+    value = os.environ.get("FLOODWALL_COALITION_KEY")
+    return coalition_key(value.encode("utf-8"), "FLOODWALL_COALITION_KEY") if value else None
 
 
 def _show_progress(quiet: bool) -> bool:
@@ -168,6 +191,7 @@ def analyze(
     fmt: FormatOption = LogFormatChoice.auto,
     tz: TzOption = None,
     config: ConfigOption = None,
+    key_file: KeyFileOption = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -178,6 +202,7 @@ def analyze(
     from floodwall.analyze import analyze as run_analysis
 
     settings = _setup(config, quiet, verbose)
+    key = _coalition_key(key_file)
     chosen = None if fmt is LogFormatChoice.auto else fmt.value
     with _byte_progress(_show_progress(quiet), "reading") as (progress, task):
 
@@ -194,6 +219,7 @@ def analyze(
             tz=tz,
             progress=report,
             command_line=["floodwall", *sys.argv[1:]],
+            coalition_key=key,
         )
     if quiet:
         return
@@ -211,6 +237,44 @@ def analyze(
             markup=False,
         )
     out.print(f"report: {result.files['report.json'].resolve()}", markup=False)
+
+
+@app.command()
+def correlate(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Sites' bundle.json or report.json files, or folders holding one.")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for campaigns.json, campaigns.html, campaigns.stix.json.")
+    ],
+    key_file: KeyFileOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Link incidents of several outlets into campaigns, from their bundles, and write them into --out.
+
+    Example: floodwall correlate a/bundle.json b/bundle.json c/bundle.json --out campaigns/ --key-file coalition.key
+    """
+    from floodwall.correlate import correlate as run_correlation
+
+    _setup(None, quiet, verbose)
+    result = run_correlation(inputs, out_dir, key=_coalition_key(key_file))
+    if quiet:
+        return
+    campaigns = result.document["campaigns"]
+    several = [c for c in campaigns if len(c["incidents"]) > 1]
+    out.print(
+        f"{len(result.incidents)} incidents of {len({i.site for i in result.incidents})} sites: "
+        f"{len(campaigns)} campaigns ({len(several)} of several incidents), {len(result.document['links'])} links",
+        markup=False,
+    )
+    for c in several:
+        out.print(
+            f"  {c['id']} (confidence {c['confidence']:.2f}): {len(c['incidents'])} incidents on "
+            f"{', '.join(c['sites'])}, {c['first_seen']} to {c['last_seen']}",
+            markup=False,
+        )
+    out.print(f"campaigns: {result.files['campaigns.json'].resolve()}", markup=False)
 
 
 @app.command()
