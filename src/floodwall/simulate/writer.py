@@ -15,6 +15,8 @@ from typing import IO, Any
 import numpy as np
 import polars as pl
 
+from floodwall.errors import InputError
+
 __all__ = ["LogWriter", "format_lines", "write_truth"]
 
 
@@ -72,7 +74,10 @@ class LogWriter:
     def __init__(self, path: Path, compress: bool) -> None:
         self.path = path
         self.lines = 0
-        self._raw: IO[bytes] = path.open("wb")
+        try:
+            self._raw: IO[bytes] = path.open("wb")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write the log: {exc.strerror}") from None
         # mtime=0 keeps .gz output byte-identical for a seed.
         self._gz = (
             gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=4, mtime=0) if compress else None
