@@ -112,7 +112,8 @@ def load_sources(paths: Sequence[Path], key: bytes | None = None) -> list[Source
     for given in paths:
         path = _resolve(given)
         data = _read(path)
-        if isinstance(data, dict) and "schema_version" not in data and isinstance(data.get("incidents"), list):
+        is_report = path.name == "report.json" or (isinstance(data, dict) and "inputs" in data)
+        if isinstance(data, dict) and "schema_version" not in data and is_report:
             sources.append(Source(path, "report", bundle_from_report(data, path, key)))
         else:
             sources.append(Source(path, "bundle", parse_bundle(data, path)))

@@ -3,7 +3,7 @@
 Per campaign: a `campaign` (first and last seen, confidence 0-100), the outlets it `targets` (`identity`,
 organisations), its incidents (`incident`, `related-to` the campaign), and the `infrastructure` it `uses`, which
 `consists-of` its networks (`autonomous-system`) and most used prefixes (`ipv4-addr`/`ipv6-addr` CIDRs). No
-address-level data: hashes are not observables. Identifiers are UUIDv5 of stable names, so the same input gives
+address-level data: hashes are not observables. Identifiers are derived from stable names, so the same input gives
 the same objects.
 """
 
@@ -25,7 +25,9 @@ _NAMESPACE: Final = uuid.UUID("6f7c2f0e-3d4b-5a1e-9c55-0f1d0d5a7e21")
 
 
 def _id(kind: str, name: str) -> str:
-    return f"{kind}--{uuid.uuid5(_NAMESPACE, f'{kind}:{name}')}"
+    """A stable identifier in UUIDv4 form (STIX 2.1 wants version 4 for domain objects): the bytes of a UUIDv5 of
+    the name, with the version and variant bits of version 4."""
+    return f"{kind}--{uuid.UUID(bytes=uuid.uuid5(_NAMESPACE, f'{kind}:{name}').bytes, version=4)}"
 
 
 def _time(text: str) -> datetime:
