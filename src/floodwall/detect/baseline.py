@@ -1,8 +1,8 @@
 """The site's expected request rate per minute: a robust seasonal baseline, or a rolling one when history is short.
 
-With `seasonal_days` of history or more, the expectation of a minute is the median of the same hour of the day
-(of the week, from 14 days) over the whole log, with the MAD as its spread: a flood occupying a few hours of a few
-days moves a median of many days very little. With less history it is the median of the trailing
+With `seasonal_days` of history or more, the expectation of a minute is the lower quartile of the same hour of the
+day (of the week, from 14 days) over the whole log, with a spread from the lower tail: a flood occupying that hour on
+up to three days in four does not move it. With less history it is the median of the trailing
 `rolling_minutes`, where minutes already judged anomalous are replaced by their expectation, so a long flood cannot
 become its own baseline (the "masking" of robust control charts; Rousseeuw & Croux 1993 for MAD's breakdown point).
 """
@@ -65,9 +65,11 @@ def _seasonal(minutes: pl.Series, rate: Floats, weekly: bool) -> tuple[Floats, F
     spread = np.zeros_like(rate)
     for value in np.unique(slot):
         mask = slot == value
-        median = float(np.median(rate[mask]))
-        expected[mask] = median
-        spread[mask] = _MAD_TO_SIGMA * float(np.median(np.abs(rate[mask] - median)))
+        # The lower quartile, not the median: a flood lasting most of the days would be the median of its hours.
+        # Spread from the lower tail ((q25 - q10) / 0.607 estimates a normal sigma), robust to 75% contamination.
+        q10, q25 = np.quantile(rate[mask], [0.10, 0.25])
+        expected[mask] = float(q25)
+        spread[mask] = float(q25 - q10) / 0.607
     return expected, spread
 
 

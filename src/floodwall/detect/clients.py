@@ -89,6 +89,7 @@ def client_features(
             pl.col("ua_id").n_unique().alias("agents"),
             (pl.col("no_referer").sum() / requests).alias("no_referer_share"),
             (pl.col("social_referer").sum() / requests).alias("social_share"),
+            (pl.col("bot_requests").sum() / requests).alias("bot_share"),
             (pl.col("requests").filter(~pl.col("known_ua")).sum() / requests).alias("novel_ua_share"),
             (pl.col("requests").filter(~pl.col("known_qk")).sum() / requests).alias("novel_query_share"),
             (pl.col("gap_std_s") / pl.col("gap_mean_s")).drop_nans().mean().fill_null(1.0).alias("gap_cv"),
@@ -156,8 +157,14 @@ def _rules(profile: Profile, settings: DetectSettings) -> list[_Rule]:
             pl.format("user agent unknown to the site's quiet traffic on {}% of requests", _pct("novel_ua_share")),
         ),
         _Rule(
+            0.3,
+            (pl.col("pages") >= 300) & (pl.col("assets") == 0) & (pl.col("bot_share") < 0.5),
+            pl.format("{} pages without a single asset, and not a declared robot", pl.col("pages")),
+        ),
+        _Rule(
             0.25,
-            (pl.col("agents") >= 3)
+            ((pl.col("agents") >= 8) & (pl.col("assets") == 0))
+            | (pl.col("agents") >= 3)
             & ((pl.col("agents_per_window") >= 1.5) | (pl.col("agents") >= 0.5 * pl.col("requests"))),
             pl.format("changes user agent: {} different ones", pl.col("agents")),
         ),

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 #: Signature hits of a Request frame (`floodwall.detect.signatures.HIT_SCHEMA` rows).
 SignatureMatcher = Callable[[pl.DataFrame], pl.DataFrame]
 _MARGIN = timedelta(minutes=5)
-_BEFORE = timedelta(minutes=45)
+_BEFORE = timedelta(minutes=90)
 _BRUTE_VECTORS = [Vector.LOGIN_BRUTEFORCE.value, Vector.XMLRPC_ABUSE.value]
 _AFTER = timedelta(minutes=60)
 _MATCH_KEYS = ("method", "path", "query", "user_agent", "referer")

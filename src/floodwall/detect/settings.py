@@ -26,7 +26,7 @@ class DetectSettings(BaseModel):
     #: Below this many requests per second nothing is a flood, whatever the ratio (a quiet site at night).
     min_flood_rps: float = Field(default=0.5, ge=0)
     #: Anomalous stretches closer than this are one incident (a test flood, a pause, the waves).
-    merge_gap_s: int = Field(default=2400, ge=0)
+    merge_gap_s: int = Field(default=3600, ge=0)
     #: Stretches shorter than this are ignored (a burst of a few seconds is not an incident).
     min_surge_s: int = Field(default=20, ge=1)
     #: Trailing minutes of the rolling baseline, used while the log holds under `seasonal_days` of history.

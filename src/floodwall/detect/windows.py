@@ -30,6 +30,7 @@ _SOCIAL: Final = (
 _RANDOM_VALUE: Final = (
     r"(?:^|[=&])(?:[A-Za-z0-9_\-]*[0-9][A-Za-z0-9_\-]*[A-Za-z]|[A-Za-z][A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{3,}(?:&|$)"
 )
+_ROBOT: Final = r"(?i)(?:bot|crawler|spider|slurp|\+https?://|feed|monitor|pingdom|uptime)"
 _TIMESTAMP_VALUE: Final = r"(?:^|[=&])[0-9]{8,}(?:&|$)"
 
 #: One row per (client, window): what the client did in those `window_s` seconds.
@@ -48,6 +49,7 @@ WINDOW_SCHEMA: Final[dict[str, pl.DataType]] = {
     "cache_bust": pl.UInt32(),
     "no_referer": pl.UInt32(),
     "social_referer": pl.UInt32(),
+    "bot_requests": pl.UInt32(),  # from user agents that declare a robot ("bot", "crawler", "spider", a +http URL)
     "paths": pl.UInt32(),
     "queries": pl.UInt32(),
     "user_agents": pl.UInt32(),
@@ -109,6 +111,7 @@ def tokens(frame: pl.DataFrame) -> pl.DataFrame:
         cache_bust.fill_null(False).alias("cache_bust"),
         (referer.is_null() | (referer == "-") | (referer == "")).alias("no_referer"),
         referer.str.contains(_SOCIAL).fill_null(False).alias("social_referer"),
+        pl.col("user_agent").fill_null("").str.contains(_ROBOT).alias("declared_bot"),
         pl.col("user_agent").fill_null("").hash(seed=7).alias("ua_id"),
         pl.col("method").fill_null("?").alias("method"),
     )
@@ -177,6 +180,7 @@ def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
             pl.col("cache_bust").sum().cast(pl.UInt32).alias("cache_bust"),
             pl.col("no_referer").sum().cast(pl.UInt32).alias("no_referer"),
             pl.col("social_referer").sum().cast(pl.UInt32).alias("social_referer"),
+            pl.col("declared_bot").sum().cast(pl.UInt32).alias("bot_requests"),
             pl.col("path").n_unique().cast(pl.UInt32).alias("paths"),
             pl.col("query").n_unique().cast(pl.UInt32).alias("queries"),
             pl.col("ua_id").n_unique().cast(pl.UInt32).alias("user_agents"),
