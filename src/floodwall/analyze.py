@@ -66,6 +66,7 @@ def analyze(
     progress: ProgressEvent | None = None,
     command_line: Sequence[str] | None = None,
     coalition_key: bytes | None = None,
+    public: bool = False,
 ) -> AnalysisResult:
     """Analyse `logs` of one site and write report.json, blocklist.txt, evidence.json and bundle.json into
     `out_dir`. bundle.json holds attackers' addresses as hashes keyed with `coalition_key`, and none without it."""
@@ -107,7 +108,27 @@ def analyze(
         sources=sources,
     )
     document["geo_database"] = geo_database
-    files = {
+    from floodwall.forensics.job import account_from_logs  # the forensic account (issue 5)
+    from floodwall.report.outputs import account_files, apply_account, write_account
+
+    account = account_from_logs(
+        lambda: LogReader(
+            logs,
+            site=site,
+            fmt=fmt or settings.logs.format,
+            tz=tz or settings.logs.tz,
+            json_fields=settings.logs.json_fields,
+            batch_rows=settings.logs.batch_rows,
+            progress=lambda done, total: report("forensics", done, total),
+        ),
+        site=site,
+        detection=detection,
+        first_pass=reader.inputs,
+        timezone=settings.site.timezone,
+        rereadable=all(str(name) != "-" for name in logs),
+    )
+    apply_account(document, account)
+    files = account_files(out_dir, public=public) | {
         "report.json": out_dir / "report.json",
         "blocklist.txt": out_dir / "blocklist.txt",
         "evidence.json": out_dir / "evidence.json",
@@ -121,6 +142,7 @@ def analyze(
     )
     bundle = shareable_bundle(site, detection, fingerprints, coalition_key, version=__version__, generated=started)
     write_json(files["bundle.json"], bundle)
+    write_account(out_dir, account, detection.incidents, detection.attackers, public=public, created=started)
     report("writing", 3, 3)
     return AnalysisResult(out_dir, reader.inputs, detection, decisions, files)
 

@@ -192,6 +192,12 @@ def analyze(
     tz: TzOption = None,
     config: ConfigOption = None,
     key_file: KeyFileOption = None,
+    public: Annotated[
+        bool,
+        typer.Option(
+            "--public", help="Also write report.public.html and report.public.md: aggregates only, no addresses."
+        ),
+    ] = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -220,6 +226,7 @@ def analyze(
             progress=report,
             command_line=["floodwall", *sys.argv[1:]],
             coalition_key=key,
+            public=public,
         )
     if quiet:
         return

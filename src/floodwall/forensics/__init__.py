@@ -1,30 +1,25 @@
-"""Incidents in depth: fingerprints of the attackers' traffic and the shareable, pseudonymised bundle."""
+"""Incidents in depth: the forensic account of a site's logs (timeline, scope, mode, infrastructure, breach attempts,
+evidence, methods and limits), built from a second, aggregating pass over the Request batches after detection.
 
-from floodwall.forensics.bundle import (
-    SCHEMA_VERSION,
-    Bundle,
-    BundleIncident,
-    build_bundle,
-    coalition_key,
-    hash_address,
-    key_fingerprint,
-    parse_bundle,
-    read_bundle,
-    shareable_bundle,
-)
+The shareable bundle (`floodwall.forensics.bundle`) and cross-site links live beside it.
+"""
+
+from floodwall.forensics.build import Forensics, InputFacts, account_from_frames
+from floodwall.forensics.bundle import build_bundle, coalition_key, read_bundle, shareable_bundle
 from floodwall.forensics.fingerprints import Fingerprint, FingerprintAccumulator
+from floodwall.report.account import Account, Charts, mask_addresses
 
 __all__ = [
-    "SCHEMA_VERSION",
-    "Bundle",
-    "BundleIncident",
+    "Account",
+    "Charts",
     "Fingerprint",
     "FingerprintAccumulator",
+    "Forensics",
+    "InputFacts",
+    "account_from_frames",
     "build_bundle",
     "coalition_key",
-    "hash_address",
-    "key_fingerprint",
-    "parse_bundle",
+    "mask_addresses",
     "read_bundle",
     "shareable_bundle",
 ]

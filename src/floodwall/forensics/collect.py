@@ -1,0 +1,405 @@
+"""The forensic pass: Request batches in, per-batch Polars aggregates kept, merged once at the end.
+
+Which requests are the attack is known only once the engine has judged the whole log, so the account is built from
+a second pass over the same inputs (the reader hashes them again; `analyze` checks the hashes agree). That pass
+keeps aggregates only: per second and minute for all traffic, per (incident, phase, client, kind) for attack
+traffic, a few sample rows per incident and kind, and pruned counts of the strings that could be markers. Memory is
+bounded by the attackers, the duration and a fixed cap on candidate strings, never by the number of requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+import polars as pl
+
+from floodwall.detect import DetectionResult
+from floodwall.forensics.shapes import cacheable, marker_candidates, query_scheme, request_kind, ua_family
+from floodwall.model import IncidentKind
+
+__all__ = ["Collected", "Collector"]
+
+_UTC: Final = pl.Datetime("us", "UTC")
+_MARGIN: Final = timedelta(seconds=60)
+_CANDIDATE_CAP: Final = 300_000  # rows of normal-traffic candidate strings kept before the rarest are pruned
+_SAMPLE_COLUMNS: Final = (
+    "ts", "client", "source", "line", "method", "path", "query", "protocol", "status", "user_agent", "referer",
+    "host", "forwarded_for", "incident_id", "kind",
+)  # fmt: skip
+_STATUS: Final = {
+    "s2xx": (pl.col("status") // 100 == 2),
+    "s3xx": (pl.col("status") // 100 == 3),
+    "s4xx": (pl.col("status") // 100 == 4) & (pl.col("status") != 499),
+    "s5xx": (pl.col("status") // 100 == 5),
+    "s499": (pl.col("status") == 499),
+}
+_HIT: Final = ("HIT", "STALE", "UPDATING", "REVALIDATED")
+
+
+def _counts() -> list[pl.Expr]:
+    return [pl.len().cast(pl.Int64).alias("requests"), *(e.sum().cast(pl.Int64).alias(n) for n, e in _STATUS.items())]
+
+
+class _Parts:
+    """Batch aggregates of one table, re-aggregated whenever they pile up."""
+
+    def __init__(self, keys: Sequence[str], merge: Sequence[pl.Expr], limit: int = 24) -> None:
+        self.keys = list(keys)
+        self.merge = list(merge)
+        self.limit = limit
+        self.parts: list[pl.DataFrame] = []
+
+    def add(self, part: pl.DataFrame) -> None:
+        if part.height:
+            self.parts.append(part)
+        merged = self.frame() if len(self.parts) > self.limit else None
+        if merged is not None:
+            self.parts = [merged]
+
+    def frame(self) -> pl.DataFrame | None:
+        if not self.parts:
+            return None
+        whole = pl.concat(self.parts, how="vertical_relaxed")
+        return whole.group_by(self.keys).agg(self.merge) if self.keys else whole
+
+
+def _prune(parts: _Parts, by: list[str], cap: int = _CANDIDATE_CAP) -> int:
+    """Lossy counting: past `cap` rows, values (grouped by `by`) seen fewer times than a doubling threshold are
+    dropped; returns the threshold (0 when nothing was pruned). Markers and the URLs an attack hammers recur, so
+    they survive; an undercount of rare normal-traffic values only makes the marker test stricter."""
+    if sum(p.height for p in parts.parts) <= cap:
+        return 0
+    merged = parts.frame()
+    if merged is None or merged.height <= cap:
+        if merged is not None:
+            parts.parts = [merged]
+        return 0
+    threshold = 1
+    while merged.height > cap // 2:
+        threshold *= 2
+        totals = merged.group_by(by).agg(pl.col("requests").sum().alias("_total"))
+        keep = totals.filter(pl.col("_total") >= threshold).drop("_total")
+        merged = merged.join(keep, on=by, how="semi")
+    parts.parts = [merged]
+    return threshold
+
+
+def _summed(keys: Sequence[str], names: Sequence[str], extra: Sequence[pl.Expr] = ()) -> _Parts:
+    return _Parts(keys, [*(pl.col(n).sum() for n in names), *extra])
+
+
+@dataclass(frozen=True)
+class Collected:
+    """The merged aggregates of the forensic pass (frames may be empty, never None)."""
+
+    minutes: pl.DataFrame  # minute: requests, s2xx..s499, rt_sum, rt_n, rt_max, cache_hit, cache_miss, attack
+    attack_seconds: pl.DataFrame  # second: attack
+    attack_kinds: pl.DataFrame  # minute, kind: attack
+    attackers: (
+        pl.DataFrame
+    )  # incident_id, phase, client, kind: requests, statuses, cacheable, bytes, first/last, minutes
+    samples: pl.DataFrame  # a few attack rows per (incident, kind, status class)
+    agents: pl.DataFrame  # incident_id, client, user_agent, family: requests
+    normal_families: pl.DataFrame  # family: requests
+    schemes: pl.DataFrame  # incident_id, scheme, client: requests
+    normal_schemes: pl.DataFrame  # scheme: requests
+    candidates: (
+        pl.DataFrame
+    )  # kind, value, client, incident_id: requests, first_ts, last_ts, source, line (attack traffic)
+    normal_candidates: pl.DataFrame  # kind, value: requests (normal traffic, rare values pruned)
+    pruned_below: int  # normal candidate values seen fewer times than this may have been pruned
+    paths_pruned_below: int  # attacked URLs requested fewer times than this may be missing
+    paths: pl.DataFrame  # incident_id, host, path: requests, clients (attack traffic)
+    breach: pl.DataFrame  # incident_id, client, method, path, status: requests, first/last, source, line, query
+    forwarded: pl.DataFrame  # incident_id, client, forwarded_for: requests
+    phase_clients: pl.DataFrame  # phase_key: clients (all traffic), attackers
+    readers: pl.DataFrame  # client: requests, minutes (non-attack traffic)
+    batches: int
+    rows: int
+
+
+class Collector:
+    """Feeds on Request batches, after detection; see the module docstring."""
+
+    def __init__(self, detection: DetectionResult) -> None:
+        self.detection = detection
+        kinds = {i.id: i.kind.value for i in detection.incidents}
+        spans = [(i.id, i.start - _MARGIN, i.end + _MARGIN) for i in detection.incidents]
+        span_frame = pl.DataFrame(
+            spans, schema={"incident_id": pl.String, "start": _UTC, "end": _UTC}, orient="row"
+        ).with_columns(pl.col("incident_id").replace_strict(kinds, default="flood").alias("incident_kind"))
+        self._spans = (
+            detection.attackers.select("client", "incident_id")
+            .unique()
+            .join(span_frame, on="incident_id", how="inner")
+            .sort("start")
+        )
+        phases = []
+        for incident in detection.incidents:
+            parts = incident.phases or ()
+            if incident.kind is not IncidentKind.FLOOD or not parts:
+                phases.append((incident.id, "main", incident.start, incident.end))
+            phases.extend((incident.id, p.label, p.start, p.end) for p in parts)
+        self._phases = (
+            pl.DataFrame(
+                phases,
+                schema={"incident_id": pl.String, "phase": pl.String, "phase_start": _UTC, "phase_end": _UTC},
+                orient="row",
+            )
+            .with_columns(pl.concat_str([pl.col("incident_id"), pl.lit("/"), pl.col("phase")]).alias("phase_key"))
+            .sort("phase_start")
+        )
+        count_names = ["requests", *_STATUS]
+        self.minutes = _summed(
+            ["minute"], [*count_names, "rt_sum", "rt_n", "cache_hit", "cache_miss", "attack"], [pl.col("rt_max").max()]
+        )
+        self.attack_seconds = _summed(["second"], ["attack"])
+        self.attack_kinds = _summed(["minute", "kind"], ["attack"])
+        self.attackers = _summed(
+            ["incident_id", "phase", "client", "kind"],
+            [*count_names, "cacheable_plain", "cacheable_any", "bytes", "minutes"],
+            [pl.col("first_ts").min(), pl.col("last_ts").max()],
+        )
+        self.samples = _Parts([], [])
+        self.agents = _summed(["incident_id", "client", "user_agent", "family"], ["requests"])
+        self.normal_families = _summed(["family"], ["requests"])
+        self.schemes = _summed(["incident_id", "scheme", "client"], ["requests"])
+        self.normal_schemes = _summed(["scheme"], ["requests"])
+        self.candidates = _Parts(
+            ["kind", "value", "client", "incident_id"],
+            [
+                pl.col("requests").sum(),
+                pl.col("first_ts").min(),
+                pl.col("last_ts").max(),
+                pl.col("source").sort_by("first_ts").first(),
+                pl.col("line").sort_by("first_ts").first(),
+            ],
+        )
+        self.normal_candidates = _summed(["kind", "value"], ["requests"])
+        self.pruned_below = 0
+        self.paths_pruned_below = 0
+        self.candidates_pruned_below = 0
+        self.paths = _summed(["incident_id", "host", "path"], ["requests"])
+        self.breach = _Parts(
+            ["incident_id", "client", "method", "path", "status"],
+            [
+                pl.col("requests").sum(),
+                pl.col("first_ts").min(),
+                pl.col("last_ts").max(),
+                pl.col("source").sort_by("first_ts").first(),
+                pl.col("line").sort_by("first_ts").first(),
+                pl.col("query").sort_by("first_ts").first(),
+            ],
+        )
+        self.forwarded = _summed(["incident_id", "client", "forwarded_for"], ["requests"])
+        self.phase_clients = _Parts(["phase_key", "client"], [pl.col("attack").max()])
+        self.readers = _summed(["client"], ["requests", "minutes"])
+        self.batches = 0
+        self.rows = 0
+
+    # --- per batch ---------------------------------------------------------------------------------------------
+
+    def feed(self, frame: pl.DataFrame) -> None:
+        """Take one time-ordered Request batch."""
+        if frame.height == 0:
+            return
+        self.batches += 1
+        self.rows += frame.height
+        rows = frame.with_row_index("_row").with_columns(
+            request_kind().alias("kind"),
+            pl.col("ts").dt.truncate("1m").alias("minute"),
+        )
+        hits = (
+            rows.select("_row", "client", "ts")
+            .join(self._spans, on="client", how="inner")
+            .filter(pl.col("ts").is_between(pl.col("start"), pl.col("end")))
+            .unique("_row", keep="first")
+            .select("_row", "incident_id", "incident_kind")
+        )
+        rows = rows.join(hits, on="_row", how="left").with_columns(pl.col("incident_id").is_not_null().alias("attack"))
+        self._feed_all(rows)
+        attack = rows.filter(pl.col("attack"))
+        normal = rows.filter(~pl.col("attack"))
+        if attack.height:
+            self._feed_attack(attack)
+        if normal.height:
+            self._feed_normal(normal)
+
+    def _feed_all(self, rows: pl.DataFrame) -> None:
+        cache = pl.col("cache_status").str.to_uppercase()
+        self.minutes.add(
+            rows.group_by("minute").agg(
+                *_counts(),
+                pl.col("request_time").sum().alias("rt_sum"),
+                pl.col("request_time").count().cast(pl.Int64).alias("rt_n"),
+                pl.col("request_time").max().alias("rt_max"),
+                cache.is_in(list(_HIT)).sum().cast(pl.Int64).alias("cache_hit"),
+                (cache.is_not_null() & ~cache.is_in(list(_HIT))).sum().cast(pl.Int64).alias("cache_miss"),
+                pl.col("attack").sum().cast(pl.Int64).alias("attack"),
+            )
+        )
+        if self._phases.height:
+            phased = (
+                rows.select("ts", "client", "attack")
+                .sort("ts")
+                .join_asof(self._phases, left_on="ts", right_on="phase_start", strategy="backward")
+                .filter(pl.col("ts") <= pl.col("phase_end"))
+            )
+            self.phase_clients.add(phased.group_by("phase_key", "client").agg(pl.col("attack").max()))
+
+    def _feed_attack(self, attack: pl.DataFrame) -> None:
+        attack = attack.with_columns(
+            ua_family().alias("family"),
+            pl.col("ts").dt.truncate("1s").alias("second"),
+            cacheable(ignore_query=False).alias("cacheable_plain"),
+            cacheable(ignore_query=True).alias("cacheable_any"),
+        )
+        self.attack_seconds.add(attack.group_by("second").agg(pl.len().cast(pl.Int64).alias("attack")))
+        self.attack_kinds.add(attack.group_by("minute", "kind").agg(pl.len().cast(pl.Int64).alias("attack")))
+        phased = attack.sort("ts").join_asof(
+            self._phases.select("incident_id", "phase", "phase_start", "phase_end"),
+            left_on="ts",
+            right_on="phase_start",
+            by="incident_id",
+            strategy="backward",
+            check_sortedness=False,  # sorted by ts above; the check cannot see that per group
+        )
+        phased = phased.with_columns(
+            pl.when(pl.col("ts") <= pl.col("phase_end")).then(pl.col("phase")).otherwise(pl.lit("pause")).alias("phase")
+        )
+        self.attackers.add(
+            phased.group_by("incident_id", "phase", "client", "kind").agg(
+                *_counts(),
+                pl.col("cacheable_plain").sum().cast(pl.Int64),
+                pl.col("cacheable_any").sum().cast(pl.Int64),
+                pl.col("bytes").sum().cast(pl.Int64),
+                pl.col("minute").n_unique().cast(pl.Int64).alias("minutes"),
+                pl.col("ts").min().alias("first_ts"),
+                pl.col("ts").max().alias("last_ts"),
+            )
+        )
+        status_class = (pl.col("status") // 100).alias("_class")
+        picked = attack.with_columns(status_class).group_by("incident_id", "kind", "_class").head(3)
+        self.samples.add(picked.select(list(_SAMPLE_COLUMNS)))
+        if len(self.samples.parts) > 8:
+            merged = pl.concat(self.samples.parts).sort("ts").with_columns(status_class)
+            self.samples.parts = [merged.group_by("incident_id", "kind", "_class").head(3).drop("_class")]
+        self.agents.add(
+            attack.group_by("incident_id", "client", "user_agent", "family").agg(
+                pl.len().cast(pl.Int64).alias("requests")
+            )
+        )
+        self.schemes.add(
+            attack.filter(pl.col("query").is_not_null())
+            .with_columns(query_scheme().alias("scheme"))
+            .group_by("incident_id", "scheme", "client")
+            .agg(pl.len().cast(pl.Int64).alias("requests"))
+        )
+        candidates = marker_candidates(attack)
+        self.candidates.add(
+            candidates.group_by("kind", "value", "client", "incident_id").agg(
+                pl.len().cast(pl.Int64).alias("requests"),
+                pl.col("ts").min().alias("first_ts"),
+                pl.col("ts").max().alias("last_ts"),
+                pl.col("source").first(),
+                pl.col("line").first(),
+            )
+        )
+        self.paths.add(attack.group_by("incident_id", "host", "path").agg(pl.len().cast(pl.Int64).alias("requests")))
+        self.paths_pruned_below = max(self.paths_pruned_below, _prune(self.paths, ["host", "path"]))
+        self.candidates_pruned_below = max(self.candidates_pruned_below, _prune(self.candidates, ["kind", "value"]))
+        breach = attack.filter(pl.col("incident_kind") != "flood")
+        if breach.height:
+            self.breach.add(
+                breach.group_by("incident_id", "client", "method", "path", "status").agg(
+                    pl.len().cast(pl.Int64).alias("requests"),
+                    pl.col("ts").min().alias("first_ts"),
+                    pl.col("ts").max().alias("last_ts"),
+                    pl.col("source").first(),
+                    pl.col("line").first(),
+                    pl.col("query").first(),
+                )
+            )
+        self.forwarded.add(
+            attack.filter(pl.col("forwarded_for").is_not_null())
+            .group_by("incident_id", "client", "forwarded_for")
+            .agg(pl.len().cast(pl.Int64).alias("requests"))
+        )
+
+    def _feed_normal(self, normal: pl.DataFrame) -> None:
+        self.normal_families.add(
+            normal.group_by(ua_family().alias("family")).agg(pl.len().cast(pl.Int64).alias("requests"))
+        )
+        self.normal_schemes.add(
+            normal.filter(pl.col("query").is_not_null())
+            .group_by(query_scheme().alias("scheme"))
+            .agg(pl.len().cast(pl.Int64).alias("requests"))
+        )
+        self.normal_candidates.add(
+            marker_candidates(normal).group_by("kind", "value").agg(pl.len().cast(pl.Int64).alias("requests"))
+        )
+        self._prune_normal_candidates()
+        self.readers.add(
+            normal.group_by("client").agg(
+                pl.len().cast(pl.Int64).alias("requests"), pl.col("minute").n_unique().cast(pl.Int64).alias("minutes")
+            )
+        )
+
+    def _prune_normal_candidates(self) -> None:
+        self.pruned_below = max(self.pruned_below, _prune(self.normal_candidates, ["kind", "value"]))
+
+    # --- the end -------------------------------------------------------------------------------------------------
+
+    def collected(self) -> Collected:
+        """Everything merged; empty frames where nothing was seen."""
+
+        def get(parts: _Parts, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+            merged = parts.frame()
+            return merged if merged is not None else pl.DataFrame(schema=schema)
+
+        i64, s = pl.Int64(), pl.String()
+        counts = {"requests": i64, **{n: i64 for n in _STATUS}}
+        when = {"first_ts": _UTC, "last_ts": _UTC}
+        return Collected(
+            minutes=get(
+                self.minutes,
+                {"minute": _UTC, **counts, "rt_sum": pl.Float64(), "rt_n": i64, "cache_hit": i64}
+                | {"cache_miss": i64, "attack": i64, "rt_max": pl.Float64()},
+            ).sort("minute"),
+            attack_seconds=get(self.attack_seconds, {"second": _UTC, "attack": i64}).sort("second"),
+            attack_kinds=get(self.attack_kinds, {"minute": _UTC, "kind": s, "attack": i64}).sort("minute"),
+            attackers=get(
+                self.attackers,
+                {"incident_id": s, "phase": s, "client": s, "kind": s, **counts}
+                | {"cacheable_plain": i64, "cacheable_any": i64, "bytes": i64, "minutes": i64, **when},
+            ),
+            samples=pl.concat(self.samples.parts).sort("ts")
+            if self.samples.parts
+            else pl.DataFrame(schema={c: pl.String() for c in _SAMPLE_COLUMNS}),
+            agents=get(self.agents, {"incident_id": s, "client": s, "user_agent": s, "family": s, "requests": i64}),
+            normal_families=get(self.normal_families, {"family": s, "requests": i64}),
+            schemes=get(self.schemes, {"incident_id": s, "scheme": s, "client": s, "requests": i64}),
+            normal_schemes=get(self.normal_schemes, {"scheme": s, "requests": i64}),
+            candidates=get(
+                self.candidates,
+                {"kind": s, "value": s, "client": s, "incident_id": s, "requests": i64, **when}
+                | {"source": s, "line": i64},
+            ),
+            normal_candidates=get(self.normal_candidates, {"kind": s, "value": s, "requests": i64}),
+            pruned_below=self.pruned_below,
+            paths_pruned_below=self.paths_pruned_below,
+            paths=get(self.paths, {"incident_id": s, "host": s, "path": s, "requests": i64}),
+            breach=get(
+                self.breach,
+                {"incident_id": s, "client": s, "method": s, "path": s, "status": pl.Int16(), "requests": i64}
+                | {**when, "source": s, "line": i64, "query": s},
+            ),
+            forwarded=get(self.forwarded, {"incident_id": s, "client": s, "forwarded_for": s, "requests": i64}),
+            phase_clients=get(self.phase_clients, {"phase_key": s, "client": s, "attack": pl.Boolean()}),
+            readers=get(self.readers, {"client": s, "requests": i64, "minutes": i64}),
+            batches=self.batches,
+            rows=self.rows,
+        )

@@ -1,0 +1,189 @@
+"""Columnar descriptions of a request: its kind, what a cache could do with it, its user-agent family, the scheme of
+its query string, and the strings it carries that could be an attacker's marker. Polars expressions only: they run
+once per batch, never once per row in Python."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import polars as pl
+
+__all__ = [
+    "KIND_VECTOR",
+    "cacheable",
+    "marker_candidates",
+    "query_scheme",
+    "request_kind",
+    "ua_family",
+]
+
+_ASSET: Final = r"\.(?:css|js|mjs|png|jpe?g|gif|webp|avif|svg|ico|woff2?|ttf|otf|eot|map|mp4|webm|mp3|pdf)$"
+_LOGIN: Final = r"wp-login\.php|/login|/signin|/user/login|/admin|/wp-admin|/account"
+_SEARCH_QUERY: Final = r"(?:^|&)(?:s|q|search|query|keyword|term)="
+
+#: The kind of a request as `request_kind` names it, and the flood vector it stands for when an attacker sends it.
+KIND_VECTOR: Final[dict[str, str]] = {
+    "page": "get-flood",
+    "asset": "get-flood",
+    "bust": "cache-bust",
+    "notfound": "random-path",
+    "search": "search-flood",
+    "post": "post-flood",
+    "login": "login-bruteforce",
+    "xmlrpc": "xmlrpc-abuse",
+}
+
+# Query keys that sites and browsers use every day: a scheme built on them is not an attacker's signature.
+_COMMON_KEYS: Final = (
+    "p", "s", "q", "v", "t", "id", "page", "ver", "amp", "lang", "ref", "utm_source", "utm_medium", "utm_campaign",
+    "utm_content", "utm_term", "fbclid", "gclid", "cat", "tag", "search", "query", "preview", "replytocom", "feed",
+    "format", "callback", "output", "paged", "orderby", "order", "nocache", "cachebuster", "rand", "random", "rnd",
+    "ts", "timestamp", "_", "redirect_to", "page_id", "action", "author", "attachment_id", "post", "post_type",
+    "reauth", "loggedout", "interim-login", "rest_route", "doing_wp_cron", "share", "print", "comments", "offset",
+)  # fmt: skip
+
+# Path words every site serves: a flood on them is a vector (search flood, login brute force), not a signature.
+_SITE_WORDS: Final = (
+    "search", "login", "wp-login", "xmlrpc", "admin", "wp-admin", "wp-content", "wp-includes", "wp-json", "index",
+    "feed", "page", "tag", "category", "author", "amp", "static", "assets", "images", "uploads", "themes",
+    "plugins", "html", "www",
+)  # fmt: skip
+
+_BROWSER_UA: Final = r"^mozilla/5\.0 \((?:windows nt|macintosh|x11|linux|iphone|ipad|android)"
+_KNOWN_UA: Final = (
+    r"bot|crawl|spider|slurp|pingdom|uptime|monitor|feed|curl|wget|python|go-http|java/|okhttp|libwww|scrapy|"
+    r"headless|facebookexternalhit|twitterbot|whatsapp|telegrambot|slackbot|discordbot|apache-httpclient|axios|"
+    r"node-fetch|postman|nikto|sqlmap|nmap|zgrab|masscan|wpscan|nuclei"
+)
+
+
+def request_kind() -> pl.Expr:
+    """One of `KIND_VECTOR`'s keys: what the request does, in the terms of the flood vectors."""
+    path = pl.col("path").fill_null("").str.to_lowercase()
+    method = pl.col("method").fill_null("GET")
+    query = pl.col("query")
+    return (
+        pl.when(path.str.contains(r"xmlrpc\.php"))
+        .then(pl.lit("xmlrpc"))
+        .when((method == "POST") & path.str.contains(_LOGIN))
+        .then(pl.lit("login"))
+        .when(path.str.contains(r"(?:^|/)search(?:/|$)") | query.fill_null("").str.contains(_SEARCH_QUERY))
+        .then(pl.lit("search"))
+        .when(~method.is_in(["GET", "HEAD"]))
+        .then(pl.lit("post"))
+        .when(path.str.contains(_ASSET))
+        .then(pl.lit("asset"))
+        .when(pl.col("status") == 404)
+        .then(pl.lit("notfound"))
+        .when(query.is_not_null())
+        .then(pl.lit("bust"))
+        .otherwise(pl.lit("page"))
+    )
+
+
+def cacheable(*, ignore_query: bool) -> pl.Expr:
+    """True when a shared cache in front of the origin could have answered the request: a GET or HEAD of a page,
+    asset or missing page that did not fail. With `ignore_query` the cache keys on the path alone (query strings
+    it does not know are dropped), which is what defeats cache busting."""
+    kind = request_kind()
+    plain = pl.col("method").fill_null("GET").is_in(["GET", "HEAD"]) & (pl.col("status").fill_null(200) < 500)
+    kinds = ["page", "asset", "notfound", "bust"] if ignore_query else ["page", "asset", "notfound"]
+    no_query = pl.lit(True) if ignore_query else pl.col("query").is_null()
+    return plain & kind.is_in(kinds) & no_query
+
+
+def ua_family() -> pl.Expr:
+    """A user agent's family and major version ("Chrome 103", "curl", "Googlebot"), or "(none)"."""
+    ua = pl.col("user_agent").fill_null("")
+    low = ua.str.to_lowercase()
+    major = r"/(\d+)"
+    return (
+        pl.when(ua == "")
+        .then(pl.lit("(none)"))
+        .when(low.str.contains("googlebot"))
+        .then(pl.lit("Googlebot"))
+        .when(low.str.contains("bingbot"))
+        .then(pl.lit("Bingbot"))
+        .when(low.str.contains(r"bot|crawl|spider|slurp"))
+        .then(pl.lit("other robot"))
+        .when(low.str.starts_with("curl/"))
+        .then(pl.lit("curl"))
+        .when(low.str.starts_with("wget/"))
+        .then(pl.lit("Wget"))
+        .when(low.str.contains(r"python|go-http|java/|okhttp|libwww|scrapy|axios|node-fetch|apache-httpclient"))
+        .then(pl.lit("HTTP library"))
+        .when(low.str.contains("headless"))
+        .then(pl.lit("headless browser"))
+        .when(ua.str.contains(r"Edg/"))
+        .then(pl.lit("Edge ") + ua.str.extract(r"Edg" + major, 1))
+        .when(ua.str.contains(r"OPR/"))
+        .then(pl.lit("Opera ") + ua.str.extract(r"OPR" + major, 1))
+        .when(ua.str.contains(r"Firefox/"))
+        .then(pl.lit("Firefox ") + ua.str.extract(r"Firefox" + major, 1))
+        .when(ua.str.contains(r"Chrome/"))
+        .then(pl.lit("Chrome ") + ua.str.extract(r"Chrome" + major, 1))
+        .when(ua.str.contains(r"Version/\d+.*Safari/"))
+        .then(pl.lit("Safari ") + ua.str.extract(r"Version" + major, 1))
+        .when(ua.str.contains(r"MSIE |Trident/"))
+        .then(pl.lit("Internet Explorer"))
+        .when(low.str.starts_with("mozilla/"))
+        .then(pl.lit("other browser"))
+        .otherwise(pl.lit("other"))
+        .fill_null(pl.lit("other"))
+    )
+
+
+def query_scheme() -> pl.Expr:
+    """The shape of a query string: common keys kept, other keys replaced by their shape (`[a-z]{6}`), values by
+    runs of digits (`N`) and letters (`W`): `ver=N.N.N`, `q=W+W+N`, `[a-z]{6}=N`. Null without a query."""
+    element = pl.element()
+    key = element.str.extract(r"^([^=]*)", 1).fill_null("").str.to_lowercase()
+    value = element.str.extract(r"=(.*)$", 1)
+    key_shape = (
+        pl.when(key.is_in(list(_COMMON_KEYS)) | (key.str.len_chars() <= 2))
+        .then(key)
+        .when(key.str.contains(r"^[a-z]+$"))
+        .then(pl.format("[a-z]{{{}}}", key.str.len_chars()))
+        .otherwise(pl.format("[…]{{{}}}", key.str.len_chars()))
+    )
+    value_shape = value.str.replace_all(r"[A-Za-z]+", "W").str.replace_all(r"[0-9]+", "N").str.slice(0, 24)
+    part = pl.when(value.is_null()).then(key_shape).otherwise(pl.concat_str([key_shape, pl.lit("="), value_shape]))
+    return pl.col("query").str.split("&").list.eval(part).list.join("&").str.slice(0, 80)
+
+
+def marker_candidates(frame: pl.DataFrame) -> pl.DataFrame:
+    """(kind, value) pairs a request carries that could be an attacker's signature, lower-cased: a user agent that
+    is neither a browser's nor a known tool's, query keys that are not everyday ones, path segments, referers.
+    One row per pair with `client`, `ts`, `source`, `line` kept for evidence."""
+    keep = ["client", "ts", "source", "line", *(["incident_id"] if "incident_id" in frame.columns else [])]
+    agent = frame.lazy().select(
+        *keep, pl.lit("user-agent").alias("kind"), pl.col("user_agent").str.to_lowercase().alias("value")
+    )
+    agent = agent.filter(
+        pl.col("value").is_not_null()
+        & ~pl.col("value").str.contains(_BROWSER_UA)
+        & ~pl.col("value").str.contains(_KNOWN_UA)
+        & (pl.col("value").str.len_chars() >= 4)
+    )
+    keys = (
+        frame.lazy()
+        .filter(pl.col("query").is_not_null())
+        .select(
+            *keep, pl.col("query").str.to_lowercase().str.extract_all(r"(?:^|&)([a-z][a-z0-9_-]{2,31})=").alias("v")
+        )
+        .explode("v")
+        .select(*keep, pl.lit("query-key").alias("kind"), pl.col("v").str.strip_chars("&=").alias("value"))
+        .filter(pl.col("value").is_not_null() & ~pl.col("value").is_in(list(_COMMON_KEYS)))
+    )
+    segments = (
+        frame.lazy()
+        .select(*keep, pl.col("path").str.to_lowercase().str.extract_all(r"[a-z][a-z0-9_-]{3,40}").alias("v"))
+        .explode("v")
+        .select(*keep, pl.lit("path").alias("kind"), pl.col("v").alias("value"))
+        .filter(pl.col("value").is_not_null() & ~pl.col("value").is_in(list(_SITE_WORDS)))
+    )
+    referers = frame.lazy().select(
+        *keep, pl.lit("referer").alias("kind"), pl.col("referer").str.to_lowercase().alias("value")
+    )
+    referers = referers.filter(pl.col("value").is_not_null() & (pl.col("value") != "-"))
+    return pl.concat([agent, keys, segments, referers]).collect()
