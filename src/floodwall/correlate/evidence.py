@@ -12,9 +12,10 @@ at once (joins on shared keys, matrix products; no loop over pairs):
 - `asns` (0.05): the cosine of the two incidents' networks, weighted by the addresses in each;
 - `timing` (0.05): 1 when they overlap, decaying with the gap between them, `exp(-gap / 1 week)`.
 
-The score is the weighted sum, capped at 1. A pair is **linked** when its score reaches `LINK_THRESHOLD` (0.40)
-*and* it has strong evidence of one of three kinds: shared addresses (`addresses >= 0.45`: at least two shared
-addresses, or most of a small incident's), a shared marker, or near-identical fingerprints (`>= 0.75`) from shared
+The score is the weighted sum, capped at 1. A pair is **linked** when its score reaches `LINK_THRESHOLD` (0.35)
+*and* it has strong evidence of one of four kinds: shared addresses (`addresses >= 0.45`: at least two shared
+addresses, or most of a small incident's), a shared marker, one shared address with similar fingerprints
+(`>= 0.6`: a two-address brute force by a flood's actor), or near-identical fingerprints (`>= 0.75`) from shared
 prefixes (two or more). Networks, timing and prefixes alone never link: a hosting network shared by two unrelated
 attacks weighs 0.05, and a hosting provider's /24 is shared by strangers too. With 5% of 150 addresses reused
 (7 shared) `addresses` is 0.90; a changed user-agent list lowers only part of `fingerprint`.
@@ -33,6 +34,7 @@ from floodwall.forensics.bundle import BundleIncident
 __all__ = [
     "FINGERPRINT_WEIGHTS",
     "LINK_THRESHOLD",
+    "STRONG_FINGERPRINT_ONE_ADDRESS",
     "WEIGHTS",
     "Pairwise",
     "link_evidence",
@@ -56,9 +58,10 @@ FINGERPRINT_WEIGHTS: Final = {
     "hours": 0.5,  # cosine of the UTC hour-of-day profiles
     "rates": 0.5,  # exp(-|ln ratio|) of the median per-address rates
 }
-LINK_THRESHOLD: Final = 0.40
+LINK_THRESHOLD: Final = 0.35
 STRONG_ADDRESSES: Final = 0.45
 STRONG_FINGERPRINT: Final = 0.75
+STRONG_FINGERPRINT_ONE_ADDRESS: Final = 0.6
 STRONG_FINGERPRINT_PREFIXES: Final = 2
 _TIMING_SCALE_H: Final = 168.0
 _DENSE_CELLS: Final = 30_000_000  # above n x vocabulary cells, similarities go through a join instead
@@ -195,6 +198,7 @@ def pairwise(incidents: list[BundleIncident]) -> Pairwise:
     strong = (
         (components["addresses"] >= STRONG_ADDRESSES)
         | (markers > 0)
+        | ((shared >= 1) & (fingerprint >= STRONG_FINGERPRINT_ONE_ADDRESS))
         | ((fingerprint >= STRONG_FINGERPRINT) & (prefixes >= STRONG_FINGERPRINT_PREFIXES))
     )
     linked = (score >= LINK_THRESHOLD) & strong
@@ -222,6 +226,8 @@ def link_evidence(p: Pairwise, incidents: list[BundleIncident], i: int, j: int) 
     if p.components["markers"][i, j] > 0:
         reasons.append("shared-markers")
     fingerprint = float(p.components["fingerprint"][i, j])
+    if shared and fingerprint >= STRONG_FINGERPRINT_ONE_ADDRESS and not reasons:
+        reasons.append("shared-address-and-fingerprint")
     if fingerprint >= STRONG_FINGERPRINT and p.shared_prefixes[i, j] >= STRONG_FINGERPRINT_PREFIXES:
         reasons.append("fingerprint-and-prefixes")
     return {
