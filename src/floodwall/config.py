@@ -32,7 +32,7 @@ class LogSettings(_Section):
     #: Extra JSON field names, Request-frame column -> the log's field name (`{"client" = "remote_ip"}`).
     json_fields: dict[str, str] = Field(default_factory=dict)
     #: Rows per batch handed to detection; bounds memory whatever the size of the log.
-    batch_rows: int = Field(default=500_000, ge=1_000, le=20_000_000)
+    batch_rows: int = Field(default=200_000, ge=1_000, le=20_000_000)
 
 
 class SiteSettings(_Section):

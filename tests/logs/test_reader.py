@@ -148,3 +148,18 @@ def test_any_bytes_are_never_fatal(chunks: list[bytes]) -> None:
     frame, parser = parse_bytes(data, site="s", source="t", fmt="combined")
     assert frame.height + parser.stats.bad_lines == parser.stats.lines
     assert frame.height >= 1
+
+
+def test_a_line_whose_extras_differ_from_the_logs_layout_keeps_them() -> None:
+    plain = [line(i, START + timedelta(seconds=i)) for i in range(5)]
+    odd = '203.0.113.9 - - [01/Sep/2023:08:00:09 +0000] "GET /b HTTP/1.1" 200 5 "-" "ua" 0.123 HIT\n'
+    frame, _ = parse_bytes("".join([*plain, odd]).encode(), site="s", source="t")
+    row = frame.filter(pl.col("line") == 6).row(0, named=True)
+    assert (row["request_time"], row["cache_status"]) == (0.123, "HIT")
+
+
+def test_json_logs_with_custom_time_field_are_ordered_by_time(tmp_path: Path) -> None:
+    new = write(tmp_path / "new.log", ['{"when": "2023-09-01T12:00:00Z", "remote_addr": "192.0.2.1"}\n'])
+    old = write(tmp_path / "old.log", ['{"when": "2023-09-01T11:00:00Z", "remote_addr": "192.0.2.2"}\n'])
+    frame = pl.concat(list(LogReader([new, old], site="s", fmt="json", json_fields={"ts": "when"})))
+    assert frame["client"].to_list() == ["192.0.2.2", "192.0.2.1"]

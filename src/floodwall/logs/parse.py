@@ -160,7 +160,8 @@ class ChunkParser:
         self.stats.fast += accepted.height
         if rejected.height:
             parts.append(self._parse_strict(rejected["line"].to_list(), rejected["raw"].to_list()))
-        return pl.concat([part.select(parts[0].columns) for part in parts], how="vertical_relaxed")
+        # The parts may carry different extra columns (a line's extras need not fit the log's layout).
+        return pl.concat(parts, how="diagonal_relaxed")
 
     def _refit_extras(self, scanned: pl.DataFrame, fast: pl.DataFrame) -> pl.DataFrame:
         """Rows whose extra fields do not fit the log's layout: classified one by one, as the strict parser does."""

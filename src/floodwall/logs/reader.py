@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 #: Called with (bytes consumed so far, total bytes or None) as reading goes on.
 ProgressCallback = Callable[[int, int | None], None]
-DEFAULT_BATCH_ROWS: Final = 500_000
+DEFAULT_BATCH_ROWS: Final = 200_000
 
 
 @dataclass(slots=True)
@@ -137,7 +137,7 @@ class LogReader:
             stats = InputStats(path=source.name, format=guess.name, format_reason=guess.describe())
             self.inputs.append(stats)
             stream = _Stream(source, guess, parser, stats)
-            stream.first_ts = self._first_time(source, parser)
+            stream.first_ts = self._first_time(source, guess, zone, json_fields)
             self._pending.append(stream)
         # Oldest input first; inputs whose first line has no readable time keep their given order, last.
         self._pending.sort(key=lambda s: (s.first_ts is None, s.first_ts or datetime.min))
@@ -147,13 +147,15 @@ class LogReader:
             self.total_bytes = sum(size for size in sizes if size is not None)
 
     @staticmethod
-    def _first_time(source: LogSource, parser: ChunkParser) -> datetime | None:
+    def _first_time(
+        source: LogSource, guess: FormatGuess, zone: ZoneInfo | None, json_fields: dict[str, str] | None
+    ) -> datetime | None:
         probe = source.probe()
         cut = probe.rfind(b"\n")
         sample = probe[: cut + 1] if cut >= 0 else probe
         if not sample:
             return None
-        trial = ChunkParser(parser.guess, site="", source=source.name, tz=parser.json.tz if parser.json else None)
+        trial = ChunkParser(guess, site="", source=source.name, tz=zone, json_fields=json_fields)
         frame = trial.parse(sample, 1)
         value = frame["ts"].min() if frame.height else None
         return value if isinstance(value, datetime) else None
