@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Final
 
+import numpy as np
 import polars as pl
 
 from floodwall.logs import clf
@@ -49,18 +50,17 @@ def _network_of(address: str) -> str | None:
 
 
 def client_networks(clients: pl.Series) -> pl.Series:
-    """Each client's /24 (IPv4) or /48 (IPv6) as a CIDR; null for what is not an address (a hostname)."""
-    frame = clients.to_frame("client")
-    v4 = pl.col("client").str.extract(_IPV4_NET_RX, 1)
-    others = frame.filter(v4.is_null() & pl.col("client").is_not_null())["client"].unique()
-    mapping = {address: _network_of(address) for address in others.to_list()}
-    result = frame.select(
-        pl.when(v4.is_not_null())
-        .then(pl.concat_str(v4, pl.lit(".0/24")))
-        .otherwise(pl.col("client").replace_strict(mapping, default=None, return_dtype=pl.String))
-        .alias("client_net")
+    """Each client's /24 (IPv4) or /48 (IPv6) as a CIDR; null for what is not an address (a hostname).
+
+    Computed once per distinct client (a batch repeats each client many times), then mapped back.
+    """
+    distinct = clients.drop_nulls().unique()
+    v4 = distinct.str.extract(_IPV4_NET_RX, 1)
+    others = distinct.filter(v4.is_null())
+    nets = (v4 + ".0/24").scatter(
+        np.flatnonzero(v4.is_null().to_numpy()), [_network_of(address) for address in others.to_list()]
     )
-    return result["client_net"]
+    return clients.replace_strict(distinct, nets, default=None, return_dtype=pl.String).rename("client_net")
 
 
 def rows_to_frame(lines: Sequence[int], rows: Sequence[clf.ParsedLine]) -> pl.DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from types import ModuleType
@@ -69,10 +70,13 @@ class ParseStats:
             self.bad_samples.append(BadLine(line, text[:_SAMPLE_CHARS], reason))
 
 
+_BINARY_RX: Final = re.compile("[\ufffd\x00-\x08\x0a-\x1f]")
+
+
 def _strict_reason(text: str) -> str:
     if not text.strip():
         return "empty line"
-    if "\ufffd" in text or any(ord(ch) < 0x20 and ch != "\t" for ch in text):
+    if _BINARY_RX.search(text):
         return "binary or invalid UTF-8 data"
     return "does not match the log format"
 

@@ -11,6 +11,7 @@ import hashlib
 import sys
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, Protocol
@@ -40,23 +41,35 @@ class _Readable(Protocol):
 
 
 class _HashingReader:
-    """Reads a binary stream and hashes every byte read, so the digest covers exactly what was analysed."""
+    """Reads a binary stream and hashes every byte read, so the digest covers exactly what was analysed.
+
+    Hashing runs on a worker thread (hashlib releases the GIL), in read order, beside the parsing.
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
-        self.digest = hashlib.sha256()
+        self._digest = hashlib.sha256()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floodwall-sha256")
+        self._last: Future[None] | None = None
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size)
-        self.digest.update(data)
+        if data:
+            self._last = self._worker.submit(self._digest.update, data)
         self.size += len(data)
         return data
+
+    def hexdigest(self) -> str:
+        if self._last is not None:
+            self._last.result()
+        return self._digest.hexdigest()
 
     def tell(self) -> int:
         return self.size
 
     def close(self) -> None:
+        self._worker.shutdown(wait=True)
         if self.stream is not sys.stdin.buffer:
             self.stream.close()
 
@@ -141,7 +154,7 @@ class LogSource:
                 block = self._read(stream, self.chunk_bytes)
                 self.bytes_consumed = raw.tell()
                 if not block:
-                    self.sha256 = raw.digest.hexdigest()
+                    self.sha256 = raw.hexdigest()
                     self.stored_bytes = raw.size
                     break
                 data = pending + block if pending else block
@@ -158,7 +171,7 @@ class LogSource:
         finally:
             if not self.is_stdin:
                 stream.close()
-                raw.close()
+            raw.close()
 
 
 def open_source(name: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> LogSource:
