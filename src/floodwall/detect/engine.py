@@ -32,7 +32,7 @@ from floodwall.detect.breach import (
 from floodwall.detect.clients import client_features
 from floodwall.detect.judge import JudgeContext, judge_interval
 from floodwall.detect.live import LiveWatch
-from floodwall.detect.onset import find_surges, phases_of
+from floodwall.detect.onset import Surge, find_surges, phases_of
 from floodwall.detect.profile import build_profile, quiet_mask_of
 from floodwall.detect.result import ATTACKER_SCHEMA, DetectionResult, SurgeVerdict, timeline_of
 from floodwall.detect.settings import DetectSettings
@@ -171,6 +171,7 @@ class Engine:
         context = JudgeContext.build(windows, mask, profile, self.settings)
 
         incidents: list[Incident] = []
+        spans: list[Surge] = []
         attackers: list[pl.DataFrame] = []
         findings: list[Finding] = []
         verdicts: list[SurgeVerdict] = []
@@ -206,8 +207,13 @@ class Engine:
                 attackers=tuple(sorted(hostile.get_column("client").to_list())),
                 phases=phases_of(seconds, widened),
             )
+            rows = context.attacker_rows(hostile, incident_id)
+            if incidents and incidents[-1].end >= start:  # widened spans met: one flood, not two
+                incident, rows = self._merge(incidents.pop(), incident, spans.pop(), widened, seconds, attackers, rows)
+                widened = replace(widened, start=incident.start, end=incident.end, requests=incident.requests)
             incidents.append(incident)
-            attackers.append(context.attacker_rows(hostile, incident_id))
+            spans.append(widened)
+            attackers.append(rows)
             findings.extend(context.findings(hostile, start, end))
 
         self._breaches(windows, context, incidents, attackers, findings)
@@ -228,6 +234,41 @@ class Engine:
             window_end=seconds.get_column("ts").max(),  # type: ignore[arg-type]
             user_agents=dict(self._agents),
         )
+
+    @staticmethod
+    def _merge(
+        first: Incident,
+        second: Incident,
+        first_span: Surge,
+        second_span: Surge,
+        seconds: pl.DataFrame,
+        attackers: list[pl.DataFrame],
+        rows: pl.DataFrame,
+    ) -> tuple[Incident, pl.DataFrame]:
+        """One flood incident from two whose attack spans overlap; the attackers' rows move to the first's id."""
+        end = max(first.end, second.end)
+        inside = seconds.filter(pl.col("ts").is_between(first.start, end))
+        requests = int(inside.get_column("requests").sum() or 0)
+        span = replace(first_span, end=end, requests=requests, peak_rps=max(first_span.peak_rps, second_span.peak_rps))
+        previous = attackers.pop()
+        merged_rows = (
+            pl.concat([previous, rows.with_columns(pl.lit(first.id).alias("incident_id"))])
+            .group_by("client", "incident_id")
+            .agg(pl.col("score").max(), pl.col("vectors").first(), pl.col("reasons").first(), pl.col("requests").sum())
+            .select(list(ATTACKER_SCHEMA))
+        )
+        vectors = tuple(dict.fromkeys((*first.vectors, *second.vectors)))
+        merged = replace(
+            first,
+            end=end,
+            peak_rps=span.peak_rps,
+            requests=requests,
+            attack_requests=min(requests, first.attack_requests + second.attack_requests),
+            vectors=vectors,
+            attackers=tuple(sorted(set(first.attackers) | set(second.attackers))),
+            phases=phases_of(seconds, span),
+        )
+        return merged, merged_rows
 
     def _incident_id(self, start: datetime, existing: list[Incident]) -> str:
         prefix = f"{self.site}-{start.astimezone(UTC):%Y%m%dT%H%M}"
