@@ -1,5 +1,7 @@
 """Breach attempts: each scan, brute force or exploit incident with the rule families it hit, its targets, and
-whether any of its requests got a 2xx answer (a possible success, which the report makes stand out)."""
+whether any of its requests got a 2xx answer. A 2xx to a request that on its face probes or attacks (a sensitive
+file, injection characters) or a redirect after a login POST is a possible success, which the report makes stand
+out; 2xx answers to ordinary pages fetched along the way are counted, not flagged."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import polars as pl
 from floodwall.detect import DetectionResult
 from floodwall.forensics.collect import Collected
 from floodwall.forensics.mode import sample_of
+from floodwall.forensics.shapes import looks_hostile
 from floodwall.forensics.timeline import iso, local
 from floodwall.model import IncidentKind
 
@@ -49,7 +52,14 @@ def build_breaches(
             )
             .sort(["requests", "path"], descending=[True, False])
         )
-        successes = rows.filter((pl.col("status") >= 200) & (pl.col("status") < 300)).sort("first_ts")
+        answered = rows.filter((pl.col("status") >= 200) & (pl.col("status") < 300))
+        login = (pl.col("method") == "POST") & pl.col("path").str.contains(r"(?i)wp-login\.php|/login")
+        # A hostile-looking request answered 2xx, or a login POST answered with a redirect (WordPress and most
+        # login forms answer a failed login 200 and a successful one 302).
+        successes = rows.filter(
+            (looks_hostile() & (pl.col("status") >= 200) & (pl.col("status") < 300))
+            | (login & pl.col("status").is_in([301, 302, 303]))
+        ).sort("first_ts")
         statuses = rows.group_by("status").agg(pl.col("requests").sum()).sort("status")
         out.append(
             {
@@ -77,6 +87,7 @@ def build_breaches(
                 ],
                 "targets_total": targets.height,
                 "possible_success": successes.height > 0,
+                "answered_2xx": int(answered.get_column("requests").sum() or 0),
                 "successes": [
                     sample_of(r, hashes) | {"requests": int(r["requests"])}
                     for r in successes.head(20).iter_rows(named=True)

@@ -73,7 +73,7 @@ def build_charts(
         minutes.group_by(pl.col("minute").dt.truncate(f"{coarse}s").alias("bucket"))
         .agg(
             *(pl.col(c).sum() / coarse for c in counts),
-            (pl.col("rt_sum").sum() / pl.col("rt_n").sum()).alias("rt_mean"),
+            pl.when(pl.col("rt_n").sum() > 0).then(pl.col("rt_sum").sum() / pl.col("rt_n").sum()).alias("rt_mean"),
         )
         .sort("bucket")
     )

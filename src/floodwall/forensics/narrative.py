@@ -31,6 +31,12 @@ def summary(
             lines.append(f"{len(crowds)} surge(s) of readers were seen and judged flash crowds, not attacks.")
         if detection.surges and not crowds:
             lines.append(f"{len(detection.surges)} rise(s) of the request rate were checked and not judged an attack.")
+    if detection.incidents and not floods:
+        peak = scope["peaks"]["60s"]["all"]
+        lines.append(
+            f"No flood was found: {scope['requests']:,} requests from {detection.clients:,} addresses, the request "
+            f"rate peaking at {peak['rps']:,.1f} req/s over a minute, within the site's usual range."
+        )
     for incident in floods:
         phases = [p for p in timeline["phases"] if p["incident_id"] == incident.id]
         lines.append(
@@ -63,7 +69,9 @@ def summary(
             f"address(es), {breach['requests']:,} requests."
         )
         if breach["possible_success"]:
-            text += " Some of its requests were answered 2xx: check them (see Breach attempts)."
+            text += " Some of its probes or payloads were answered 2xx (or a login redirected): check them."
+        elif breach["answered_2xx"]:
+            text += f" {breach['answered_2xx']:,} of its requests got 2xx answers, all for ordinary pages."
         lines.append(text)
     return {
         "lines": lines,

@@ -11,6 +11,7 @@ import polars as pl
 __all__ = [
     "KIND_VECTOR",
     "cacheable",
+    "looks_hostile",
     "marker_candidates",
     "query_scheme",
     "request_kind",
@@ -79,6 +80,25 @@ def request_kind() -> pl.Expr:
         .then(pl.lit("bust"))
         .otherwise(pl.lit("page"))
     )
+
+
+_SENSITIVE: Final = (
+    r"(?i)(?:/\.(?:env|git|svn|hg|aws|ssh|htaccess|htpasswd|vscode|docker)|wp-config|config\.(?:php|json|ya?ml|ini)|"
+    r"\.(?:sql|bak|old|orig|swp|save|dist|pem|key|sqlite|db)(?:$|[/?~])|phpinfo|phpmyadmin|adminer|shell|setup\.php|"
+    r"install\.php|/etc/|/proc/|win\.ini|/cgi-bin/|xmlrpc\.php|server-status|actuator|/console|debug\.log)"
+)
+_PAYLOAD: Final = (
+    r"(?i)(?:['\"<>`]|%27|%22|%3c|%3e|%60|\.\./|\.\.%2f|%2e%2e|\$\{|\$\(|union(?:\s|\+|%20)+(?:all|select)|"
+    r"sleep\(|benchmark\(|/etc/passwd|;\s*(?:ls|cat|id|wget|curl|uname)\b|\|\s*(?:ls|cat|id|sh)\b|cmd=|exec=)"
+)
+
+
+def looks_hostile() -> pl.Expr:
+    """True for a request that on its face probes or attacks: a sensitive file or admin tool, or injection
+    characters in its path or query. A 2xx answer to one of these is a possible breach."""
+    path = pl.col("path").fill_null("")
+    query = pl.col("query").fill_null("")
+    return path.str.contains(_SENSITIVE) | path.str.contains(_PAYLOAD) | query.str.contains(_PAYLOAD)
 
 
 def cacheable(*, ignore_query: bool) -> pl.Expr:

@@ -3,6 +3,7 @@ of plotly.js (nothing is fetched: no CDN, no MathJax, no map tiles)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
 import plotly.graph_objects as go
@@ -29,7 +30,10 @@ def _html(figure: go.Figure, div_id: str) -> str:
 
 
 def _shade(figure: go.Figure, charts: Charts) -> None:
-    for i, part in enumerate(charts.shading):
+    span = charts.bucket_s * max(1, charts.traffic.height)
+    for part in charts.shading:
+        length = datetime.fromisoformat(part["end"]) - datetime.fromisoformat(part["start"])
+        wide = length.total_seconds() > 0.04 * span
         colour = "rgba(192,57,43,0.10)" if part["kind"] == "phase" else "rgba(41,128,185,0.15)"
         figure.add_vrect(
             x0=part["start"],
@@ -37,7 +41,7 @@ def _shade(figure: go.Figure, charts: Charts) -> None:
             fillcolor=colour,
             line_width=0,
             layer="below",
-            annotation_text=part["label"] if i < 24 else None,
+            annotation_text=part["label"] if wide else None,
             annotation_position="top left",
             annotation_font_size=9,
         )

@@ -1,0 +1,85 @@
+"""Request kinds, query schemes, hostile-looking requests and marker candidates, on hand-made frames."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+
+from floodwall.forensics.shapes import looks_hostile, marker_candidates, query_scheme, request_kind, ua_family
+from floodwall.report.account import mask_addresses
+
+T = datetime(2024, 11, 18, 17, 5, tzinfo=UTC)
+
+
+def _frame(rows: list[dict[str, object]]) -> pl.DataFrame:
+    base = {"ts": T, "client": "203.0.113.7", "method": "GET", "path": "/", "query": None, "status": 200,
+            "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0 Safari/537.36", "referer": None,
+            "source": "a.log", "line": 1}  # fmt: skip
+    strings: dict[str, pl.DataType | type[pl.DataType]] = {
+        c: pl.String for c in ("client", "method", "path", "query", "user_agent", "referer", "source")
+    }
+    return pl.DataFrame(
+        [base | r for r in rows], schema_overrides=strings | {"ts": pl.Datetime("us", "UTC"), "status": pl.Int16}
+    )
+
+
+def test_request_kinds_name_the_flood_vectors() -> None:
+    frame = _frame(
+        [
+            {"path": "/search", "query": "q=izvestaj+vlada"},
+            {"path": "/wp-login.php", "method": "POST"},
+            {"path": "/xmlrpc.php", "method": "POST"},
+            {"path": "/2024/11/story", "query": "oqkzar=1234567890"},
+            {"path": "/qwertyuiop", "status": 404},
+            {"path": "/wp-content/themes/x/style.css"},
+            {"path": "/2024/11/story"},
+        ]
+    )
+    kinds = frame.select(request_kind()).to_series().to_list()
+    assert kinds == ["search", "login", "xmlrpc", "bust", "notfound", "asset", "page"]
+
+
+def test_query_schemes_keep_common_keys_and_shape_the_rest() -> None:
+    frame = _frame([{"query": "q=izvestaj+vlada+3485&hano=65046"}, {"query": "ver=6.4.2"}, {"query": "oqkzar=123"}])
+    assert frame.select(query_scheme()).to_series().to_list() == ["q=W+W+N&[a-z]{4}=N", "ver=N.N.N", "[a-z]{6}=N"]
+
+
+def test_hostile_requests_are_probes_and_payloads_not_pages() -> None:
+    frame = _frame(
+        [
+            {"path": "/.env"},
+            {"path": "/", "query": "id=1%27%20union%20select"},
+            {"path": "/blog/tags/c"},
+            {"path": "/files/", "query": "C=N;O=A"},
+            {"path": "/../../etc/passwd"},
+        ]
+    )
+    assert frame.select(looks_hostile()).to_series().to_list() == [True, True, False, False, True]
+
+
+def test_marker_candidates_are_lower_cased_and_skip_browsers_and_site_words() -> None:
+    frame = _frame(
+        [
+            {"user_agent": "Stop spreading lies. Hano was here", "line": 1},
+            {"path": "/search", "query": "q=a&Hano=5", "line": 2},
+            {"user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", "line": 3},
+        ]
+    )
+    pairs = set(marker_candidates(frame).select("kind", "value").iter_rows())
+    assert ("user-agent", "stop spreading lies. hano was here") in pairs
+    assert ("query-key", "hano") in pairs
+    assert not any(kind == "user-agent" and "firefox" in value for kind, value in pairs)
+    assert ("path", "search") not in pairs
+
+
+def test_user_agent_families() -> None:
+    frame = _frame([{"user_agent": "python-requests/2.31.0"}, {"user_agent": None}, {}])
+    assert frame.select(ua_family()).to_series().to_list() == ["HTTP library", "(none)", "Chrome 124"]
+
+
+def test_addresses_are_masked_but_times_and_versions_are_not() -> None:
+    text = "at 2024-11-18 18:05:07 CET from 198.51.100.7, 2001:db8::1 and 2001:db8:0:0:0:0:0:2 via Chrome/103.0.0.0"
+    masked = mask_addresses(text)
+    assert "198.51.100.7" not in masked and "2001:db8" not in masked
+    assert "18:05:07" in masked and "Chrome/103.0.0.0" in masked
