@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
 import polars as pl
@@ -66,8 +67,15 @@ def build_charts(
         )
         .group_by("bucket", "vector")
         .agg((pl.col("attack").sum() / coarse).alias("rps"))
-        .sort("bucket", "vector")
     )
+    if vectors.height:  # zeros where a vector was silent, so the lines drop to 0 across pauses
+        first, last = vectors.get_column("bucket").min(), vectors.get_column("bucket").max()
+        assert isinstance(first, datetime) and isinstance(last, datetime)
+        grid = pl.DataFrame({"bucket": pl.datetime_range(first, last, f"{coarse}s", eager=True)}).join(
+            vectors.select("vector").unique(), how="cross"
+        )
+        vectors = grid.join(vectors, on=["bucket", "vector"], how="left").with_columns(pl.col("rps").fill_null(0.0))
+    vectors = vectors.sort("bucket", "vector")
     counts = ["s2xx", "s3xx", "s4xx", "s5xx", "s499", "cache_hit", "cache_miss"]
     status = (
         minutes.group_by(pl.col("minute").dt.truncate(f"{coarse}s").alias("bucket"))
