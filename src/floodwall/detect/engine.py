@@ -63,12 +63,11 @@ def _default_matcher() -> SignatureMatcher | None:
 
 
 def _attack_span(hostile: pl.DataFrame, start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The surge's span widened to its attackers' first and last requests (never narrowed)."""
+    """From the attackers' first request to their last: a surge's edges are blurred by readers (a crowd that read
+    about the attack, an origin catching up), the attackers' own requests are not."""
     first, last = hostile.get_column("first_ts").min(), hostile.get_column("last_ts").max()
-    if isinstance(first, datetime) and first < start:
-        start = first
-    if isinstance(last, datetime) and last > end:
-        end = last
+    if isinstance(first, datetime) and isinstance(last, datetime) and first < last:
+        return first, last
     return start, end
 
 

@@ -4,7 +4,8 @@ A false positive on readers is the worst failure Floodwall can have (DESIGN.md),
 client and fleet scores for flood judgement (signature hits, which are a request's own content, are not its business).
 A client is protected when it behaves like a reader: a browser the site sees every day, no cache-busting, a rate a
 person can reach, and a reader's habits (assets fetched with the pages, or arriving from social networks and search,
-or following the site's own links). A surge is a flash crowd when such clients carry most of its extra traffic.
+or following the site's own links); so is an address shared by many readers (a carrier's NAT), whose rate is many
+readers' but whose habits are a reader's. A surge is a flash crowd when such clients carry most of its extra traffic.
 """
 
 from __future__ import annotations
@@ -34,7 +35,16 @@ def protect_readers(clients: pl.DataFrame, profile: Profile) -> pl.DataFrame:
         & (pl.col("posts") < 10)
         & habits
     )
-    return clients.with_columns(reader.fill_null(False).alias("protected"))
+    # Many readers behind one address (a carrier's NAT, an office): a reader's habits at a rate no reader reaches alone.
+    shared = (
+        (pl.col("novel_ua_share") < 0.2)
+        & (pl.col("cache_bust_share") < 0.2)
+        & (pl.col("posts") < 10)
+        & (pl.col("asset_share") >= 0.3)
+        & arrives_like_reader
+        & (pl.col("error_share") < 0.2)
+    )
+    return clients.with_columns((reader | shared).fill_null(False).alias("protected"))
 
 
 def flash_crowd_share(clients: pl.DataFrame) -> float:
