@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from floodwall.detect.signatures import load_engine
 from floodwall.detect.signatures.ruleset import load_ruleset
 from floodwall.detect.signatures.secrules import Variable, parse_rules
-from floodwall.detect.signatures.transforms import apply_chain, to_bytes
+from floodwall.detect.signatures.transforms import (
+    LOWERING,
+    TRANSFORMS,
+    apply_chain,
+    base64_decode_bulk,
+    chain_trigger,
+    to_bytes,
+)
 from floodwall.errors import InputError
 
 CHAINED = r"""
@@ -88,3 +96,32 @@ def test_url_decoding_keeps_bytes_that_are_not_utf8() -> None:
 def test_transformations_never_fail(value: str) -> None:
     chain = ("utf8toUnicode", "urlDecodeUni", "htmlEntityDecode", "jsDecode", "cssDecode", "cmdLine", "normalizePath")
     assert isinstance(to_bytes(apply_chain(value, chain)), bytes)
+
+
+#: Characters every trigger is about, plus ordinary ones, so that generated values hit each edge often.
+_TRICKY = st.text(alphabet="aZ09/._-%+&#;\\\"'^, \t\n\x00*()=:xXuU~lgtampquo", max_size=24)
+_CHAINS = sorted({group.chain for group in load_engine(paranoia=4).groups} | {(name,) for name in TRANSFORMS}, key=repr)
+
+
+@given(_TRICKY)
+@example("&lt;&#60;&QUOT")
+@example("a  b\tc/./d/../e//f")
+@example("%41+%u0041\\x41/*c*/")
+@example("A;B,C'D\"E^F (G) /H")
+@example("..")
+def test_values_without_triggers_come_through_every_chain_unchanged_or_lowered(value: str) -> None:
+    """The bulk path's premise (transforms.PLAIN_TRIGGERS): no trigger (as Polars reads it), no change but lowering."""
+    for chain in _CHAINS:
+        trigger = chain_trigger(chain)
+        if trigger is not None and pl.Series([value]).str.contains(trigger).item():
+            continue
+        expected = value.lower() if set(chain) & LOWERING else value
+        if "base64decode" in chain:
+            continue  # never the identity; checked against base64_decode_bulk below
+        assert apply_chain(value, chain) == expected, chain
+
+
+@given(st.text(alphabet="AZaz09+/=-_.%é \n", max_size=16))
+def test_bulk_base64_decoding_agrees_with_modsecurity_semantics(value: str) -> None:
+    (decoded,) = base64_decode_bulk(pl.Series([value])).to_list()
+    assert decoded == to_bytes(apply_chain(value, ("base64Decode",)))

@@ -89,7 +89,8 @@ def operator_pattern(operator: str, argument: str, rules_dir: Path) -> tuple[str
         return argument, False
     if operator in ("pm", "pmFromFile", "pmf"):
         phrases = _phrases(operator, argument, rules_dir)
-        return "(?:" + "|".join(sorted({_literal(p) for p in phrases}, key=len, reverse=True)) + ")", True
+        # Longest first, then by text: the same pattern (and the same compile cache key) in every process.
+        return "(?:" + "|".join(sorted({_literal(p) for p in phrases}, key=lambda p: (-len(p), p))) + ")", True
     if "%{" in argument:
         return None  # a macro (%{tx.…}) depends on a transaction we do not have
     wrapped = {"beginsWith": "^{}", "endsWith": "{}$", "contains": "{}", "streq": "^{}$"}

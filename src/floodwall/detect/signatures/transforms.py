@@ -10,8 +10,20 @@ from __future__ import annotations
 import binascii
 import re
 from collections.abc import Callable, Sequence
+from typing import Final
 
-__all__ = ["TRANSFORMS", "apply_chain", "is_supported", "to_bytes"]
+import polars as pl
+
+__all__ = [
+    "LOWERING",
+    "PLAIN_TRIGGERS",
+    "TRANSFORMS",
+    "apply_chain",
+    "base64_decode_bulk",
+    "chain_trigger",
+    "is_supported",
+    "to_bytes",
+]
 
 _HEX = "0123456789abcdefABCDEF"
 _WHITESPACE = " \t\n\r\f\v\xa0"
@@ -206,6 +218,35 @@ def base64_decode(value: str) -> str:
         return ""
 
 
+#: base64 alphabet index -> the same character with the bits a short final quantum does not use cleared.
+_B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_B64_CLEAR_4 = {c: _B64_ALPHABET[i & 0x30] for i, c in enumerate(_B64_ALPHABET)}  # before "=="
+_B64_CLEAR_2 = {c: _B64_ALPHABET[i & 0x3C] for i, c in enumerate(_B64_ALPHABET)}  # before "="
+
+
+def base64_decode_bulk(values: pl.Series) -> pl.Series:
+    """`base64_decode` over a Series, as bytes (Binary); null where Polars' strict decoder disagrees (Python's then).
+
+    Same steps: the leading base64 run, a lone last character dropped, padding added; the bits Python's lenient
+    decoder ignores in a short final quantum are cleared so that Polars' decoder accepts it.
+    """
+    run = values.str.extract(r"^([A-Za-z0-9+/]*)", 1).fill_null("")
+    frame = pl.DataFrame({"run": run}).with_columns(pl.col("run").str.len_bytes().alias("n"))
+    n = pl.col("n")
+    head = pl.col("run").str.slice(0, n - 1)
+    last = pl.col("run").str.slice(n - 1, 1)
+    fixed = (
+        pl.when(n % 4 == 0)
+        .then(pl.col("run"))
+        .when(n % 4 == 1)
+        .then(head)
+        .when(n % 4 == 2)
+        .then(pl.concat_str(head, last.replace_strict(_B64_CLEAR_4, default=last), pl.lit("==")))
+        .otherwise(pl.concat_str(head, last.replace_strict(_B64_CLEAR_2, default=last), pl.lit("=")))
+    )
+    return frame.select(fixed.str.decode("base64", strict=False)).to_series().alias(values.name)
+
+
 TRANSFORMS: dict[str, Callable[[str], str]] = {
     "lowercase": str.lower,
     "urldecodeuni": url_decode_uni,
@@ -226,10 +267,42 @@ TRANSFORMS: dict[str, Callable[[str], str]] = {
     "base64decode": base64_decode,
 }
 
-#: Transformations that turn a value made only of `[A-Za-z0-9_-]` then `[A-Za-z0-9_.-]` into itself, or into its
-#: lower case (`LOWERING`). The engine applies those to such "plain" values in bulk, without calling Python per value.
-PLAIN_IDENTITY = frozenset(TRANSFORMS) - {"lowercase", "cmdline", "base64decode"}
-LOWERING = frozenset({"lowercase", "cmdline"})
+#: Transformations that turn an ASCII value their trigger (below) does not match into its lower case.
+LOWERING: Final = frozenset({"lowercase", "cmdline"})
+
+#: Per transformation, a regex (Rust `regex` syntax, for Polars) that every ASCII value it would change matches; an
+#: ASCII value it does not match comes out unchanged (or lowered, for `LOWERING`). Read off the functions above:
+#: each one returns its input when no `%`/`+`, entity, backslash, NUL, whitespace run, comment or path step is there.
+#: Since no step turns a value without triggers into one with triggers (lowering only changes A-Z), an ASCII value
+#: matching none of a chain's triggers goes through the whole chain as itself or its lower case; the engine does
+#: those in bulk. tests/detect/test_signatures_rules.py checks the claim on generated values.
+PLAIN_TRIGGERS: Final[dict[str, str]] = {
+    "lowercase": "",
+    "urldecodeuni": r"[%+]",
+    "urldecode": r"[%+]",
+    "htmlentitydecode": r"(?i:&(?:#|quot|amp|lt|gt|nbsp))",
+    "jsdecode": r"\\",
+    "cssdecode": r"\\",
+    "removenulls": r"\x00",
+    "compresswhitespace": r"[\t\n\r\f\v]|  ",
+    "removewhitespace": r"[ \t\n\r\f\v]",
+    "cmdline": r"[\\\"'^,;\t\n\r\f\v]|  | [/(]",
+    "normalizepath": r"//|(?:^|/)\.\.?(?:/|$)",
+    "normalisepath": r"//|(?:^|/)\.\.?(?:/|$)",
+    "normalizepathwin": r"\\|//|(?:^|/)\.\.?(?:/|$)",
+    "normalisepathwin": r"\\|//|(?:^|/)\.\.?(?:/|$)",
+    "replacecomments": r"/\*",
+    "utf8tounicode": "",  # changes non-ASCII only
+    "base64decode": "^",  # changes nearly everything
+}
+
+
+def chain_trigger(chain: Sequence[str]) -> str | None:
+    """A regex every value the chain may change other than by lowering ASCII matches; None when nothing can change."""
+    if not chain:
+        return None
+    parts = [r"[^\x00-\x7F]"] + [PLAIN_TRIGGERS.get(name.lower(), "^") for name in chain]
+    return "|".join(sorted({part for part in parts if part}))
 
 
 def is_supported(name: str) -> bool:
