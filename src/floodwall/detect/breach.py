@@ -25,6 +25,7 @@ __all__ = [
     "breach_groups",
     "candidates",
     "login_posters",
+    "plain_request",
     "probing_clients",
 ]
 
@@ -61,20 +62,25 @@ _SUSPECT_PATH: Final = (
 _BROWSER: Final = r"^Mozilla/5\.0 \((?:Windows NT|Macintosh|X11|Linux|iPhone|iPad|Android)[^<>'\"`${}]*$"
 
 
-def candidates(frame: pl.DataFrame) -> pl.Series:
-    """True for the requests the breach signatures must see."""
+def plain_request() -> pl.Expr:
+    """True where method, path and query give no signature anything to fire on (the user agent may still)."""
     path = pl.col("path").fill_null("")
     query = pl.col("query").fill_null("")
-    agent = pl.col("user_agent").fill_null("")
-    plain = (
+    return (
         path.str.contains(_SAFE_PATH)
         & query.str.contains(_SAFE_QUERY)
         & ~path.str.contains(_SUSPECT_PATH)
         & pl.col("method").fill_null("GET").is_in(["GET", "HEAD"])
-        & agent.str.contains(_BROWSER)
-        & ~agent.str.contains(r"(?i)(?:headless|python|curl|wget|scan|nikto|sqlmap|nmap|zgrab|masscan|fuzz|bot)")
     )
-    return frame.select((~plain).alias("candidate")).to_series()
+
+
+def candidates(frame: pl.DataFrame) -> pl.Series:
+    """True for the requests the breach signatures must see."""
+    agent = pl.col("user_agent").fill_null("")
+    browser = agent.str.contains(_BROWSER) & ~agent.str.contains(
+        r"(?i)(?:headless|python|curl|wget|scan|nikto|sqlmap|nmap|zgrab|masscan|fuzz|bot)"
+    )
+    return frame.select((~(plain_request() & browser)).alias("candidate")).to_series()
 
 
 def aggregate_hits(frame: pl.DataFrame, hits: pl.DataFrame) -> pl.DataFrame:

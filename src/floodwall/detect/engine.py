@@ -27,6 +27,7 @@ from floodwall.detect.breach import (
     breach_groups,
     candidates,
     login_posters,
+    plain_request,
     probing_clients,
 )
 from floodwall.detect.clients import client_features
@@ -134,7 +135,16 @@ class Engine:
         if suspects.height == 0:
             return pl.DataFrame(schema=BREACH_SCHEMA)
         # Match each distinct request once (monitors and floods repeat theirs), then give its hits to every copy.
-        keyed = suspects.with_columns(pl.struct(_MATCH_KEYS).hash(seed=3).alias("_key"))
+        # A plain request (nothing in method, path or query to match) is a candidate for its user agent alone: it
+        # is matched as "GET /" with that agent, so a flood's tool agent costs one match, not one per URL.
+        plain = plain_request()
+        suspects_for_matching = suspects.with_columns(
+            pl.when(plain).then(pl.lit("/")).otherwise(pl.col("path")).alias("path"),
+            pl.when(plain).then(pl.lit(None, pl.String)).otherwise(pl.col("query")).alias("query"),
+            pl.when(plain).then(pl.lit(None, pl.String)).otherwise(pl.col("referer")).alias("referer"),
+            pl.when(plain).then(pl.lit("GET")).otherwise(pl.col("method")).alias("method"),
+        )
+        keyed = suspects_for_matching.with_columns(pl.struct(_MATCH_KEYS).hash(seed=3).alias("_key"))
         distinct = keyed.unique(subset="_key", keep="first", maintain_order=True)
         hits = self._matcher(distinct.drop("_key"))
         if hits.height == 0:
