@@ -37,6 +37,7 @@ __all__ = [
     "STRONG_FINGERPRINT_ONE_ADDRESS",
     "WEIGHTS",
     "Pairwise",
+    "compact_links",
     "link_evidence",
     "pairwise",
 ]
@@ -204,6 +205,44 @@ def pairwise(incidents: list[BundleIncident]) -> Pairwise:
     linked = (score >= LINK_THRESHOLD) & strong
     np.fill_diagonal(linked, False)
     return Pairwise(components, parts, available, shared, prefixes, score, linked, gap)
+
+
+def compact_links(p: Pairwise, incidents: list[BundleIncident], pairs: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """The evidence of many links at once, without the per-pair detail of `link_evidence` (a row per link)."""
+    if not pairs:
+        return []
+    a = np.array([i for i, _ in pairs])
+    b = np.array([j for _, j in pairs])
+    strong = {
+        "shared-addresses": p.components["addresses"][a, b] >= STRONG_ADDRESSES,
+        "shared-markers": p.components["markers"][a, b] > 0,
+        "shared-address-and-fingerprint": (p.shared_addresses[a, b] >= 1)
+        & (p.components["fingerprint"][a, b] >= STRONG_FINGERPRINT_ONE_ADDRESS),
+        "fingerprint-and-prefixes": (p.components["fingerprint"][a, b] >= STRONG_FINGERPRINT)
+        & (p.shared_prefixes[a, b] >= STRONG_FINGERPRINT_PREFIXES),
+    }
+    columns = {k: np.round(v[a, b], 3).tolist() for k, v in p.components.items()}
+    scores = np.round(p.score[a, b], 3).tolist()
+    shared = p.shared_addresses[a, b].astype(int).tolist()
+    prefixes = p.shared_prefixes[a, b].astype(int).tolist()
+    flags = {k: v.tolist() for k, v in strong.items()}
+    rows = []
+    for n, (i, j) in enumerate(pairs):
+        x, y = incidents[i], incidents[j]
+        rows.append(
+            {
+                "incidents": [{"site": x.site, "id": x.id}, {"site": y.site, "id": y.id}],
+                "score": scores[n],
+                "linked": True,
+                "reasons": [k for k in strong if flags[k][n]],
+                "components": {k: columns[k][n] for k in columns},
+                "shared_addresses": shared[n],
+                "shared_prefixes": prefixes[n],
+                "shared_markers": sorted(set(x.markers) & set(y.markers)) if columns["markers"][n] else [],
+                "fingerprint_similarity": columns["fingerprint"][n],
+            }
+        )
+    return rows
 
 
 def _top_shared(a: dict[str, float], b: dict[str, float], limit: int = 5) -> list[str]:

@@ -21,6 +21,7 @@ from floodwall.correlate.evidence import (
     STRONG_FINGERPRINT_PREFIXES,
     WEIGHTS,
     Pairwise,
+    compact_links,
     link_evidence,
     pairwise,
 )
@@ -57,9 +58,13 @@ def correlation_document(
     generated: datetime,
 ) -> dict[str, Any]:
     """campaigns.json: CONTRACT.md's `campaigns`, plus every link with its evidence and the rule's parameters."""
+    tree = {(min(i, j), max(i, j)) for g in groups for i, j in g.tree}
     a, b = np.nonzero(np.triu(p.linked, 1))
-    links = [link_evidence(p, incidents, int(i), int(j)) for i, j in zip(a.tolist(), b.tolist(), strict=True)]
-    links.sort(key=lambda x: -x["score"])
+    others = [(i, j) for i, j in zip(a.tolist(), b.tolist(), strict=True) if (i, j) not in tree]
+    # Links that hold a campaign together carry every detail; the others (a dense campaign has many) a row each.
+    links = [link_evidence(p, incidents, i, j) | {"spanning": True} for i, j in sorted(tree)]
+    links += [row | {"spanning": False} for row in compact_links(p, incidents, others)]
+    links.sort(key=lambda x: (not x["spanning"], -x["score"]))
     member_of = {i: g.id for g in groups for i in g.members}
     near = np.triu((p.score >= NEAR_MISS) & ~p.linked, 1)
     na, nb = np.nonzero(near)
@@ -69,7 +74,8 @@ def correlation_document(
     index = {(inc.site, inc.id): i for i, inc in enumerate(incidents)}
     for link in links:
         first = link["incidents"][0]
-        by_campaign.setdefault(member_of[index[(first["site"], first["id"])]], []).append(link)
+        if link["spanning"]:
+            by_campaign.setdefault(member_of[index[(first["site"], first["id"])]], []).append(link)
     return {
         "floodwall_version": __version__,
         "generated": generated.isoformat().replace("+00:00", "Z"),
