@@ -9,8 +9,11 @@ from typing import Any
 import polars as pl
 import pytest
 
+from floodwall.detect import Engine
 from floodwall.errors import FloodwallError
+from floodwall.forensics import account_from_frames
 from floodwall.geo import open_geo
+from floodwall.logs import LogReader
 
 SITES = ("istina-danas", "delta-press")
 
@@ -84,3 +87,23 @@ def test_scope_figures_add_up(hano: tuple[Path, dict[str, Any]]) -> None:
     assert peaks["1s"]["all"]["rps"] >= peaks["10s"]["all"]["rps"] >= peaks["60s"]["all"]["rps"] > 0
     truth_requests = sum(i["requests"] for i in _site(truth, "istina-danas")["incidents"])
     assert account["attack_requests"] == pytest.approx(truth_requests, rel=0.3)
+
+
+def test_batch_size_does_not_change_the_account(hano: tuple[Path, dict[str, Any]]) -> None:
+    """The forensic pass merges per-batch aggregates: many small batches give the account one big batch gives."""
+    root, truth = hano
+    site = next(s for s in truth["sites"] if s["name"] == "istina-danas")
+    log = root / "sim" / site["log"]
+    engine = Engine("istina-danas", live=False)
+    for frame in LogReader([log], site="istina-danas"):
+        engine.feed(frame)
+    detection = engine.finish()
+    accounts = [
+        account_from_frames("istina-danas", detection, LogReader([log], site="istina-danas", batch_rows=rows))
+        for rows in (1_000, 1_000_000)
+    ]
+    small, big = (a.to_dict() for a in accounts)
+    assert small["scope"]["attack_requests"] == big["scope"]["attack_requests"] > 0
+    assert small["mode"]["markers"] == big["mode"]["markers"]
+    assert small["scope"]["peaks"] == big["scope"]["peaks"]
+    assert [len(v["samples"]) for v in small["mode"]["vectors"]] == [len(v["samples"]) for v in big["mode"]["vectors"]]

@@ -286,7 +286,8 @@ class Collector:
         self.samples.add(picked.select(list(_SAMPLE_COLUMNS)))
         if len(self.samples.parts) > 8:
             merged = pl.concat(self.samples.parts).sort("ts").with_columns(status_class)
-            self.samples.parts = [merged.group_by("incident_id", "kind", "_class").head(3).drop("_class")]
+            picked = merged.group_by("incident_id", "kind", "_class").head(3)
+            self.samples.parts = [picked.select(list(_SAMPLE_COLUMNS))]
         self.agents.add(
             attack.group_by("incident_id", "client", "user_agent", "family").agg(
                 pl.len().cast(pl.Int64).alias("requests")
