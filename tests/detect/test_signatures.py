@@ -11,8 +11,8 @@ from floodwall.model import Vector
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/117.0.0.0 Safari/537.36"
 
 
-def vectors(method: str, path: str, query: str | None = None, **fields: str) -> set[str]:
-    return {hit.vector for hit in match_request(method, path, query, **fields)}
+def vectors(method: str, path: str, query: str | None = None, *, user_agent: str | None = None) -> set[str]:
+    return {hit.vector for hit in match_request(method, path, query, user_agent=user_agent)}
 
 
 @pytest.mark.parametrize(

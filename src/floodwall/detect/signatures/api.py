@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from floodwall.detect.signatures.engine import SignatureEngine, load_engine
+from floodwall.detect.signatures.inline import Hit, match_inline, request_values
 from floodwall.detect.signatures.ruleset import DEFAULT_CRS_RULES
 
 __all__ = ["Hit", "match_request", "match_requests"]
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One signature that fired on one request, with its evidence."""
-
-    rule_id: str
-    family: str
-    vector: str
-    paranoia: int
-    anomaly_score: int
-    variable: str
-    matched: str
-    message: str
 
 
 def match_requests(
@@ -58,33 +44,7 @@ def match_request(
     paranoia: int = 1,
     engine: SignatureEngine | None = None,
 ) -> list[Hit]:
-    """Signature hits on one request, for inline use; the same engine and rules as `match_requests`."""
-    columns: dict[str, object] = {
-        "method": [method],
-        "path": [path],
-        "query": [query],
-        "protocol": [protocol],
-        "user_agent": [user_agent],
-        "referer": [referer],
-        "host": [host],
-        "body": [body],
-    }
-    schema: dict[str, pl.DataType] = {name: pl.String() for name in columns}
-    if headers:
-        columns["headers"] = [[{"name": name, "value": value} for name, value in headers.items()]]
-        schema["headers"] = pl.List(pl.Struct({"name": pl.String(), "value": pl.String()}))
-    frame = pl.DataFrame(columns, schema=schema)
-    hits = match_requests(frame, paranoia=paranoia, engine=engine)
-    return [
-        Hit(
-            rule_id=row["rule_id"],
-            family=row["family"],
-            vector=row["vector"],
-            paranoia=row["paranoia"],
-            anomaly_score=row["anomaly_score"],
-            variable=row["variable"],
-            matched=row["matched"],
-            message=row["message"],
-        )
-        for row in hits.iter_rows(named=True)
-    ]
+    """Signature hits on one request, for inline use; the same engine and rules as `match_requests`, sorted by rule
+    id, computed without a DataFrame (`inline.match_inline`)."""
+    values = request_values(method, path, query, protocol, user_agent, referer, host, headers, body)
+    return match_inline(engine or load_engine(paranoia=paranoia), values)

@@ -55,8 +55,8 @@ HIT_SCHEMA: Final = {
 #: Values libinjection is not asked about: nothing in them it could read as SQL or HTML.
 _INJECTION_PLAIN: Final = r"^[A-Za-z0-9_.]*$"
 _INJECTION_PLAIN_RE: Final = re.compile(rb"[A-Za-z0-9_.]*")
-_EVIDENCE_BYTES: Final = 120
-_PUBLIC_NAMES: Final = {
+EVIDENCE_BYTES: Final = 120
+PUBLIC_NAMES: Final = {
     "ARGS_GET": "ARGS",
     "ARGS_POST": "ARGS",
     "ARGS_GET_NAMES": "ARGS_NAMES",
@@ -82,6 +82,13 @@ def _selector_filter(group: CompiledGroup) -> pl.Expr:
         if var not in whole:
             expression = expression | ((pl.col("var") == var) & (pl.col("key").str.to_lowercase() == key.lower()))
     return expression
+
+
+def _selected(group: CompiledGroup) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    """What `_selector_filter` lets through: whole collections, and (collection, lower-case key) pairs."""
+    whole = frozenset(s.var for sig in group.signatures for s in sig.selectors if s.key is None)
+    keyed = frozenset((s.var, s.key.lower()) for sig in group.signatures for s in sig.selectors if s.key is not None)
+    return whole, frozenset((var, key) for var, key in keyed if var not in whole)
 
 
 def _selector_key(group: CompiledGroup) -> frozenset[tuple[str, str | None]]:
@@ -197,7 +204,7 @@ def _with_ids(values: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return values.drop("tid").join(distinct, on="transformed"), distinct
 
 
-def _clean(text: str) -> str:
+def clean(text: str) -> str:
     """Text safe to hold in Polars: undecodable bytes shown as U+FFFD."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
@@ -212,7 +219,7 @@ def _first_group(hit: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Match:
-    matched: str  # the text that matched, at most _EVIDENCE_BYTES of it
+    matched: str  # the text that matched, at most EVIDENCE_BYTES of it
     capture: str | None  # the pattern's first group, for chained rules reading TX:1
 
 
@@ -221,11 +228,11 @@ def evidence(signature: Signature, value: str, data: bytes, end: int | None, con
     regex = evidence_regex(signature)
     hit = regex.search(value) if regex is not None else None
     if hit is not None:
-        return _Match(hit.group(0)[:_EVIDENCE_BYTES], _first_group(hit))
+        return _Match(hit.group(0)[:EVIDENCE_BYTES], _first_group(hit))
     if confirm:
         return None
     stop = len(data) if end is None else end
-    return _Match(data[max(0, stop - _EVIDENCE_BYTES) : stop].decode("utf-8", "replace"), None)
+    return _Match(data[max(0, stop - EVIDENCE_BYTES) : stop].decode("utf-8", "replace"), None)
 
 
 class SignatureEngine:
@@ -235,7 +242,9 @@ class SignatureEngine:
         self.paranoia = paranoia
         self.ruleset = ruleset
         self.groups, self.patterns, self.report = compile_groups(ruleset, cache_dir)
+        self.by_id = {signature.id: signature for signature in ruleset.signatures}
         self._filters = [_selector_filter(group) for group in self.groups]
+        self._reads = [_selected(group) for group in self.groups]
         self._selector_keys = [_selector_key(group) for group in self.groups]
         self._selectors: dict[int, pl.DataFrame] = {}
         self._targets = [
@@ -263,6 +272,10 @@ class SignatureEngine:
     @property
     def compile_report(self) -> CompileReport:
         return self.report
+
+    def selected(self, group: int) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+        """What the group's signatures read: whole collections, and (collection, lower-case key) pairs."""
+        return self._reads[group]
 
     def match(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Hits of every signature on a Request frame (plus optional `headers` and `body` columns)."""
@@ -341,7 +354,7 @@ class SignatureEngine:
             return pl.DataFrame()
         found = pl.DataFrame(
             [
-                (group, self.groups[group].signatures[index].id, tid, _clean(_text(data)), _clean(m), c and _clean(c))
+                (group, self.groups[group].signatures[index].id, tid, clean(_text(data)), clean(m), c and clean(c))
                 for group, index, tid, data, m, c in records
             ],
             schema={
@@ -394,7 +407,7 @@ class SignatureEngine:
             on=["kind", "tid"],
         )
         return [
-            (group, index, tid, data, _text(data)[:_EVIDENCE_BYTES], None)
+            (group, index, tid, data, _text(data)[:EVIDENCE_BYTES], None)
             for group, index, tid, data in hits.select("group", "signature", "tid", "transformed").unique().iter_rows()
         ]
 
@@ -406,9 +419,7 @@ class SignatureEngine:
         key = pl.col("key").fill_null("").str.to_lowercase()
         applies = pl.col("sel_key").is_null() | (key == pl.col("sel_key").str.to_lowercase())
         if joined.get_column("sel_regex").is_not_null().any():
-            regex_ok = [
-                r is None or _key_matches(r, k) for r, k in zip(joined["sel_regex"], joined["key"], strict=True)
-            ]
+            regex_ok = [r is None or key_matches(r, k) for r, k in zip(joined["sel_regex"], joined["key"], strict=True)]
             joined = joined.with_columns(pl.Series("regex_ok", regex_ok, dtype=pl.Boolean))
             applies = pl.when(pl.col("sel_regex").is_null()).then(applies).otherwise(pl.col("regex_ok"))
         joined = joined.with_columns(applies.alias("applies"))
@@ -456,7 +467,7 @@ class SignatureEngine:
             (pl.col("source") if "source" in frame.columns else pl.lit(None, pl.String)).alias("source"),
             (pl.col("line") if "line" in frame.columns else pl.lit(None, pl.Int64)).alias("line"),
         )
-        variable = pl.col("var").replace(_PUBLIC_NAMES)
+        variable = pl.col("var").replace(PUBLIC_NAMES)
         variable = (
             pl.when(pl.col("key").is_null()).then(variable).otherwise(pl.concat_str(variable, pl.lit(":"), "key"))
         )
@@ -470,7 +481,7 @@ class SignatureEngine:
         )
 
 
-def _key_matches(regex: str, key: str | None) -> bool:
+def key_matches(regex: str, key: str | None) -> bool:
     return key is not None and re.search(regex, key, re.IGNORECASE) is not None
 
 

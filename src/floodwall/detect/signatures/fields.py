@@ -15,7 +15,7 @@ import polars as pl
 
 from floodwall.detect.signatures.transforms import url_decode
 
-__all__ = ["COLLECTIONS", "OCCURRENCE_SCHEMA", "collection_names", "map_unique", "occurrences"]
+__all__ = ["COLLECTIONS", "OCCURRENCE_SCHEMA", "arg_decode", "collection_names", "map_unique", "occurrences"]
 
 OCCURRENCE_SCHEMA: Final = {"row": pl.UInt32(), "var": pl.String(), "key": pl.String(), "value": pl.String()}
 
@@ -64,14 +64,14 @@ def map_unique(values: pl.Series, function: Callable[[str], str], needs: pl.Seri
     return values.replace(old, new)
 
 
-def _arg_decode(value: str) -> str:
+def arg_decode(value: str) -> str:
     """ModSecurity's argument decoding; bytes that are not UTF-8 become U+FFFD (Polars holds text only)."""
     return url_decode(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _decode(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     series = frame.get_column(column)
-    decoded = map_unique(series, _arg_decode, series.str.contains(_NEEDS_URL_DECODE).fill_null(False))
+    decoded = map_unique(series, arg_decode, series.str.contains(_NEEDS_URL_DECODE).fill_null(False))
     return frame.with_columns(decoded.alias(column))
 
 
