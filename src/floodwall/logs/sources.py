@@ -162,9 +162,9 @@ class LogSource:
                 if cut < 0:
                     pending = data
                     continue
-                whole, pending = data[: cut + 1], data[cut + 1 :]
-                count = whole.count(b"\n")
-                yield Chunk(whole, line_no, count)
+                count = data.count(b"\n", 0, cut + 1)
+                yield Chunk(data if cut + 1 == len(data) else data[: cut + 1], line_no, count)
+                pending = data[cut + 1 :]
                 line_no += count
             if pending:
                 yield Chunk(pending, line_no, 1)
