@@ -162,6 +162,11 @@ def _rules(profile: Profile, settings: DetectSettings) -> list[_Rule]:
             pl.format("{} pages without a single asset, and not a declared robot", pl.col("pages")),
         ),
         _Rule(
+            0.1,
+            (pl.col("agents") >= 5) & (pl.col("agents") >= 0.5 * pl.col("requests")),
+            pl.format("a new user agent on most requests ({} for {})", pl.col("agents"), pl.col("requests")),
+        ),
+        _Rule(
             0.25,
             ((pl.col("agents") >= 8) & (pl.col("assets") == 0))
             | (pl.col("agents") >= 3)
