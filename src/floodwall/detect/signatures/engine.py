@@ -334,10 +334,11 @@ class SignatureEngine:
             if scanner.groups is not None:
                 wanted = values.filter(pl.col("group").is_in(sorted(scanner.groups))).select("tid")
                 scope = distinct.join(wanted, on="tid", how="semi")
+            reported = self._scan(scanner, scope).join(targets, on="expression")
+            # Keep the (group, value) pairs that exist: the pooled database reports every group's patterns.
+            present = values.filter(pl.col("tid").is_in(reported.get_column("tid").unique().implode()))
             candidates = (
-                self._scan(scanner, scope)
-                .join(targets, on="expression")
-                .join(values.select("group", "tid"), on=["group", "tid"], how="semi")
+                reported.join(present.select("group", "tid").unique(), on=["group", "tid"])
                 .unique(["group", "signature", "tid"])
                 .join(distinct, on="tid")
             )
@@ -388,7 +389,12 @@ class SignatureEngine:
         """libinjection once per (detector, distinct transformed value) that is not plain, whatever its groups."""
         if self._injectors.height == 0:
             return []
-        wanted = values.filter(~pl.col("plain")).select("group", "tid").join(self._injectors, on="group")
+        groups = self._injectors.get_column("group").unique().implode()
+        wanted = (
+            values.filter(pl.col("group").is_in(groups) & ~pl.col("plain"))
+            .select("group", "tid")
+            .join(self._injectors, on="group")
+        )
         if wanted.height == 0:
             return []
         detectors = {
