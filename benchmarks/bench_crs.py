@@ -1,6 +1,12 @@
-"""Breach signatures: the CRS 3.3.4 regression table per family, and match_requests throughput on a news-site batch.
+"""Breach signatures: the CRS 3.3.4 regression table per family; engine compile and cache load; match throughput on
+a news-site batch and on simulated logs (the frames detect.Engine hands the matcher), side by side with an earlier
+Floodwall; match_request latency; a naive Python `re` baseline.
 
-    .venv/bin/python benchmarks/bench_crs.py [--rows 1000000] [--baseline-rows 2000]
+    .venv/bin/python benchmarks/bench_crs.py [--rows 50000] [--sim-log /tmp/simperf/szabad-hang.access.log]
+        [--before-src DIR] [--repeats 3] [--baseline-rows 2000]
+
+`--before-src DIR` is a tree holding an earlier `src/` (`git archive <commit> src | tar -x -C DIR`); each version runs
+in its own processes, alternating, and the table gives medians.
 
 The baseline in the same run is plain Python `re` over the same rules and transformations, request by request with
 no de-duplication (what a naive port of CRS would do), timed on a sample and reported per second.
@@ -11,18 +17,25 @@ no de-duplication (what a naive port of CRS would do), timed on a sample and rep
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from floodwall.detect.signatures import load_engine, match_requests
+from floodwall.detect.signatures import SignatureEngine, load_engine, match_requests
 from floodwall.detect.signatures.fields import occurrences
 from floodwall.detect.signatures.regression import load_cases, run_suite
-from floodwall.detect.signatures.ruleset import python_pattern
+from floodwall.detect.signatures.ruleset import load_ruleset, python_pattern
 from floodwall.detect.signatures.transforms import apply_chain
 
 SUITE = Path(__file__).resolve().parents[2] / "shared/data/crs-3.3.4-regression/tests/regression/tests"
@@ -135,15 +148,119 @@ def naive_re(frame: pl.DataFrame, paranoia: int) -> int:
     return hits
 
 
+#: Ordinary requests for the one-request (edge) path: (method, path, query, user agent, referer).
+EDGE_REQUESTS = [
+    (
+        "GET",
+        "/2023/09/01/parliament-votes-on-media-law/",
+        "utm_source=twitter&utm_medium=social",
+        UAS[0],
+        "https://www.google.com/",
+    ),
+    ("GET", "/wp-content/uploads/2023/09/photo-12.jpg", None, UAS[1], "https://news.example/2023/09/01/story/"),
+    ("GET", "/search", "q=climate+change+protests", UAS[2], None),
+]
+MATCH_KEYS = ("method", "path", "query", "user_agent", "referer")
+
+
+def simulated_frames(log: Path, out_dir: Path) -> list[Path]:
+    """What detect.Engine hands the matcher for `log`: per read batch, the candidate requests, each distinct once."""
+    from floodwall.detect.breach import candidates
+    from floodwall.logs.reader import LogReader
+
+    paths = []
+    for number, frame in enumerate(LogReader([log], site=log.stem)):
+        suspects = frame.filter(candidates(frame))
+        keyed = suspects.with_columns(pl.struct(MATCH_KEYS).hash(seed=3).alias("_key"))
+        distinct = keyed.unique(subset="_key", keep="first", maintain_order=True).drop("_key")
+        paths.append(out_dir / f"sim-{number:03d}.parquet")
+        distinct.write_parquet(paths[-1])
+        print(
+            f"  {log.name} batch {number}: {frame.height:,} lines, {suspects.height:,} candidates, {distinct.height:,} distinct"
+        )
+    return paths
+
+
+def worker(inputs: list[Path], paranoia: int) -> None:
+    """One measurement with whichever floodwall is first on sys.path; prints JSON (seconds)."""
+    from floodwall.detect.signatures import load_engine as load
+    from floodwall.detect.signatures import match_request
+
+    started = time.perf_counter()
+    engine = load(paranoia=paranoia)
+    result: dict[str, Any] = {"load_s": time.perf_counter() - started, "match_s": {}, "edge_ms": []}
+    for path in inputs:
+        frame = pl.read_parquet(path)
+        started = time.perf_counter()
+        hits = engine.match(frame)
+        result["match_s"][path.name] = (time.perf_counter() - started, frame.height, hits.height)
+    for method, path_, query, agent, referer in EDGE_REQUESTS:
+        match_request(method, path_, query, user_agent=agent, referer=referer, engine=engine)
+        times = []
+        for _ in range(200):
+            started = time.perf_counter()
+            match_request(method, path_, query, user_agent=agent, referer=referer, engine=engine)
+            times.append(time.perf_counter() - started)
+        result["edge_ms"].append(statistics.median(times) * 1000)
+    print(json.dumps(result))
+
+
+def run_worker(src: Path, inputs: list[Path], paranoia: int) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    command = [sys.executable, __file__, "--worker", "--paranoia", str(paranoia), *map(str, inputs)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def side_by_side(args: argparse.Namespace, inputs: list[Path]) -> None:
+    """Before (--before-src) and after, in alternation, `--repeats` times each; medians."""
+    versions = {"after": Path(__file__).resolve().parents[1] / "src"}
+    if args.before_src:
+        versions = {"before": args.before_src.resolve() / "src", **versions}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in versions}
+    for repeat in range(args.repeats):
+        for name, src in versions.items():
+            runs[name].append(run_worker(src, inputs, args.paranoia))
+            print(f"  repeat {repeat + 1}/{args.repeats} {name}: done", flush=True)
+
+    def median(name: str, pick: Callable[[dict[str, Any]], Any]) -> float:
+        return float(statistics.median(pick(run) for run in runs[name]))
+
+    print(f"\nmedians of {args.repeats} runs (one process per run; load includes the compile or the cache load):")
+    header = f"{'input':<28}{'rows':>9}" + "".join(f"{name + ' s':>12}{name + ' req/s':>15}" for name in versions)
+    print(header + (f"{'speed-up':>10}" if len(versions) == 2 else ""))
+    for path in inputs:
+        rows = runs["after"][0]["match_s"][path.name][1]
+        seconds = {name: median(name, lambda run: run["match_s"][path.name][0]) for name in versions}  # noqa: B023
+        line = f"{path.name:<28}{rows:>9,}" + "".join(
+            f"{seconds[n]:>12.2f}{rows / seconds[n]:>15,.0f}" for n in versions
+        )
+        print(line + (f"{seconds['before'] / seconds['after']:>9.1f}x" if len(versions) == 2 else ""))
+    loads = "  ".join(f"{name} {median(name, lambda run: run['load_s']):.2f} s" for name in versions)
+    print(f"engine load: {loads}")
+    for number, (method, path_, query, _, _) in enumerate(EDGE_REQUESTS):
+        edge = "  ".join(f"{name} {median(name, lambda run: run['edge_ms'][number]):.3f} ms" for name in versions)  # noqa: B023
+        print(f"match_request {method} {path_}{'?' + query if query else ''}: {edge}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=50_000, help="rows of the news-site batch")
     parser.add_argument("--baseline-rows", type=int, default=2_000)
     parser.add_argument("--attack-share", type=float, default=0.03)
     parser.add_argument("--paranoia", type=int, default=1)
+    parser.add_argument("--sim-log", type=Path, action="append", default=[], help="a `floodwall simulate` log")
+    parser.add_argument("--before-src", type=Path, help="a checkout of an earlier Floodwall to compare with")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("inputs", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.inputs, args.paranoia)
+        return
     print(
-        f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, Python {platform.python_version()}, polars {pl.__version__}"
+        f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, polars {pl.__version__}"
     )
 
     if SUITE.is_dir():
@@ -152,16 +269,11 @@ def main() -> None:
         print(
             f"\nCRS 3.3.4 regression suite at paranoia 4 ({time.perf_counter() - started:.1f} s), payload in method/URI/query/User-Agent/Referer"
         )
-        print(f"{'family':<24}{'vector':<16}{'must-fire':>10}{'detected':>10}{'must-not':>10}{'left alone':>12}")
+        print(f"{'family':<24}{'must-fire':>10}{'detected':>10}{'must-not':>10}{'left alone':>12}")
         total = [0, 0, 0, 0]
-        from floodwall.detect.signatures.families import family_of
-
-        vectors = {}
         for family, score in sorted(result.families.items()):
-            vector = next((v.value for f, v in [family_of(c) or ("", None) for c in ()] if f == family), "")
-            vectors[family] = vector
             print(
-                f"{family:<24}{'':<16}{score.must_fire:>10}{score.detected_share:>10.1%}{score.must_not_fire:>10}{score.left_alone_share:>12.1%}"
+                f"{family:<24}{score.must_fire:>10}{score.detected_share:>10.1%}{score.must_not_fire:>10}{score.left_alone_share:>12.1%}"
             )
             total = [
                 total[0] + score.must_fire,
@@ -170,7 +282,7 @@ def main() -> None:
                 total[3] + score.left_alone,
             ]
         print(
-            f"{'all':<40}{total[0]:>10}{total[1] / max(total[0], 1):>10.1%}{total[2]:>10}{total[3] / max(total[2], 1):>12.1%}"
+            f"{'all':<24}{total[0]:>10}{total[1] / max(total[0], 1):>10.1%}{total[2]:>10}{total[3] / max(total[2], 1):>12.1%}"
         )
         print("skipped (not selected): " + ", ".join(f"{reason}: {n}" for reason, n in result.skipped.most_common()))
         for family, score in sorted(result.families.items()):
@@ -179,24 +291,33 @@ def main() -> None:
     else:
         print(f"\nCRS regression suite not found at {SUITE}: table skipped")
 
-    started = time.perf_counter()
-    engine = load_engine(paranoia=args.paranoia)
-    report = engine.compile_report
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        cold = SignatureEngine(load_ruleset(paranoia=args.paranoia), args.paranoia, Path(scratch))
+        cold_s = time.perf_counter() - started
+        started = time.perf_counter()
+        SignatureEngine(load_ruleset(paranoia=args.paranoia), args.paranoia, Path(scratch))
+        cached_s = time.perf_counter() - started
+    report = cold.compile_report
     print(
-        f"\nengine at paranoia {args.paranoia}: {len(engine.signatures)} signatures in {len(engine.groups)} chain groups, compiled in {time.perf_counter() - started:.1f} s"
+        f"\nengine at paranoia {args.paranoia}: {len(cold.signatures)} signatures in {len(cold.groups)} chain groups; compiled in {cold_s:.1f} s, from the cache in {cached_s:.2f} s"
     )
     print(
         f"  hyperscan {report.hyperscan}, prefilter+re {report.prefiltered}, re only {report.python_only}, unusable {report.unusable}, libinjection {report.libinjection} (missing: {report.libinjection_missing})"
     )
 
-    frame = news_batch(args.rows, args.attack_share)
-    started = time.perf_counter()
-    hits = match_requests(frame, paranoia=args.paranoia)
-    elapsed = time.perf_counter() - started
-    flagged = hits.get_column("row").n_unique()
-    print(
-        f"\nmatch_requests on {args.rows:,} requests ({args.attack_share:.0%} attacks): {elapsed:.2f} s, {args.rows / elapsed:,.0f} requests/s; {hits.height:,} hits on {flagged:,} requests"
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        frame = news_batch(args.rows, args.attack_share)
+        inputs = [Path(scratch) / "news-batch.parquet"]
+        frame.write_parquet(inputs[0])
+        print(f"\ninputs: news-site batch of {args.rows:,} requests ({args.attack_share:.0%} attacks)")
+        for log in args.sim_log:
+            inputs += simulated_frames(log, Path(scratch))
+        side_by_side(args, inputs)
+
+    engine = load_engine(paranoia=args.paranoia)
+    hits = engine.match(frame)
+    print(f"\nnews-site batch: {hits.height:,} hits on {hits.get_column('row').n_unique():,} requests")
     print(hits.group_by("vector").len().sort("len", descending=True))
 
     sample = frame.head(args.baseline_rows)
