@@ -24,7 +24,7 @@ __all__ = ["Collected", "Collector"]
 
 _UTC: Final = pl.Datetime("us", "UTC")
 _MARGIN: Final = timedelta(seconds=60)
-_CANDIDATE_CAP: Final = 300_000  # rows of normal-traffic candidate strings kept before the rarest are pruned
+_CANDIDATE_CAP: Final = 400_000  # rows of normal-traffic candidate strings kept before the rarest are pruned
 _SAMPLE_COLUMNS: Final = (
     "ts", "client", "source", "line", "method", "path", "query", "protocol", "status", "user_agent", "referer",
     "host", "forwarded_for", "incident_id", "kind",
@@ -62,7 +62,7 @@ class _Parts:
     def frame(self) -> pl.DataFrame | None:
         if not self.parts:
             return None
-        whole = pl.concat(self.parts, how="vertical_relaxed")
+        whole = pl.concat(self.parts, how="diagonal_relaxed")  # merged parts order their columns by key
         return whole.group_by(self.keys).agg(self.merge) if self.keys else whole
 
 
@@ -78,7 +78,7 @@ def _prune(parts: _Parts, by: list[str], cap: int = _CANDIDATE_CAP) -> int:
             parts.parts = [merged]
         return 0
     threshold = 1
-    while merged.height > cap // 2:
+    while merged.height > cap // 4:  # well below the cap, so pruning is rare
         threshold *= 2
         totals = merged.group_by(by).agg(pl.col("requests").sum().alias("_total"))
         keep = totals.filter(pl.col("_total") >= threshold).drop("_total")
@@ -168,9 +168,12 @@ class Collector:
         self.normal_families = _summed(["family"], ["requests"])
         self.schemes = _summed(["incident_id", "scheme", "client"], ["requests"])
         self.normal_schemes = _summed(["scheme"], ["requests"])
+        # No client dimension (random cache-busting keys times clients would pile up): `clients` is the most
+        # distinct clients seen in one batch, a lower bound, exact when the log fits one batch.
         self.candidates = _Parts(
-            ["kind", "value", "client", "incident_id"],
+            ["kind", "value", "incident_id"],
             [
+                pl.col("clients").max(),
                 pl.col("requests").sum(),
                 pl.col("first_ts").min(),
                 pl.col("last_ts").max(),
@@ -252,10 +255,9 @@ class Collector:
 
     def _feed_attack(self, attack: pl.DataFrame) -> None:
         attack = attack.with_columns(
-            ua_family().alias("family"),
             pl.col("ts").dt.truncate("1s").alias("second"),
-            cacheable(ignore_query=False).alias("cacheable_plain"),
-            cacheable(ignore_query=True).alias("cacheable_any"),
+            cacheable(ignore_query=False, kind=pl.col("kind")).alias("cacheable_plain"),
+            cacheable(ignore_query=True, kind=pl.col("kind")).alias("cacheable_any"),
         )
         self.attack_seconds.add(attack.group_by("second").agg(pl.len().cast(pl.Int64).alias("attack")))
         self.attack_kinds.add(attack.group_by("minute", "kind").agg(pl.len().cast(pl.Int64).alias("attack")))
@@ -288,28 +290,27 @@ class Collector:
             merged = pl.concat(self.samples.parts).sort("ts").with_columns(status_class)
             picked = merged.group_by("incident_id", "kind", "_class").head(3)
             self.samples.parts = [picked.select(list(_SAMPLE_COLUMNS))]
-        self.agents.add(
-            attack.group_by("incident_id", "client", "user_agent", "family").agg(
-                pl.len().cast(pl.Int64).alias("requests")
-            )
-        )
+        agents = attack.group_by("incident_id", "client", "user_agent").agg(pl.len().cast(pl.Int64).alias("requests"))
+        self.agents.add(agents.with_columns(ua_family().alias("family")))  # per distinct agent, not per request
         self.schemes.add(
             attack.filter(pl.col("query").is_not_null())
             .with_columns(query_scheme().alias("scheme"))
             .group_by("incident_id", "scheme", "client")
             .agg(pl.len().cast(pl.Int64).alias("requests"))
         )
-        candidates = marker_candidates(attack)
+        # A random-path flood makes every path unique: its 404s are counted as one row, and their words are not
+        # marker candidates (they would all be one-offs).
+        random_path = pl.col("kind") == "notfound"
         self.candidates.add(
-            candidates.group_by("kind", "value", "client", "incident_id").agg(
-                pl.len().cast(pl.Int64).alias("requests"),
-                pl.col("ts").min().alias("first_ts"),
-                pl.col("ts").max().alias("last_ts"),
-                pl.col("source").first(),
-                pl.col("line").first(),
-            )
+            marker_candidates(attack, keys=("incident_id",), skip_paths=random_path, count_clients=True)
         )
-        self.paths.add(attack.group_by("incident_id", "host", "path").agg(pl.len().cast(pl.Int64).alias("requests")))
+        self.paths.add(
+            attack.with_columns(
+                pl.when(random_path).then(pl.lit("(paths answered 404)")).otherwise(pl.col("path")).alias("path")
+            )
+            .group_by("incident_id", "host", "path")
+            .agg(pl.len().cast(pl.Int64).alias("requests"))
+        )
         self.paths_pruned_below = max(self.paths_pruned_below, _prune(self.paths, ["host", "path"]))
         self.candidates_pruned_below = max(self.candidates_pruned_below, _prune(self.candidates, ["kind", "value"]))
         breach = attack.filter(pl.col("incident_kind") != "flood")
@@ -331,17 +332,16 @@ class Collector:
         )
 
     def _feed_normal(self, normal: pl.DataFrame) -> None:
+        agents = normal.group_by("user_agent").agg(pl.len().cast(pl.Int64).alias("requests"))
         self.normal_families.add(
-            normal.group_by(ua_family().alias("family")).agg(pl.len().cast(pl.Int64).alias("requests"))
+            agents.group_by(ua_family().alias("family")).agg(pl.col("requests").sum())  # per distinct agent
         )
         self.normal_schemes.add(
             normal.filter(pl.col("query").is_not_null())
             .group_by(query_scheme().alias("scheme"))
             .agg(pl.len().cast(pl.Int64).alias("requests"))
         )
-        self.normal_candidates.add(
-            marker_candidates(normal).group_by("kind", "value").agg(pl.len().cast(pl.Int64).alias("requests"))
-        )
+        self.normal_candidates.add(marker_candidates(normal, keys=()).select("kind", "value", "requests"))
         self._prune_normal_candidates()
         self.readers.add(
             normal.group_by("client").agg(
@@ -386,7 +386,7 @@ class Collector:
             normal_schemes=get(self.normal_schemes, {"scheme": s, "requests": i64}),
             candidates=get(
                 self.candidates,
-                {"kind": s, "value": s, "client": s, "incident_id": s, "requests": i64, **when}
+                {"kind": s, "value": s, "incident_id": s, "requests": i64, "clients": i64, **when}
                 | {"source": s, "line": i64},
             ),
             normal_candidates=get(self.normal_candidates, {"kind": s, "value": s, "requests": i64}),

@@ -74,7 +74,7 @@ def find_markers(collected: Collected, attack_total: int) -> list[dict[str, Any]
         .group_by("kind", "value")
         .agg(
             pl.col("requests").sum(),
-            pl.col("client").n_unique().alias("clients"),
+            pl.col("clients").max(),
             pl.col("first_ts").min(),
             pl.col("last_ts").max(),
             pl.col("source").first(),

@@ -4,6 +4,7 @@ once per batch, never once per row in Python."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import polars as pl
@@ -101,11 +102,11 @@ def looks_hostile() -> pl.Expr:
     return path.str.contains(_SENSITIVE) | path.str.contains(_PAYLOAD) | query.str.contains(_PAYLOAD)
 
 
-def cacheable(*, ignore_query: bool) -> pl.Expr:
+def cacheable(*, ignore_query: bool, kind: pl.Expr | None = None) -> pl.Expr:
     """True when a shared cache in front of the origin could have answered the request: a GET or HEAD of a page,
     asset or missing page that did not fail. With `ignore_query` the cache keys on the path alone (query strings
     it does not know are dropped), which is what defeats cache busting."""
-    kind = request_kind()
+    kind = request_kind() if kind is None else kind
     plain = pl.col("method").fill_null("GET").is_in(["GET", "HEAD"]) & (pl.col("status").fill_null(200) < 500)
     kinds = ["page", "asset", "notfound", "bust"] if ignore_query else ["page", "asset", "notfound"]
     no_query = pl.lit(True) if ignore_query else pl.col("query").is_null()
@@ -171,39 +172,69 @@ def query_scheme() -> pl.Expr:
     return pl.col("query").str.split("&").list.eval(part).list.join("&").str.slice(0, 80)
 
 
-def marker_candidates(frame: pl.DataFrame) -> pl.DataFrame:
-    """(kind, value) pairs a request carries that could be an attacker's signature, lower-cased: a user agent that
-    is neither a browser's nor a known tool's, query keys that are not everyday ones, path segments, referers.
-    One row per pair with `client`, `ts`, `source`, `line` kept for evidence."""
-    keep = ["client", "ts", "source", "line", *(["incident_id"] if "incident_id" in frame.columns else [])]
-    agent = frame.lazy().select(
-        *keep, pl.lit("user-agent").alias("kind"), pl.col("user_agent").str.to_lowercase().alias("value")
-    )
-    agent = agent.filter(
-        pl.col("value").is_not_null()
-        & ~pl.col("value").str.contains(_BROWSER_UA)
-        & ~pl.col("value").str.contains(_KNOWN_UA)
-        & (pl.col("value").str.len_chars() >= 4)
-    )
-    keys = (
-        frame.lazy()
-        .filter(pl.col("query").is_not_null())
-        .select(
-            *keep, pl.col("query").str.to_lowercase().str.extract_all(r"(?:^|&)([a-z][a-z0-9_-]{2,31})=").alias("v")
+def _values(grouped: pl.DataFrame, column: str) -> pl.LazyFrame:
+    """The candidate strings of one column of `grouped` (one row per distinct value and key), as `kind, value`."""
+    lazy = grouped.lazy()
+    value = pl.col(column).str.to_lowercase()
+    if column == "user_agent":
+        return lazy.with_columns(pl.lit("user-agent").alias("kind"), value.alias("value")).filter(
+            ~pl.col("value").str.contains(_BROWSER_UA)
+            & ~pl.col("value").str.contains(_KNOWN_UA)
+            & (pl.col("value").str.len_chars() >= 4)
         )
-        .explode("v")
-        .select(*keep, pl.lit("query-key").alias("kind"), pl.col("v").str.strip_chars("&=").alias("value"))
-        .filter(pl.col("value").is_not_null() & ~pl.col("value").is_in(list(_COMMON_KEYS)))
-    )
-    segments = (
-        frame.lazy()
-        .select(*keep, pl.col("path").str.to_lowercase().str.extract_all(r"[a-z][a-z0-9_-]{3,40}").alias("v"))
-        .explode("v")
-        .select(*keep, pl.lit("path").alias("kind"), pl.col("v").alias("value"))
-        .filter(pl.col("value").is_not_null() & ~pl.col("value").is_in(list(_SITE_WORDS)))
-    )
-    referers = frame.lazy().select(
-        *keep, pl.lit("referer").alias("kind"), pl.col("referer").str.to_lowercase().alias("value")
-    )
-    referers = referers.filter(pl.col("value").is_not_null() & (pl.col("value") != "-"))
-    return pl.concat([agent, keys, segments, referers]).collect()
+    if column == "query":
+        keys = value.str.extract_all(r"(?:^|&)([a-z][a-z0-9_-]{2,31})=").list.eval(pl.element().str.strip_chars("&="))
+        return (
+            lazy.with_columns(pl.lit("query-key").alias("kind"), keys.alias("value"))
+            .explode("value")
+            .filter(pl.col("value").is_not_null() & ~pl.col("value").is_in(list(_COMMON_KEYS)))
+        )
+    if column == "path":
+        return (
+            lazy.with_columns(
+                pl.lit("path").alias("kind"), value.str.extract_all(r"[a-z][a-z0-9_-]{3,40}").alias("value")
+            )
+            .explode("value")
+            .filter(pl.col("value").is_not_null() & ~pl.col("value").is_in(list(_SITE_WORDS)))
+        )
+    return lazy.with_columns(pl.lit("referer").alias("kind"), value.alias("value")).filter(pl.col("value") != "-")
+
+
+def marker_candidates(
+    frame: pl.DataFrame,
+    keys: Sequence[str] = ("client",),
+    skip_paths: pl.Expr | None = None,
+    count_clients: bool = False,
+) -> pl.DataFrame:
+    """Strings a request carries that could be an attacker's signature, lower-cased: a user agent that is neither
+    a browser's nor a known tool's, query keys that are not everyday ones, words of the path, referers. One row
+    per (`keys`, kind, value) with requests, first_ts, last_ts and the first request's source and line.
+
+    Each column is grouped to its distinct values before any string work, so a value repeated a million times
+    (a popular page, a browser's user agent) is looked at once per batch. Rows where `skip_paths` holds give no
+    path words. With `count_clients`, `clients` counts the distinct clients that sent each value."""
+    keys = list(keys)
+    firsts = [
+        pl.len().cast(pl.Int64).alias("requests"),
+        pl.col("ts").min().alias("first_ts"),
+        pl.col("ts").max().alias("last_ts"),
+        pl.col("source").first(),
+        pl.col("line").first(),
+        *([pl.col("client").unique().alias("clients")] if count_clients else []),
+    ]
+    parts = []
+    for column in ("user_agent", "query", "path", "referer"):
+        present = pl.col(column).is_not_null()
+        if column == "path" and skip_paths is not None:
+            present = present & ~skip_paths
+        grouped = frame.filter(present).group_by([*keys, column]).agg(firsts)
+        parts.append(_values(grouped, column).drop(column))
+    merged = pl.concat(parts, how="vertical_relaxed").group_by([*keys, "kind", "value"])
+    return merged.agg(
+        pl.col("requests").sum(),
+        pl.col("first_ts").min(),
+        pl.col("last_ts").max(),
+        pl.col("source").sort_by("first_ts").first(),
+        pl.col("line").sort_by("first_ts").first(),
+        *([pl.col("clients").explode().n_unique().cast(pl.Int64)] if count_clients else []),
+    ).collect()

@@ -30,21 +30,23 @@ def _html(figure: go.Figure, div_id: str) -> str:
 
 
 def _shade(figure: go.Figure, charts: Charts) -> None:
+    """Phases as shaded bands, set in one layout update (plotly's add_vrect copies the layout on every call)."""
     span = charts.bucket_s * max(1, charts.traffic.height)
+    shapes: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     for part in charts.shading:
-        length = datetime.fromisoformat(part["end"]) - datetime.fromisoformat(part["start"])
-        wide = length.total_seconds() > 0.04 * span
         colour = "rgba(192,57,43,0.10)" if part["kind"] == "phase" else "rgba(41,128,185,0.15)"
-        figure.add_vrect(
-            x0=part["start"],
-            x1=part["end"],
-            fillcolor=colour,
-            line_width=0,
-            layer="below",
-            annotation_text=part["label"] if wide else None,
-            annotation_position="top left",
-            annotation_font_size=9,
-        )
+        shapes.append(
+            {"type": "rect", "xref": "x", "yref": "paper", "x0": part["start"], "x1": part["end"], "y0": 0, "y1": 1,
+             "fillcolor": colour, "line": {"width": 0}, "layer": "below"}
+        )  # fmt: skip
+        length = datetime.fromisoformat(part["end"]) - datetime.fromisoformat(part["start"])
+        if length.total_seconds() > 0.04 * span:
+            notes.append(
+                {"x": part["start"], "y": 1, "xref": "x", "yref": "paper", "text": part["label"], "showarrow": False,
+                 "xanchor": "left", "yanchor": "bottom", "font": {"size": 9}}
+            )  # fmt: skip
+    figure.update_layout(shapes=shapes, annotations=notes)
 
 
 def _traffic(charts: Charts) -> go.Figure:

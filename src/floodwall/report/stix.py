@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -159,4 +160,6 @@ def write_stix(
 ) -> None:
     """Write indicators.stix.json atomically."""
     bundle = stix_bundle(site, incidents, requests_by_address, created)
-    write_atomic(target, bundle.serialize(pretty=True) + "\n")
+    # stix2's own pretty printer orders keys property by property and takes seconds for a few hundred objects;
+    # its compact form re-indented by the json module is the same document, readable, in milliseconds.
+    write_atomic(target, json.dumps(json.loads(bundle.serialize()), indent=1, ensure_ascii=False) + "\n")
