@@ -101,6 +101,8 @@ def methods_and_limits(
         "ran; a reader who shared an address with an attacker (carrier-grade NAT, a proxy) is counted with it.",
         "Markers are strings (user agents, query keys, path words, referers) carried by at least "
         "0.2% of the attack requests from at least two attacking addresses and almost never by other traffic. "
+        "Words of paths answered 404 are not considered (a random-path flood makes each one unique); address "
+        "counts of markers are lower bounds on logs read in several batches. "
         + (
             f"Values seen fewer than {pruned} times in normal traffic were not kept (bounded memory). "
             if pruned
