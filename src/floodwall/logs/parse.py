@@ -64,6 +64,15 @@ class ParseStats:
     strict: int = 0
     bad_samples: list[BadLine] = field(default_factory=list)
 
+    def merge(self, other: ParseStats) -> None:
+        """Add the counts of a later chunk."""
+        self.lines += other.lines
+        self.parsed += other.parsed
+        self.bad_lines += other.bad_lines
+        self.fast += other.fast
+        self.strict += other.strict
+        self.bad_samples.extend(other.bad_samples[: BAD_SAMPLES - len(self.bad_samples)])
+
     def bad(self, line: int, text: str, reason: str) -> None:
         self.bad_lines += 1
         if len(self.bad_samples) < BAD_SAMPLES:
@@ -103,43 +112,51 @@ class ChunkParser:
 
     def parse(self, data: bytes, first_line: int) -> pl.DataFrame:
         """A chunk of whole lines (numbered from `first_line`) to a Request frame sorted by time."""
+        frame, stats = self.parse_chunk(data, first_line)
+        self.stats.merge(stats)
+        return frame
+
+    def parse_chunk(self, data: bytes, first_line: int) -> tuple[pl.DataFrame, ParseStats]:
+        """Like `parse`, with this chunk's counts returned instead of added: chunks can be parsed side by side
+        on threads (the C scanner and Polars release the GIL) and their counts merged in order."""
+        stats = ParseStats()
         if self.use_fast_path:
-            frame = self._parse_fast(data, first_line)
+            frame = self._parse_fast(data, first_line, stats)
         else:
             lines = data.split(b"\n")
             if lines and lines[-1] == b"":
                 lines.pop()
-            self.stats.lines += len(lines)
+            stats.lines += len(lines)
             numbers = range(first_line, first_line + len(lines))
             texts = [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
-            frame = self._parse_strict(list(numbers), texts)
-        self.stats.parsed += frame.height
-        return finish_frame(frame, self.site, self.source)
+            frame = self._parse_strict(list(numbers), texts, stats)
+        stats.parsed += frame.height
+        return finish_frame(frame, self.site, self.source), stats
 
-    def _parse_strict(self, numbers: list[int], texts: list[str]) -> pl.DataFrame:
+    def _parse_strict(self, numbers: list[int], texts: list[str], stats: ParseStats) -> pl.DataFrame:
         rows: list[clf.ParsedLine] = []
         kept: list[int] = []
         for number, text in zip(numbers, texts, strict=True):
             if self.json is not None:
                 result = self.json.parse(text)
                 if isinstance(result, str):
-                    self.stats.bad(number, text, "empty line" if not text.strip() else result)
+                    stats.bad(number, text, "empty line" if not text.strip() else result)
                     continue
                 parsed: clf.ParsedLine | None = result
             else:
                 parsed = clf.parse_line(text, self.guess.name, self.guess.layout)
             if parsed is None:
-                self.stats.bad(number, text, _strict_reason(text))
+                stats.bad(number, text, _strict_reason(text))
                 continue
             rows.append(parsed)
             kept.append(number)
-        self.stats.strict += len(rows)
+        stats.strict += len(rows)
         return rows_to_frame(kept, rows)
 
-    def _parse_fast(self, data: bytes, first_line: int) -> pl.DataFrame:
+    def _parse_fast(self, data: bytes, first_line: int, stats: ParseStats) -> pl.DataFrame:
         assert _clfscan is not None
         scanned = pl.DataFrame(_clfscan.scan(data, _FORMAT_CODES[self.guess.name], first_line))
-        self.stats.lines += scanned.height
+        stats.lines += scanned.height
         accepted = scanned.filter(pl.col("ok"))
         rejected = scanned.filter(~pl.col("ok"))
         fast = accepted.select(
@@ -161,9 +178,9 @@ class ChunkParser:
         parts = [fast]
         if misfits.any():
             parts = [fast.filter(~misfits), self._refit_extras(accepted.filter(misfits), fast.filter(misfits))]
-        self.stats.fast += accepted.height
+        stats.fast += accepted.height
         if rejected.height:
-            parts.append(self._parse_strict(rejected["line"].to_list(), rejected["raw"].to_list()))
+            parts.append(self._parse_strict(rejected["line"].to_list(), rejected["raw"].to_list(), stats))
         # The parts may carry different extra columns (a line's extras need not fit the log's layout).
         return pl.concat(parts, how="diagonal_relaxed")
 
