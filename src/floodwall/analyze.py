@@ -86,7 +86,7 @@ def analyze(
         batch_rows=settings.logs.batch_rows,
         progress=lambda done, total: report("reading", done, total),
     )
-    engine = Engine(site, live=False)
+    engine = Engine(site, settings.detect, live=False)
     fingerprints = FingerprintAccumulator()
     for frame in reader:
         engine.feed(frame)
