@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/bench_report.py                       # simulates hano-like at --scale 0.4
     .venv/bin/python benchmarks/bench_report.py --log big.log --site szabad-hang --timezone Europe/Budapest
 
-Issue 5 asks that forensics and report writing take at most 30% of the time of analysing 5M lines. The forensic
-pass re-reads the inputs (attackers are only known after detection), so its time includes a second read; it is
-printed apart. Report sizes are printed too.
+Issue 5 asks that forensics and report writing take at most 30% of the time of analysing 5M lines. Attackers are
+known only after detection, so the forensic pass reads the batches a second time: here from a `FrameSpool` the
+detection pass filled (its cost is counted as forensics); the time parsing the log again would take is printed
+for comparison. Report sizes are printed too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from floodwall.detect import Engine
 from floodwall.errors import FloodwallError
-from floodwall.forensics import Forensics
+from floodwall.forensics import Forensics, FrameSpool
 from floodwall.geo import open_geo
 from floodwall.logs import LogReader
 from floodwall.report.outputs import write_account
@@ -56,23 +57,37 @@ def main() -> None:
         t0 = time.perf_counter()
         reader = LogReader([log], site=site)
         engine = Engine(site, live=False)
+        spool = FrameSpool()
+        spool_s = 0.0
         for frame in reader:
             engine.feed(frame)
+            mark = time.perf_counter()
+            spool.add(frame)
+            spool_s += time.perf_counter() - mark
         detection = engine.finish()
         t1 = time.perf_counter()
-        print(f"read + detect: {t1 - t0:.1f} s", flush=True)
+        print(
+            f"read + detect: {t1 - t0 - spool_s:.1f} s (+ spooling {spool_s:.1f} s, {spool.bytes:,} bytes)", flush=True
+        )
 
-        forensics = Forensics(site, detection, timezone=zone)
+        mark = time.perf_counter()
         second = LogReader([log], site=site)
+        reread_s = mark - mark
+        for _ in second:
+            pass
+        reread_s = time.perf_counter() - mark
+        forensics = Forensics(site, detection, timezone=zone)
         read_s = 0.0
         feed_s = 0.0
-        mark = time.perf_counter()
-        for frame in second:
+        t1b = time.perf_counter()
+        mark = t1b
+        for frame in spool.frames():
             now = time.perf_counter()
             read_s += now - mark
             forensics.feed(frame)
             mark = time.perf_counter()
             feed_s += mark - now
+        spool.close()
         t2 = time.perf_counter()
         try:
             with open_geo() as geo:
@@ -84,12 +99,14 @@ def main() -> None:
         t4 = time.perf_counter()
 
         lines = sum(s.lines for s in reader.inputs)
-        total = t4 - t0
-        detect_s, forensic_s, finish_s, write_s = t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        detect_s = t1 - t0 - spool_s
+        forensic_s, finish_s, write_s = spool_s + (t2 - t1b), t3 - t2, t4 - t3
+        total = detect_s + forensic_s + finish_s + write_s
         print(f"{log.name}: {lines:,} lines, {len(detection.incidents)} incidents, python {sys.version.split()[0]}")
         print(f"  read + detect          {detect_s:8.1f} s  {detect_s / total:6.1%}")
         print(f"  forensic pass          {forensic_s:8.1f} s  {forensic_s / total:6.1%}"
-              f"  (re-read {read_s:.1f} s, aggregate {feed_s:.1f} s)")  # fmt: skip
+              f"  (spool {spool_s:.1f} s + read back {read_s:.1f} s, aggregate {feed_s:.1f} s;"
+              f" parsing the log again instead would take {reread_s:.1f} s)")  # fmt: skip
         print(f"  account (finish)       {finish_s:8.1f} s  {finish_s / total:6.1%}")
         print(f"  writing html/md/stix   {write_s:8.1f} s  {write_s / total:6.1%}")
         share = (forensic_s + finish_s + write_s) / total

@@ -11,7 +11,7 @@ import pytest
 
 from floodwall.detect import Engine
 from floodwall.errors import FloodwallError
-from floodwall.forensics import account_from_frames
+from floodwall.forensics import FrameSpool, account_from_frames
 from floodwall.geo import open_geo
 from floodwall.logs import LogReader
 
@@ -107,3 +107,22 @@ def test_batch_size_does_not_change_the_account(hano: tuple[Path, dict[str, Any]
     assert small["mode"]["markers"] == big["mode"]["markers"]
     assert small["scope"]["peaks"] == big["scope"]["peaks"]
     assert [len(v["samples"]) for v in small["mode"]["vectors"]] == [len(v["samples"]) for v in big["mode"]["vectors"]]
+
+
+def test_a_spooled_pass_gives_the_account_a_second_read_gives(hano: tuple[Path, dict[str, Any]]) -> None:
+    root, truth = hano
+    site = next(s for s in truth["sites"] if s["name"] == "delta-press")
+    log = root / "sim" / site["log"]
+    engine = Engine("delta-press", live=False)
+    with FrameSpool() as spool:
+        for frame in LogReader([log], site="delta-press", batch_rows=5_000):
+            engine.feed(frame)
+            spool.add(frame)
+        detection = engine.finish()
+        spooled = account_from_frames("delta-press", detection, spool.frames()).to_dict()
+        assert spool.rows == site["lines"] and spool.bytes > 0
+        folder = spool.directory
+    assert not folder.exists()
+    reread = account_from_frames("delta-press", detection, LogReader([log], site="delta-press")).to_dict()
+    for section in ("scope", "mode", "breaches", "timeline"):
+        assert spooled[section] == reread[section], section

@@ -7,6 +7,7 @@ The shareable bundle (`floodwall.forensics.bundle`) and cross-site links live be
 from floodwall.forensics.build import Forensics, InputFacts, account_from_frames
 from floodwall.forensics.bundle import build_bundle, coalition_key, read_bundle, shareable_bundle
 from floodwall.forensics.fingerprints import Fingerprint, FingerprintAccumulator
+from floodwall.forensics.spool import FrameSpool
 from floodwall.report.account import Account, Charts, mask_addresses
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Fingerprint",
     "FingerprintAccumulator",
     "Forensics",
+    "FrameSpool",
     "InputFacts",
     "account_from_frames",
     "build_bundle",

@@ -83,12 +83,12 @@ def build_infrastructure(
             pl.col("prefix").drop_nulls().unique().sort().alias("prefixes_list"),
             pl.col("net").n_unique().alias("nets"),
         )
-        .sort(["addresses", "requests"], descending=True)
+        .sort(["addresses", "requests", "asn"], descending=[True, True, False], nulls_last=True)
     )
     countries = (
         facts.group_by("country")
         .agg(pl.len().alias("addresses"), pl.col("requests").sum())
-        .sort("addresses", descending=True)
+        .sort(["addresses", "country"], descending=[True, False], nulls_last=True)
     )
     phases = (
         collected.attackers.group_by("incident_id", "phase", "client")
@@ -100,7 +100,7 @@ def build_infrastructure(
         top = (
             part.group_by("asn", "as_name", "country")
             .agg(pl.len().alias("addresses"), pl.col("requests").sum())
-            .sort("addresses", descending=True)
+            .sort(["addresses", "asn"], descending=[True, False], nulls_last=True)
         )
         per_phase.append(
             {
@@ -150,7 +150,7 @@ def build_infrastructure(
             "clients": forwarded.get_column("client").n_unique(),
             "top_clients": [
                 {"client": r["client"], "forwarded_for": r["forwarded_for"], "requests": int(r["requests"])}
-                for r in forwarded.sort("requests", descending=True).head(20).iter_rows(named=True)
+                for r in forwarded.sort(["requests", "client"], descending=[True, False]).head(20).iter_rows(named=True)
             ],
         },
         "top_clients": [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import polars as pl
 
@@ -23,13 +23,14 @@ __all__ = ["account_from_logs"]
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
 class _Reader(Iterable[pl.DataFrame], Protocol):
     @property
     def inputs(self) -> Sequence[InputFacts]: ...
 
 
 def account_from_logs(
-    open_reader: Callable[[], _Reader],
+    open_reader: Callable[[], Iterable[pl.DataFrame]],
     *,
     site: str,
     detection: DetectionResult,
@@ -37,15 +38,17 @@ def account_from_logs(
     timezone: str = "UTC",
     rereadable: bool = True,
 ) -> Account:
-    """Re-read the inputs through `open_reader()` (unless they came from stdin: `rereadable` false), aggregate them
-    against `detection`, look the attacking addresses up in the offline network database, and build the account."""
+    """Read the batches again through `open_reader()`: a new `LogReader` over the same inputs (hashed again and
+    compared), or `FrameSpool.frames` (what the detection pass spooled; not possible for stdin unless spooled:
+    `rereadable` false then). Aggregate them against `detection`, look the attacking addresses up in the offline
+    network database, and build the account."""
     forensics = Forensics(site, detection, timezone=timezone)
     second: Sequence[InputFacts] = ()
     if rereadable and detection.requests:
         reader = open_reader()
         for frame in reader:
             forensics.feed(frame)
-        second = reader.inputs
+        second = reader.inputs if isinstance(reader, _Reader) else ()
     try:
         geo = open_geo()
     except FloodwallError as exc:

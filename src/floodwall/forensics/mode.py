@@ -118,13 +118,13 @@ def _agents(collected: Collected) -> dict[str, Any]:
         .agg(pl.col("requests").sum(), pl.col("client").n_unique().alias("addresses"))
         .join(collected.normal_families.rename({"requests": "normal_requests"}), on="family", how="left")
         .with_columns(pl.col("normal_requests").fill_null(0))
-        .sort("requests", descending=True)
+        .sort(["requests", "family"], descending=[True, False])
     )
     per_client = agents.group_by("client").agg(pl.col("user_agent").n_unique().alias("agents"))
     top = (
         agents.group_by("user_agent")
         .agg(pl.col("requests").sum(), pl.col("client").n_unique().alias("addresses"))
-        .sort("requests", descending=True)
+        .sort(["requests", "user_agent"], descending=[True, False], nulls_last=True)
     )
     return {
         "distinct": agents.get_column("user_agent").n_unique(),
@@ -146,7 +146,7 @@ def _schemes(collected: Collected) -> list[dict[str, Any]]:
         .agg(pl.col("requests").sum(), pl.col("client").n_unique().alias("addresses"))
         .join(collected.normal_schemes.rename({"requests": "normal_requests"}), on="scheme", how="left")
         .with_columns(pl.col("normal_requests").fill_null(0))
-        .sort("requests", descending=True)
+        .sort(["requests", "scheme"], descending=[True, False])
     )
     return [
         {

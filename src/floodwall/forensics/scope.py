@@ -72,8 +72,16 @@ def build_scope(detection: DetectionResult, collected: Collected) -> dict[str, A
     phases = phases.with_columns(pl.col("phase_key").replace_strict(order, default=len(order)).alias("_order")).sort(
         "_order", "phase_key"
     )
-    paths = collected.paths.group_by("host", "path").agg(pl.col("requests").sum()).sort("requests", descending=True)
-    hosts = collected.paths.group_by("host").agg(pl.col("requests").sum()).sort("requests", descending=True)
+    paths = (
+        collected.paths.group_by("host", "path")
+        .agg(pl.col("requests").sum())
+        .sort(["requests", "host", "path"], descending=[True, False, False], nulls_last=True)
+    )
+    hosts = (
+        collected.paths.group_by("host")
+        .agg(pl.col("requests").sum())
+        .sort(["requests", "host"], descending=[True, False], nulls_last=True)
+    )
     plain = int(attackers.get_column("cacheable_plain").sum() or 0)
     any_query = int(attackers.get_column("cacheable_any").sum() or 0)
     minutes = collected.minutes
