@@ -25,6 +25,7 @@ __all__ = ["Collected", "Collector"]
 _UTC: Final = pl.Datetime("us", "UTC")
 _MARGIN: Final = timedelta(seconds=60)
 _CANDIDATE_CAP: Final = 400_000  # rows of normal-traffic candidate strings kept before the rarest are pruned
+_SCHEME_SAMPLE: Final = 50_000
 _SAMPLE_COLUMNS: Final = (
     "ts", "client", "source", "line", "method", "path", "query", "protocol", "status", "user_agent", "referer",
     "host", "forwarded_for", "incident_id", "kind",
@@ -119,6 +120,7 @@ class Collected:
     readers: pl.DataFrame  # client: requests, minutes (non-attack traffic)
     batches: int
     rows: int
+    scheme_step: int  # 1: query-string schemes counted exactly; n: from 1 request in n of the largest batches
 
 
 class Collector:
@@ -202,6 +204,7 @@ class Collector:
         self.readers = _summed(["client"], ["requests", "minutes"])
         self.batches = 0
         self.rows = 0
+        self.scheme_step = 1
 
     # --- per batch ---------------------------------------------------------------------------------------------
 
@@ -292,11 +295,15 @@ class Collector:
             self.samples.parts = [picked.select(list(_SAMPLE_COLUMNS))]
         agents = attack.group_by("incident_id", "client", "user_agent").agg(pl.len().cast(pl.Int64).alias("requests"))
         self.agents.add(agents.with_columns(ua_family().alias("family")))  # per distinct agent, not per request
+        # Schemes describe; past _SCHEME_SAMPLE query rows a batch is sampled evenly and the counts scaled.
+        queried = attack.filter(pl.col("query").is_not_null())
+        step = max(1, queried.height // _SCHEME_SAMPLE)
+        self.scheme_step = max(self.scheme_step, step)
         self.schemes.add(
-            attack.filter(pl.col("query").is_not_null())
+            queried.gather_every(step)
             .with_columns(query_scheme().alias("scheme"))
             .group_by("incident_id", "scheme", "client")
-            .agg(pl.len().cast(pl.Int64).alias("requests"))
+            .agg((pl.len() * step).cast(pl.Int64).alias("requests"))
         )
         # A random-path flood makes every path unique: its 404s are counted as one row, and their words are not
         # marker candidates (they would all be one-offs).
@@ -403,4 +410,5 @@ class Collector:
             readers=get(self.readers, {"client": s, "requests": i64, "minutes": i64}),
             batches=self.batches,
             rows=self.rows,
+            scheme_step=self.scheme_step,
         )

@@ -167,6 +167,7 @@ def build_mode(
         "vectors": _vectors(detection, collected, hashes),
         "user_agents": _agents(collected),
         "query_schemes": _schemes(collected),
+        "query_schemes_sampled": collected.scheme_step > 1,
         "markers": find_markers(collected, attack_total),
         "marker_threshold": max(_MARKER_MIN, int(_MARKER_SHARE * attack_total)),
     }

@@ -61,19 +61,19 @@ _KNOWN_UA: Final = (
 
 def request_kind() -> pl.Expr:
     """One of `KIND_VECTOR`'s keys: what the request does, in the terms of the flood vectors."""
-    path = pl.col("path").fill_null("").str.to_lowercase()
+    path = pl.col("path").fill_null("")  # case-insensitive patterns: no lower-cased copy of every path
     method = pl.col("method").fill_null("GET")
     query = pl.col("query")
     return (
-        pl.when(path.str.contains(r"xmlrpc\.php"))
+        pl.when(path.str.contains(r"(?i)xmlrpc\.php"))
         .then(pl.lit("xmlrpc"))
-        .when((method == "POST") & path.str.contains(_LOGIN))
+        .when((method == "POST") & path.str.contains("(?i)" + _LOGIN))
         .then(pl.lit("login"))
-        .when(path.str.contains(r"(?:^|/)search(?:/|$)") | query.fill_null("").str.contains(_SEARCH_QUERY))
+        .when(path.str.contains(r"(?i)(?:^|/)search(?:/|$)") | query.fill_null("").str.contains(_SEARCH_QUERY))
         .then(pl.lit("search"))
         .when(~method.is_in(["GET", "HEAD"]))
         .then(pl.lit("post"))
-        .when(path.str.contains(_ASSET))
+        .when(path.str.contains("(?i)" + _ASSET))
         .then(pl.lit("asset"))
         .when(pl.col("status") == 404)
         .then(pl.lit("notfound"))
