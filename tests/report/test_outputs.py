@@ -91,3 +91,19 @@ def test_stix_bundle_validates(hano: tuple[Path, dict[str, Any]], name: str) -> 
     patterns = {o["pattern"] for o in json.loads(text)["objects"] if o["type"] == "indicator"}
     for address in (a for i in report["incidents"] for a in i["attackers"] if ":" not in a and "/" not in a):
         assert f"[ipv4-addr:value = '{address}']" in patterns
+
+
+def test_an_empty_account_renders(tmp_path: Path) -> None:
+    """Nothing read (an empty log, or stdin that cannot be read twice): every writer still writes a sane file."""
+    from datetime import UTC, datetime
+
+    from floodwall.detect import DetectionResult
+    from floodwall.forensics import Forensics
+    from floodwall.report.outputs import write_account
+
+    detection = DetectionResult.empty("quiet-site", datetime(2024, 1, 1, tzinfo=UTC))
+    account = Forensics("quiet-site", detection, timezone="Europe/Budapest").finish()
+    files = write_account(tmp_path, account, detection.incidents, detection.attackers, public=True)
+    assert "No attack was found" in files["report.md"].read_text()
+    assert 'id="chart-traffic"' in files["report.public.html"].read_text()
+    assert validate_string(files["indicators.stix.json"].read_text()).is_valid

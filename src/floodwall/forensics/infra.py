@@ -33,7 +33,7 @@ class GeoSource(Protocol):
 
 def network_facts(addresses: pl.Series, geo: GeoSource | None) -> pl.DataFrame:
     """client, net (/24 or /48), prefix, asn, as_name, country, network_kind per address."""
-    clients = addresses.unique().sort().rename("client")
+    clients = addresses.cast(pl.String).unique().sort().rename("client")
     base = pl.DataFrame({"client": clients, "net": client_networks(clients)})
     if geo is None or clients.len() == 0:
         return base.with_columns(
@@ -72,7 +72,7 @@ def build_infrastructure(
     if per_client.height == 0:
         addresses = [a for a in detection.attacker_addresses if "/" not in a]
         per_client = pl.DataFrame(
-            {"client": addresses, "requests": [0] * len(addresses)}, schema_overrides={"requests": pl.Int64}
+            {"client": addresses, "requests": [0] * len(addresses)}, schema={"client": pl.String, "requests": pl.Int64}
         )
     facts = network_facts(per_client.get_column("client"), geo).join(per_client, on="client", how="left")
     networks = (

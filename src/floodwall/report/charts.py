@@ -166,10 +166,10 @@ def _status(charts: Charts) -> go.Figure:
 
 
 def chart_fragments(charts: Charts) -> dict[str, str]:
-    """chart name -> HTML fragment (a div and the script that draws it)."""
-    out = {"traffic": _html(_traffic(charts), "chart-traffic"), "status": _html(_status(charts), "chart-status")}
-    if charts.vectors.height:
-        out["vectors"] = _html(_vectors(charts), "chart-vectors")
-    if charts.networks.height:
-        out["networks"] = _html(_networks(charts), "chart-networks")
-    return out
+    """chart name -> HTML fragment (a div and the script that draws it); "" for a chart with nothing to draw."""
+    return {
+        "traffic": _html(_traffic(charts), "chart-traffic"),
+        "status": _html(_status(charts), "chart-status"),
+        "vectors": _html(_vectors(charts), "chart-vectors") if charts.vectors.height else "",
+        "networks": _html(_networks(charts), "chart-networks") if charts.networks.height else "",
+    }
