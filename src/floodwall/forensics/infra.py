@@ -115,7 +115,8 @@ def build_infrastructure(
                 ],
             }
         )
-    per_phase.sort(key=lambda p: (str(p["incident_id"]), str(p["phase"])))
+    order = {(i.id, p.label): n for n, i in enumerate(detection.incidents) for p in i.phases}
+    per_phase.sort(key=lambda p: (str(p["incident_id"]), order.get((p["incident_id"], p["phase"]), 10**6)))
     kinds = facts.group_by("network_kind").agg(pl.len().alias("n"))
     kind_counts = {str(k): int(n) for k, n in kinds.iter_rows()}
     forwarded = collected.forwarded.group_by("client", "forwarded_for").agg(pl.col("requests").sum())

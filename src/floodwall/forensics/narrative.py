@@ -71,7 +71,7 @@ def summary(
         if breach["possible_success"]:
             text += " Some of its probes or payloads were answered 2xx (or a login redirected): check them."
         elif breach["answered_2xx"]:
-            text += f" {breach['answered_2xx']:,} of its requests got 2xx answers, all for ordinary pages."
+            text += f" {breach['answered_2xx']:,} of its requests got 2xx answers, none to a probe or payload."
         lines.append(text)
     return {
         "lines": lines,
