@@ -25,12 +25,14 @@ from floodwall.detect import DetectionResult, Engine
 from floodwall.errors import FloodwallError
 from floodwall.forensics.bundle import shareable_bundle
 from floodwall.forensics.fingerprints import FingerprintAccumulator
+from floodwall.forensics.job import account_from_logs
 from floodwall.geo import open_geo
 from floodwall.logs import InputStats, LogReader
 from floodwall.logs.frame import client_networks
 from floodwall.model import Action, Decision, Incident
 from floodwall.report import write_atomic, write_json
 from floodwall.report.jsonreport import blocklist_text, report_document
+from floodwall.report.outputs import account_files, apply_account, write_account
 
 __all__ = ["AnalysisResult", "ProgressEvent", "analyze"]
 
@@ -68,8 +70,9 @@ def analyze(
     coalition_key: bytes | None = None,
     public: bool = False,
 ) -> AnalysisResult:
-    """Analyse `logs` of one site and write report.json, blocklist.txt, evidence.json and bundle.json into
-    `out_dir`. bundle.json holds attackers' addresses as hashes keyed with `coalition_key`, and none without it."""
+    """Analyse `logs` of one site and write into `out_dir` the files of CONTRACT.md: report.json, report.html,
+    report.md (and their `--public` twins), indicators.stix.json, blocklist.txt, evidence.json and bundle.json.
+    bundle.json holds attackers' addresses as hashes keyed with `coalition_key`, and none without it."""
     settings = settings or Settings()
     started = datetime.now(UTC)
 
@@ -108,9 +111,7 @@ def analyze(
         sources=sources,
     )
     document["geo_database"] = geo_database
-    from floodwall.forensics.job import account_from_logs  # the forensic account (issue 5)
-    from floodwall.report.outputs import account_files, apply_account, write_account
-
+    # The forensic account needs the attackers, known only now: a second, aggregating pass over the inputs.
     account = account_from_logs(
         lambda: LogReader(
             logs,

@@ -237,13 +237,16 @@ def analyze(
         out.print("  no incident found", markup=False)
     for incident in result.incidents:
         vectors = ", ".join(v.value for v in incident.vectors) or "-"
+        end_format = "%H:%M:%S" if incident.end.date() == incident.start.date() else "%Y-%m-%d %H:%M:%S"
         out.print(
             f"  {incident.id}: {incident.kind.value} {incident.start:%Y-%m-%d %H:%M:%S}"
-            f" to {incident.end:%H:%M:%S} UTC, peak {incident.peak_rps:,.0f} req/s,"
+            f" to {incident.end.strftime(end_format)} UTC, peak {incident.peak_rps:,.0f} req/s,"
             f" {len(incident.attackers):,} attackers, vectors: {vectors}",
             markup=False,
         )
-    out.print(f"report: {result.files['report.json'].resolve()}", markup=False)
+    for name in ("report.html", "report.json"):
+        if name in result.files:
+            out.print(f"{name}: {result.files[name].resolve()}", markup=False)
 
 
 @app.command()
