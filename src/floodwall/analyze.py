@@ -11,7 +11,7 @@ import logging
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,12 @@ def analyze(
         rereadable=all(str(name) != "-" for name in logs),
     )
     apply_account(document, account)
+    # The markers the account found belong to the incidents everywhere they are shared (bundle.json too).
+    markers = {entry["id"]: tuple(entry.get("markers", ())) for entry in document["incidents"]}  # type: ignore[attr-defined]
+    detection = replace(
+        detection,
+        incidents=tuple(replace(i, markers=markers.get(i.id, i.markers)) for i in detection.incidents),
+    )
     files = account_files(out_dir, public=public) | {
         "report.json": out_dir / "report.json",
         "blocklist.txt": out_dir / "blocklist.txt",
