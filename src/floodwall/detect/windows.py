@@ -66,10 +66,29 @@ WINDOW_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 
 
-def _per_distinct(frame: pl.DataFrame, column: str, derive: list[pl.Expr]) -> pl.DataFrame:
-    """`derive` computed once per distinct value of `column` (paths, referers and agents repeat a lot), joined back."""
-    distinct = frame.select(pl.col(column).unique()).with_columns(derive)
-    return frame.join(distinct, on=column, how="left", nulls_equal=True)
+def _per_distinct(frame: pl.DataFrame, column: str, derive: list[pl.Expr], *, keep: bool = False) -> pl.DataFrame:
+    """`derive` computed once per distinct value of `column` (paths, referers and agents repeat a lot), keyed by the
+    value's hash (`_h_<column>`) so that joining it back compares integers, not strings."""
+    key = f"_h_{column}"
+    distinct = frame.select(pl.col(column).hash().alias(key), pl.col(column)).unique(key)
+    derived = distinct.with_columns(derive)
+    return derived if keep else derived.drop(column)
+
+
+def _query_keys(queries: pl.DataFrame) -> pl.DataFrame:
+    """`queries` (distinct values of `query`) with `query_keys` in place of the query: its sorted, distinct keys."""
+    keys = queries.select(
+        pl.col("query")
+        .str.extract_all(r"(?:^|&)([^=&]{1,40})")
+        .list.eval(pl.element().str.strip_chars("&"))
+        .list.unique()
+    ).to_series()
+    joined = keys.list.join(",").fill_null("")
+    # Sorting lists is costly per list and few queries have two keys or more: sort only those.
+    several = (keys.list.len() > 1).fill_null(False)
+    if several.any():
+        joined = joined.scatter(several.arg_true(), keys.filter(several).list.sort().list.join(","))
+    return queries.drop("query").with_columns(joined.alias("query_keys"))
 
 
 def tokens(frame: pl.DataFrame) -> pl.DataFrame:
@@ -94,32 +113,35 @@ def tokens(frame: pl.DataFrame) -> pl.DataFrame:
         .str.replace_all(r"/[a-z]{7,}(?:/|$)", "/{word}/")
         .str.slice(0, 60)
     )
-    query_keys = (
-        query.str.extract_all(r"(?:^|&)([^=&]{1,40})")
-        .list.eval(pl.element().str.strip_chars("&"))
-        .list.unique()
-        .list.sort()
-        .list.join(",")
-    )
     cache_bust = query.str.contains(_RANDOM_VALUE) | query.str.contains(_TIMESTAMP_VALUE)
-    base = frame.select(
-        "ts", "client", "client_net", "status", "source", "line", "method", "path", "query", "referer", "user_agent"
-    )
-    base = _per_distinct(base, "path", [kind.alias("kind"), template.alias("template")])
-    base = _per_distinct(
-        base, "query", [query_keys.fill_null("").alias("query_keys"), cache_bust.fill_null(False).alias("cache_bust")]
-    )
-    base = _per_distinct(
-        base,
+    paths = _per_distinct(frame, "path", [kind.alias("kind"), template.alias("template")])
+    queries = _query_keys(_per_distinct(frame, "query", [cache_bust.fill_null(False).alias("cache_bust")], keep=True))
+    referers = _per_distinct(
+        frame,
         "referer",
         [
             (referer.is_null() | (referer == "-") | (referer == "")).alias("no_referer"),
             referer.str.contains(_SOCIAL).fill_null(False).alias("social_referer"),
         ],
     )
-    base = _per_distinct(
-        base, "user_agent", [agent.str.contains(_ROBOT).alias("declared_bot"), agent.hash(seed=7).alias("ua_id")]
+    agents = _per_distinct(
+        frame, "user_agent", [agent.str.contains(_ROBOT).alias("declared_bot"), agent.hash(seed=7).alias("ua_id")]
     )
+    # Each lookup is joined to the hashes alone, not to the whole frame (a join copies every column it carries), and
+    # eagerly: a lazy join of the same frames costs ten times more (polars 2.1).
+    hashes = frame.select(
+        pl.col(name).hash().alias(f"_h_{name}") for name in ("path", "query", "referer", "user_agent")
+    )
+    derived = [
+        hashes.select(key).join(lookup, on=key, how="left", maintain_order="left").drop(key).get_columns()
+        for lookup, key in (
+            (paths, "_h_path"),
+            (queries, "_h_query"),
+            (referers, "_h_referer"),
+            (agents, "_h_user_agent"),
+        )
+    ]
+    base = frame.hstack([column for columns in derived for column in columns])
     return base.select(
         "ts",
         "client",
@@ -185,55 +207,106 @@ def per_second(toks: pl.DataFrame) -> pl.DataFrame:
 
 
 def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
+    """One row per (client, window) of `toks`, in two passes over integer columns.
+
+    The aggregation sees only numbers: the client as a hash, the window and times as integers, strings as hashes.
+    Values a window takes from one request (its client, user agent, evidence line, the first page's method and
+    template, the first query scheme) are gathered afterwards from the row its integer aggregation picked: the
+    earliest (ties in time broken by input order), so the result does not depend on how the sort breaks ties.
+    """
     status = pl.col("status").fill_null(0)
-    return (
+    kind = pl.col("kind")
+    narrow = (
         toks.lazy()
-        .with_columns(pl.col("ts").dt.truncate(f"{window_s}s").alias("window"), pl.col("client").hash().alias("_c"))
-        # Gaps between a client's consecutive requests in a window, computed on rows ordered by client then time
-        # (an order-dependent diff inside the aggregation costs several times more).
-        .sort("_c", "ts")
+        .select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
+            pl.col("client").hash().alias("_c"),
+            pl.col("ts").dt.truncate(f"{window_s}s").alias("window"),
+            "ts",
+            (kind == "page").alias("_page"),
+            (kind == "asset").alias("_asset"),
+            "is_post",
+            ((status >= 300) & (status < 400)).alias("_3xx"),
+            ((status >= 400) & (status < 500)).alias("_4xx"),
+            (status >= 500).alias("_5xx"),
+            (pl.col("query") != "").alias("_with_query"),
+            "cache_bust",
+            "no_referer",
+            "social_referer",
+            "declared_bot",
+            pl.col("path").hash().alias("_path"),
+            pl.col("query").hash().alias("_query"),
+            "ua_id",
+            (pl.col("query_keys") != "").alias("_has_keys"),
+        )
+        # Gaps between a client's consecutive requests in a window, on rows ordered by client then time.
+        .sort("_c", "ts", "_row")
         .with_columns(
             pl.when((pl.col("_c") == pl.col("_c").shift()) & (pl.col("window") == pl.col("window").shift()))
             .then(pl.col("ts").diff().dt.total_microseconds().cast(pl.Float64) / 1e6)
-            .alias("_gap")
+            .alias("_gap"),
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("_pos"),
         )
-        .group_by("_c", "window")
+        .with_columns(
+            pl.when(~pl.col("_asset")).then(pl.col("_pos")).alias("_page_pos"),
+            pl.when(pl.col("_has_keys")).then(pl.col("_pos")).alias("_keys_pos"),
+        )
+        .collect()
+    )
+    grouped = (
+        narrow.lazy()
+        .group_by("_c", "window", maintain_order=True)  # windows in a stable order: by client hash, then time
         .agg(
-            pl.col("client").first(),
-            pl.col("client_net").first(),
             pl.len().cast(pl.UInt32).alias("requests"),
-            (pl.col("kind") == "page").sum().cast(pl.UInt32).alias("pages"),
-            (pl.col("kind") == "asset").sum().cast(pl.UInt32).alias("assets"),
+            pl.col("_page").sum().cast(pl.UInt32).alias("pages"),
+            pl.col("_asset").sum().cast(pl.UInt32).alias("assets"),
             pl.col("is_post").sum().cast(pl.UInt32).alias("posts"),
-            ((status >= 300) & (status < 400)).sum().cast(pl.UInt32).alias("s3xx"),
-            ((status >= 400) & (status < 500)).sum().cast(pl.UInt32).alias("s4xx"),
-            (status >= 500).sum().cast(pl.UInt32).alias("s5xx"),
-            (pl.col("query") != "").sum().cast(pl.UInt32).alias("with_query"),
+            pl.col("_3xx").sum().cast(pl.UInt32).alias("s3xx"),
+            pl.col("_4xx").sum().cast(pl.UInt32).alias("s4xx"),
+            pl.col("_5xx").sum().cast(pl.UInt32).alias("s5xx"),
+            pl.col("_with_query").sum().cast(pl.UInt32).alias("with_query"),
             pl.col("cache_bust").sum().cast(pl.UInt32).alias("cache_bust"),
             pl.col("no_referer").sum().cast(pl.UInt32).alias("no_referer"),
             pl.col("social_referer").sum().cast(pl.UInt32).alias("social_referer"),
             pl.col("declared_bot").sum().cast(pl.UInt32).alias("bot_requests"),
-            pl.col("path").hash().n_unique().cast(pl.UInt32).alias("paths"),
-            pl.col("query").hash().n_unique().cast(pl.UInt32).alias("queries"),
+            pl.col("_path").n_unique().cast(pl.UInt32).alias("paths"),
+            pl.col("_query").n_unique().cast(pl.UInt32).alias("queries"),
             pl.col("ua_id").n_unique().cast(pl.UInt32).alias("user_agents"),
             pl.col("_gap").mean().alias("gap_mean_s"),
             pl.col("_gap").std().alias("gap_std_s"),
             pl.col("ts").min().alias("first_ts"),
             pl.col("ts").max().alias("last_ts"),
-            pl.col("ua_id").first(),
-            pl.col("method").filter(pl.col("kind") != "asset").first().alias("shape_method"),
-            pl.col("query_keys").filter(pl.col("query_keys") != "").first().fill_null("").alias("query_keys"),
-            pl.col("template").filter(pl.col("kind") != "asset").first().fill_null("asset").alias("template"),
-            pl.col("source").first(),
-            pl.col("line").first(),
-        )
-        .with_columns(
-            pl.when(pl.col("shape_method").is_null())
-            .then(pl.lit("asset"))
-            .otherwise(pl.concat_str([pl.col("shape_method"), pl.lit(" "), "template", pl.lit("?"), "query_keys"]))
-            .alias("shape")
+            pl.col("_pos").min().alias("_first"),
+            pl.col("_page_pos").min().alias("_first_page"),
+            pl.col("_keys_pos").min().alias("_first_keys"),
         )
         .collect()
+    )
+    order = narrow.get_column("_row")
+
+    def pick(position: str, columns: list[str]) -> pl.DataFrame:
+        """`columns` of the rows at sorted `position` (null where the window has no such row)."""
+        rows = order.gather(grouped.get_column(position))
+        return toks.select(pl.col(name).gather(rows) for name in columns)
+
+    first = pick("_first", ["client", "client_net", "ua_id", "source", "line"])
+    page = pick("_first_page", ["method", "template"])
+    keys = pick("_first_keys", ["query_keys"])
+    method = page.get_column("method")
+    template = page.get_column("template").fill_null("asset")
+    query_keys = keys.get_column("query_keys").fill_null("")
+    shape = (
+        pl.select(
+            pl.when(method.is_null())
+            .then(pl.lit("asset"))
+            .otherwise(pl.concat_str([method, pl.lit(" "), template, pl.lit("?"), query_keys]))
+        )
+        .to_series()
+        .alias("shape")
+    )
+    return (
+        grouped.drop("_c", "_first", "_first_page", "_first_keys")
+        .hstack([*first.get_columns(), template, query_keys, shape])
         .cast(WINDOW_SCHEMA)  # type: ignore[arg-type]
         .select(list(WINDOW_SCHEMA))
     )
