@@ -12,9 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from floodwall.errors import ConfigError
+from floodwall.errors import ConfigError, InputError
 
-__all__ = ["DetectSettings", "LogSettings", "Settings", "SiteSettings", "load_settings"]
+__all__ = ["DetectSettings", "LogSettings", "Settings", "SiteSettings", "load_settings", "read_toml"]
 
 LogFormatName = Literal["auto", "combined", "common", "vhost_combined", "json"]
 
@@ -125,18 +125,22 @@ def settings_from_mapping(data: dict[str, object], origin: str = "config") -> Se
         raise ConfigError(f"{origin}: {problems}") from None
 
 
+def read_toml(path: Path, error: type[InputError], what: str) -> dict[str, object]:
+    """Parse a TOML file; a missing, unreadable or malformed file raises `error` naming the file (and line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: the {what} is not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: {exc}") from None
+
+
 def load_settings(path: Path | None) -> Settings:
     """Read and validate the TOML file at `path`; without a path, the safe defaults."""
     if path is None:
         return Settings()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return settings_from_mapping(data, origin=str(path))
+    return settings_from_mapping(read_toml(path, ConfigError, "config file"), origin=str(path))

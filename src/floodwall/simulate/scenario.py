@@ -7,7 +7,6 @@ offset date-times (`2024-11-04T08:00:00Z`); durations are in minutes unless the 
 
 from __future__ import annotations
 
-import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from floodwall.config import read_toml
 from floodwall.errors import ScenarioError
 from floodwall.model import IncidentKind, Vector
 from floodwall.simulate.networks import known_countries
@@ -215,14 +215,4 @@ def load_scenario(name_or_file: str | Path) -> Scenario:
         raise ScenarioError(
             f"{text_name}: no such scenario file or built-in scenario (built-ins: {', '.join(sorted(BUILTIN))})"
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read the scenario file: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{path}: the scenario file is not UTF-8 text") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: {exc}") from None
-    return scenario_from_mapping(data, origin=str(path))
+    return scenario_from_mapping(read_toml(path, ScenarioError, "scenario file"), origin=str(path))
