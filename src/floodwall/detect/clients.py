@@ -97,9 +97,10 @@ def client_features(
             pl.col("first_ts").min().alias("first_ts"),
             pl.col("last_ts").max().alias("last_ts"),
             pl.len().alias("windows"),
-            pl.col("template").mode().first().alias("template"),
-            pl.col("query_keys").mode().first().alias("query_keys"),
-            pl.col("ua_id").mode().first().alias("ua_id"),
+            # The most frequent value, the smallest of a tie (a tie's first value depends on the hash table).
+            pl.col("template").mode().min().alias("template"),
+            pl.col("query_keys").mode().min().alias("query_keys"),
+            pl.col("ua_id").mode().min().alias("ua_id"),
             pl.col("source").head(5).alias("evidence_source"),
             pl.col("line").head(5).alias("evidence_line"),
         )
@@ -228,6 +229,7 @@ class ClientForest:
         self.model: IsolationForest | None = None
         if quiet.height < settings.forest_min_quiet:
             return
+        quiet = quiet.sort("client")  # the same clients in the same order make the same forest, run after run
         sample = quiet.sample(n=min(quiet.height, 20_000), seed=seed) if quiet.height > 20_000 else quiet
         self.model = IsolationForest(n_estimators=settings.forest_trees, random_state=seed).fit(_matrix(sample))
 
