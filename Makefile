@@ -40,7 +40,8 @@ check: lint typecheck test
 
 bench: $(STAMP) sysdeps
 	@scripts/ensure-debian-packages $(BENCH_PACKAGES)
-	$(PY) benchmarks/bench_read.py
+	$(PY) benchmarks/bench_read.py --lines 1000000 --repeat 1
+	$(PY) benchmarks/bench_analyze.py --scale 0.05 --repeat 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

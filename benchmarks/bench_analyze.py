@@ -1,0 +1,380 @@
+"""End-to-end `floodwall analyze` (read, detect, write) on a ~5M-line simulated log, next to CrowdSec's replay.
+
+    .venv/bin/python benchmarks/bench_analyze.py                          # hano-like, scale 0.59: ~4.9M lines
+    .venv/bin/python benchmarks/bench_analyze.py --scale 0.05 --repeat 1  # a quick look (~430k lines)
+    .venv/bin/python benchmarks/bench_analyze.py --skip-crowdsec --json out.json
+
+`simulate` writes the logs (cached in --workdir by scenario, seed and scale); the biggest site's log is analysed
+--repeat times by `floodwall analyze` run as a child under GNU time, which reports wall and CPU seconds and the
+child's peak RSS (`%M`). GNU time is used because Linux carries a process's RSS high-water mark across fork and
+exec: the children are started from this small process, never from one that held a log. Attacker precision and
+recall come from `floodwall score` against the simulation's truth.json. `analyze` reports no phase timings, so
+there is no time split.
+
+CrowdSec (Debian's `crowdsec` 1.4.6, installed here through scripts/ensure-debian-packages) replays a log in its
+time-machine mode, offline, with the parsers and scenarios Debian enables from the hub copy it ships (the nginx,
+apache2 and linux collections with base-http-scenarios and http-cve):
+
+    crowdsec -c WORKDIR/crowdsec/config.yaml -dsn file:///LOG -type nginx -no-capi
+
+with its own data folder, database and loopback port, so the system's installation is left alone. Its alerts are
+read with `cscli alerts list -o json` against a local API started for that (`crowdsec -no-cs`). CrowdSec replays
+at a few hundred lines a second on this kind of machine, so it runs on a smaller log: the biggest site of the same
+scenario and seed at --crowdsec-scale, which Floodwall also analyses for a like-for-like row. Its precision and
+recall are scored by `floodwall score` too, from a report.json that lists each alert's source as an attacker.
+
+This is a benchmark, not a test: it prints figures and never fails on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+FLOODWALL = Path(sys.executable).with_name("floodwall")
+GNU_TIME = Path("/usr/bin/time")
+CROWDSEC_DATA = Path("/usr/share/crowdsec/data")
+# Debian's postinst registers to CrowdSec's Central API unless this file holds something (README.Debian); offline
+# the registration fails and leaves the package half-configured.
+CAPI_CREDENTIALS = Path("/etc/crowdsec/online_api_credentials.yaml")
+
+
+@dataclass
+class Run:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+
+
+@dataclass
+class Row:
+    tool: str
+    log: str
+    lines: int
+    runs: list[Run]
+    precision: float | None = None
+    recall: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def wall_s(self) -> float:
+        return statistics.median(r.wall_s for r in self.runs)
+
+    @property
+    def cpu_s(self) -> float:
+        return statistics.median(r.cpu_s for r in self.runs)
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max(r.peak_rss_mb for r in self.runs)
+
+
+def timed(argv: list[str], *, log_to: Path, env: dict[str, str] | None = None) -> Run:
+    """Runs `argv` under GNU time; its stdout and stderr go to `log_to`. Raises with the log's tail on failure."""
+    with tempfile.NamedTemporaryFile(suffix=".time") as measure, log_to.open("wb") as out:
+        command = [str(GNU_TIME), "-f", "%e %U %S %M", "-o", measure.name, *argv]
+        proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
+        fields = Path(measure.name).read_text().split()
+    if proc.returncode != 0:
+        tail = log_to.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}:\n{tail}")
+    wall, user, system, peak_kb = fields[-4:]
+    return Run(float(wall), float(user) + float(system), int(peak_kb) / 1024)
+
+
+def ensure_gnu_time() -> None:
+    if not GNU_TIME.exists():
+        subprocess.run([str(REPO / "scripts" / "ensure-debian-packages"), "time"], check=False)
+    if not GNU_TIME.exists():
+        sys.exit("GNU time (/usr/bin/time, Debian's `time` package) is needed to measure peak memory")
+
+
+def simulated(workdir: Path, scenario: str, seed: int, scale: float) -> tuple[Path, str, Path, int]:
+    """(simulation folder, biggest site's name, its log, its line count), simulating once per arguments."""
+    folder = workdir / f"sim-{scenario}-seed{seed}-scale{scale}"
+    if not (folder / "truth.json").exists():
+        print(f"simulating {scenario} (seed {seed}, scale {scale}) into {folder}", file=sys.stderr)
+        argv = [str(FLOODWALL), "simulate", "--scenario", scenario, "--seed", str(seed), "--scale", str(scale)]
+        subprocess.run([*argv, "--out", str(folder), "--quiet"], check=True)
+    truth = json.loads((folder / "truth.json").read_text())
+    biggest = max(truth["sites"], key=lambda site: site["lines"])
+    return folder, biggest["name"], folder / biggest["log"], int(biggest["lines"])
+
+
+def attacker_scores(truth_dir: Path, results: Path, site: str) -> tuple[float, float]:
+    """Attacker precision and recall of `results/<site>/report.json`, as `floodwall score` counts them."""
+    out = results / "score.json"
+    subprocess.run(
+        [str(FLOODWALL), "score", "--truth", str(truth_dir), "--results", str(results), "--out", str(out), "--quiet"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    attackers = json.loads(out.read_text())["sites"][site]["attackers"]
+    return float(attackers["precision"]), float(attackers["recall"])
+
+
+def measure_floodwall(truth_dir: Path, site: str, log: Path, lines: int, repeat: int, workdir: Path) -> Row:
+    results = workdir / f"results-{truth_dir.name}"
+    runs = []
+    for i in range(repeat):
+        shutil.rmtree(results / site, ignore_errors=True)
+        argv = [str(FLOODWALL), "analyze", str(log), "--site", site, "--out", str(results / site), "--quiet"]
+        runs.append(timed(argv, log_to=workdir / "analyze.out"))
+        print(f"  floodwall analyze run {i + 1}/{repeat}: {runs[-1].wall_s:.1f} s", file=sys.stderr)
+    precision, recall = attacker_scores(truth_dir, results, site)
+    return Row("floodwall analyze", log.name, lines, runs, precision, recall, ["no phase timings reported"])
+
+
+# -- CrowdSec ---------------------------------------------------------------------------------------------------
+
+
+def ensure_crowdsec() -> list[str]:
+    """Installs Debian's crowdsec offline; returns notes on what had to be done."""
+    notes: list[str] = []
+    status = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", "crowdsec"], capture_output=True, text=True, check=False
+    ).stdout
+    if "install ok installed" in status:
+        return notes
+    if os.geteuid() == 0 and (not CAPI_CREDENTIALS.exists() or CAPI_CREDENTIALS.stat().st_size == 0):
+        CAPI_CREDENTIALS.parent.mkdir(parents=True, exist_ok=True)
+        CAPI_CREDENTIALS.write_text("# no thanks: offline, no Central API registration (README.Debian)\n")
+        notes.append(f"wrote {CAPI_CREDENTIALS} first so the postinst skips the Central API registration")
+    proc = subprocess.run([str(REPO / "scripts" / "ensure-debian-packages"), "crowdsec"], check=False)
+    if proc.returncode != 0 and "half-configured" in status:
+        subprocess.run(["dpkg", "--configure", "crowdsec"], check=False)
+    return notes
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def crowdsec_config(folder: Path) -> Path:
+    """A config using Debian's enabled parsers and scenarios, with its own data, database, logs and port."""
+    shutil.rmtree(folder, ignore_errors=True)
+    data = folder / "data"
+    shutil.copytree(CROWDSEC_DATA, data)
+    # http-path-traversal-probing reads sec-lists' web/path_traversal.txt saved as http_path_traversal.txt; Debian
+    # ships it under the first name only, and the scenario's filter then logs a 20 KB error on every event.
+    shutil.copy(data / "path_traversal.txt", data / "http_path_traversal.txt")
+    (folder / "acquis.yaml").write_text("")
+    config = folder / "config.yaml"
+    config.write_text(
+        f"""common:
+  daemonize: false
+  log_media: stdout
+  log_level: warning
+  working_dir: {folder}
+config_paths:
+  config_dir: /etc/crowdsec/
+  data_dir: {data}/
+  simulation_path: /etc/crowdsec/simulation.yaml
+  hub_dir: /var/lib/crowdsec/hub/
+  index_path: /var/lib/crowdsec/hub/.index.json
+  notification_dir: /etc/crowdsec/notifications/
+  plugin_dir: /usr/lib/crowdsec/plugins/
+crowdsec_service:
+  acquisition_path: {folder}/acquis.yaml
+  parser_routines: 1
+cscli:
+  output: json
+db_config:
+  log_level: warning
+  type: sqlite
+  db_path: {folder}/crowdsec.db
+  use_wal: true
+api:
+  client:
+    credentials_path: {folder}/local_api_credentials.yaml
+  server:
+    log_level: warning
+    listen_uri: 127.0.0.1:{_free_port()}
+    profiles_path: /etc/crowdsec/profiles.yaml
+    trusted_ips:
+      - 127.0.0.1
+prometheus:
+  enabled: false
+"""
+    )
+    credentials = folder / "local_api_credentials.yaml"
+    subprocess.run(
+        ["cscli", "-c", str(config), "machines", "add", "floodwall-bench", "--auto", "--force", "-f", str(credentials)],
+        check=True,
+        capture_output=True,
+    )
+    return config
+
+
+def crowdsec_alerts(config: Path) -> list[dict[str, Any]]:
+    """`cscli alerts list -o json`, against a local API started for it and stopped after."""
+    folder = config.parent
+    with (folder / "lapi.out").open("wb") as out:
+        lapi = subprocess.Popen(["crowdsec", "-c", str(config), "-no-cs", "-no-capi"], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            listed = subprocess.run(
+                ["cscli", "-c", str(config), "alerts", "list", "-o", "json", "--limit", "0"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if listed.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if listed.returncode != 0:
+            raise RuntimeError(f"cscli alerts list failed: {listed.stderr.strip()[-500:]}")
+        alerts: list[dict[str, Any]] = json.loads(listed.stdout or "[]") or []
+        return alerts
+    finally:
+        lapi.terminate()
+        lapi.wait(timeout=30)
+
+
+def measure_crowdsec(truth_dir: Path, site: str, log: Path, lines: int, repeat: int, workdir: Path) -> Row:
+    notes = ensure_crowdsec()
+    if shutil.which("crowdsec") is None or shutil.which("cscli") is None:
+        return Row("crowdsec replay", log.name, lines, [], notes=[*notes, "crowdsec could not be installed"])
+    runs = []
+    alerts: list[dict[str, Any]] = []
+    for i in range(repeat):
+        config = crowdsec_config(workdir / "crowdsec")
+        argv = ["crowdsec", "-c", str(config), "-dsn", f"file://{log}", "-type", "nginx", "-no-capi"]
+        runs.append(timed(argv, log_to=workdir / "crowdsec.out"))
+        print(f"  crowdsec replay run {i + 1}/{repeat}: {runs[-1].wall_s:.1f} s", file=sys.stderr)
+        alerts = crowdsec_alerts(config)
+    sources: dict[str, list[dict[str, Any]]] = {}
+    for alert in alerts:
+        address = (alert.get("source") or {}).get("ip") or (alert.get("source") or {}).get("value")
+        if address:
+            sources.setdefault(address, []).append(alert)
+    scenarios = sorted({str(alert.get("scenario")) for alert in alerts})
+    # One scan incident per alerted address: `score` counts attackers by address, so the kind does not matter.
+    results = workdir / f"results-crowdsec-{truth_dir.name}"
+    (results / site).mkdir(parents=True, exist_ok=True)
+    truth_site = next(s for s in json.loads((truth_dir / "truth.json").read_text())["sites"] if s["name"] == site)
+    window = truth_site["window"]
+    incidents = [
+        {
+            "id": f"{site}-crowdsec-{n}",
+            "kind": "scan",
+            "start": window["start"],
+            "end": window["end"],
+            "vectors": ["scan"],
+            "attackers": [address],
+            "requests": 0,
+            "attack_requests": 0,
+            "peak_rps": 0.0,
+            "phases": [],
+            "sources": {"ips": 1, "prefixes": 1, "asns": []},
+            "markers": [],
+        }
+        for n, address in enumerate(sorted(sources), start=1)
+    ]
+    report = {"floodwall_version": "crowdsec", "site": site, "inputs": [], "window": window, "incidents": incidents}
+    (results / site / "report.json").write_text(json.dumps(report))
+    precision, recall = attacker_scores(truth_dir, results, site)
+    notes += [f"{len(alerts)} alerts from {len(sources)} addresses", "scenarios: " + (", ".join(scenarios) or "none")]
+    return Row("crowdsec replay", log.name, lines, runs, precision, recall, notes)
+
+
+# -- report -----------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()}
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    print(
+        f"\n{'tool':<18} {'log':<28} {'lines':>10} {'wall s':>8} {'lines/s':>9} {'CPU s':>8} {'CPU lines/s':>11} "
+        f"{'peak MB':>8} {'runs':>4} {'P':>6} {'R':>6}"
+    )
+    for row in rows:
+        if not row.runs:
+            print(f"{row.tool:<18} {row.log:<28} {row.lines:>10,}  did not run: {'; '.join(row.notes)}")
+            continue
+        print(
+            f"{row.tool:<18} {row.log:<28} {row.lines:>10,} {row.wall_s:>8.1f} {row.lines / row.wall_s:>9,.0f} "
+            f"{row.cpu_s:>8.1f} {row.lines / row.cpu_s:>11,.0f} {row.peak_rss_mb:>8,.0f} {len(row.runs):>4} "
+            f"{_score(row.precision):>6} {_score(row.recall):>6}"
+        )
+        for note in row.notes:
+            print(f"{'':<20}{note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/floodwall-bench/analyze"))
+    parser.add_argument("--scenario", default="hano-like")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=0.59, help="0.59 gives hano-like's biggest site ~4.9M lines")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--crowdsec-scale", type=float, default=0.005, help="scale of the log both tools share")
+    parser.add_argument("--crowdsec-repeat", type=int, default=1)
+    parser.add_argument("--skip-crowdsec", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    ensure_gnu_time()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores; load average at start {info['load']}")
+
+    rows = []
+    truth_dir, site, log, lines = simulated(args.workdir, args.scenario, args.seed, args.scale)
+    subprocess.run(["cat", str(log)], stdout=subprocess.DEVNULL, check=False)  # into the page cache
+    rows.append(measure_floodwall(truth_dir, site, log, lines, args.repeat, args.workdir))
+    if not args.skip_crowdsec:
+        small_truth, small_site, small_log, small_lines = simulated(
+            args.workdir, args.scenario, args.seed, args.crowdsec_scale
+        )
+        rows.append(measure_floodwall(small_truth, small_site, small_log, small_lines, args.repeat, args.workdir))
+        try:
+            rows.append(
+                measure_crowdsec(small_truth, small_site, small_log, small_lines, args.crowdsec_repeat, args.workdir)
+            )
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            rows.append(Row("crowdsec replay", small_log.name, small_lines, [], notes=[f"failed: {error}"]))
+    info["load_at_end"] = os.getloadavg()
+    print_table(rows)
+    print(f"\nload average at end {info['load_at_end']} (a shared machine: medians of {args.repeat} runs)")
+    if args.json is not None:
+        payload = {
+            "machine": info,
+            "rows": [
+                {**asdict(row), "wall_s": row.wall_s if row.runs else None, "cpu_s": row.cpu_s if row.runs else None}
+                for row in rows
+            ],
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
