@@ -1,0 +1,120 @@
+"""The watch job end to end: a real nginx on a loopback port, its access log followed, a simulated flood written to
+that log; nginx answers 403 to the flood's addresses within 5 s while a reader keeps getting 200. Restarts keep
+decisions; decisions expire on time; revokes by an operator reach the enforcers."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from floodwall.enforce import NginxMapEnforcer
+from floodwall.model import Action
+from floodwall.store import store_from_url
+from floodwall.testing import make_decision, wait_until
+from floodwall.types import Store
+from floodwall.watch import Watcher, WatchEvent
+from nginx_run import NginxUnderTest
+from watch_traffic import flood_addresses, flood_lines, reader_lines
+
+READER = "198.51.100.23"
+HTTP = """
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+    geo $floodwall_banned { default 0; include INCLUDE; }
+    server {
+        listen 127.0.0.1:{port};
+        access_log LOG combined;
+        if ($floodwall_banned) { return 403; }
+        location / { return 200 "story\\n"; }
+    }
+"""
+
+
+class Running:
+    """A Watcher on a thread, with its events."""
+
+    def __init__(self, log: Path, store: Store, enforcer: NginxMapEnforcer) -> None:
+        self.events: list[WatchEvent] = []
+        self.watcher = Watcher(log, site="example-news", store=store, enforcers=[enforcer], on_event=self.events.append)
+        self.thread = threading.Thread(target=self.watcher.run, daemon=True)
+        self.thread.start()
+        assert wait_until(lambda: any(e.kind == "restored" for e in self.events), within_s=10)
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+    def decided(self) -> set[str]:
+        return {d.target for e in self.events if e.kind == "decision" for d in e.decisions}
+
+
+def append(log: Path, lines: list[str]) -> None:
+    with log.open("a", encoding="ascii") as handle:
+        handle.write("".join(lines))
+
+
+def test_a_flood_in_the_log_is_refused_by_nginx_within_5_s_and_survives_a_restart(tmp_path: Path) -> None:
+    log, include = tmp_path / "access.log", tmp_path / "banned.conf"
+    include.write_text("")
+    log.touch()
+    nginx = NginxUnderTest(tmp_path, HTTP.replace("INCLUDE", str(include)).replace("LOG", str(log)))
+    nginx.start()
+    store = store_from_url(f"sqlite:///{tmp_path}/state.db")
+    try:
+        enforcer = NginxMapEnforcer(include, nginx.reload_command, 1.0, nginx.test_command)
+        running = Running(log, store, enforcer)
+        rng, now = random.Random(5), time.time()
+        append(log, reader_lines(rng, now - 75, 60, 8))  # an ordinary minute before the attack
+        attackers = flood_addresses(20)
+        assert nginx.get("/", attackers[0])[0] == 200
+        written = time.monotonic()
+        flood = flood_lines(rng, now - 15, 15, 150, attackers) + reader_lines(rng, now - 15, 15, 8)
+        append(log, sorted(flood, key=lambda line: line.split("[", 1)[1][:20]))
+        assert wait_until(lambda: all(nginx.get("/", a)[0] == 403 for a in attackers[:5]), within_s=5, every_s=0.1)
+        took = time.monotonic() - written
+        assert nginx.get("/", READER) == (200, b"story\n")
+        assert all(nginx.get("/", a)[0] == 403 for a in attackers)
+        assert running.decided() == set(attackers), "readers in the log must not be banned"
+        assert nginx.get("/", READER)[0] == 200
+        running.stop()
+        print(f"flood written to 403 in {took:.2f} s")
+
+        # A restart: nginx forgets (an empty include), the new watcher restores the bans from the store.
+        include.write_text("")
+        subprocess.run(nginx.reload_command, check=True)
+        assert wait_until(lambda: nginx.get("/", attackers[0])[0] == 200, within_s=5)
+        enforcer = NginxMapEnforcer(include, nginx.reload_command, 1.0, nginx.test_command)
+        running = Running(log, store, enforcer)
+        assert wait_until(lambda: all(nginx.get("/", a)[0] == 403 for a in attackers[:3]), within_s=5)
+        restored = next(e for e in running.events if e.kind == "restored")
+        assert {d.target for d in restored.decisions} == set(attackers)
+        assert nginx.get("/", READER)[0] == 200
+
+        # An operator's revoke reaches nginx through the store's change feed.
+        store.revoke(attackers[0], "false positive", by="operator")
+        assert wait_until(lambda: nginx.get("/", attackers[0])[0] == 200, within_s=5)
+        assert nginx.get("/", attackers[1])[0] == 403
+        running.stop()
+    finally:
+        nginx.stop()
+        store.close()
+
+
+def test_decisions_expire_on_time(tmp_path: Path) -> None:
+    store = store_from_url("memory://")
+    now = datetime.now(UTC)
+    store.put([make_decision("203.0.113.7", now, ttl_s=1.0), make_decision("203.0.113.8", now, ttl_s=600)])
+    store.put([make_decision("203.0.113.9", now, ttl_s=600, action=Action.OBSERVE)])
+    include = tmp_path / "banned.conf"
+    (tmp_path / "access.log").touch()
+    running = Running(tmp_path / "access.log", store, NginxMapEnforcer(include, None, 0.0, None))
+    assert "203.0.113.7 1;" in include.read_text() and "203.0.113.9" not in include.read_text()
+    assert wait_until(lambda: any(e.kind == "expired" for e in running.events), within_s=4)
+    assert "203.0.113.7" not in include.read_text() and "203.0.113.8 1;" in include.read_text()
+    running.stop()
+    assert running.watcher.summary.restored == 2 and running.watcher.summary.expired == 1
