@@ -58,7 +58,6 @@ WINDOW_SCHEMA: Final[dict[str, pl.DataType]] = {
     "first_ts": pl.Datetime("us", "UTC"),
     "last_ts": pl.Datetime("us", "UTC"),
     "ua_id": pl.UInt64(),
-    "shape": pl.String(),
     "query_keys": pl.String(),
     "template": pl.String(),
     "source": pl.String(),
@@ -210,12 +209,15 @@ def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
     """One row per (client, window) of `toks`, in two passes over integer columns.
 
     The aggregation sees only numbers: the client as a hash, the window and times as integers, strings as hashes.
-    Values a window takes from one request (its client, user agent, evidence line, the first page's method and
+    Values a window takes from one request (its client, user agent, evidence line, the first page's
     template, the first query scheme) are gathered afterwards from the row its integer aggregation picked: the
     earliest (ties in time broken by input order), so the result does not depend on how the sort breaks ties.
     """
     status = pl.col("status").fill_null(0)
     kind = pl.col("kind")
+    # Time-ordered input (the engine's contract) needs only a stable sort by client: its rows then stay in time order,
+    # ties in input order. Anything else is sorted by client, time and input position, to the same effect.
+    in_time_order = bool(toks.get_column("ts").is_sorted())
     narrow = (
         toks.lazy()
         .select(
@@ -240,7 +242,7 @@ def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
             (pl.col("query_keys") != "").alias("_has_keys"),
         )
         # Gaps between a client's consecutive requests in a window, on rows ordered by client then time.
-        .sort("_c", "ts", "_row")
+        .sort(["_c"] if in_time_order else ["_c", "ts", "_row"], maintain_order=True)
         .with_columns(
             pl.when((pl.col("_c") == pl.col("_c").shift()) & (pl.col("window") == pl.col("window").shift()))
             .then(pl.col("ts").diff().dt.total_microseconds().cast(pl.Float64) / 1e6)
@@ -290,23 +292,13 @@ def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
         return toks.select(pl.col(name).gather(rows) for name in columns)
 
     first = pick("_first", ["client", "client_net", "ua_id", "source", "line"])
-    page = pick("_first_page", ["method", "template"])
+    page = pick("_first_page", ["template"])
     keys = pick("_first_keys", ["query_keys"])
-    method = page.get_column("method")
     template = page.get_column("template").fill_null("asset")
     query_keys = keys.get_column("query_keys").fill_null("")
-    shape = (
-        pl.select(
-            pl.when(method.is_null())
-            .then(pl.lit("asset"))
-            .otherwise(pl.concat_str([method, pl.lit(" "), template, pl.lit("?"), query_keys]))
-        )
-        .to_series()
-        .alias("shape")
-    )
     return (
         grouped.drop("_c", "_first", "_first_page", "_first_keys")
-        .hstack([*first.get_columns(), template, query_keys, shape])
+        .hstack([*first.get_columns(), template, query_keys])
         .cast(WINDOW_SCHEMA)  # type: ignore[arg-type]
         .select(list(WINDOW_SCHEMA))
     )
