@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -82,11 +83,21 @@ class Row:
         return max(r.peak_rss_mb for r in self.runs)
 
 
-def timed(argv: list[str], *, log_to: Path, env: dict[str, str] | None = None) -> Run:
-    """Runs `argv` under GNU time; its stdout and stderr go to `log_to`. Raises with the log's tail on failure."""
+def timed(argv: list[str], *, log_to: Path, timeout_s: float | None = None) -> Run:
+    """Runs `argv` under GNU time; its stdout and stderr go to `log_to`. Raises with the log's tail on failure.
+
+    On a timeout the whole process group (GNU time and the tool) is killed, and RuntimeError says so.
+    """
     with tempfile.NamedTemporaryFile(suffix=".time") as measure, log_to.open("wb") as out:
         command = [str(GNU_TIME), "-f", "%e %U %S %M", "-o", measure.name, *argv]
-        proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            tail = log_to.read_text(errors="replace")[-600:]
+            raise RuntimeError(f"{argv[0]} did not finish within {timeout_s:.0f} s; its last output:\n{tail}") from None
         fields = Path(measure.name).read_text().split()
     if proc.returncode != 0:
         tail = log_to.read_text(errors="replace")[-2000:]
@@ -247,7 +258,9 @@ def crowdsec_alerts(config: Path) -> list[dict[str, Any]]:
         lapi.wait(timeout=30)
 
 
-def measure_crowdsec(truth_dir: Path, site: str, log: Path, lines: int, repeat: int, workdir: Path) -> Row:
+def measure_crowdsec(
+    truth_dir: Path, site: str, log: Path, lines: int, repeat: int, workdir: Path, timeout_s: float
+) -> Row:
     notes = ensure_crowdsec()
     if shutil.which("crowdsec") is None or shutil.which("cscli") is None:
         return Row("crowdsec replay", log.name, lines, [], notes=[*notes, "crowdsec could not be installed"])
@@ -256,7 +269,7 @@ def measure_crowdsec(truth_dir: Path, site: str, log: Path, lines: int, repeat: 
     for i in range(repeat):
         config = crowdsec_config(workdir / "crowdsec")
         argv = ["crowdsec", "-c", str(config), "-dsn", f"file://{log}", "-type", "nginx", "-no-capi"]
-        runs.append(timed(argv, log_to=workdir / "crowdsec.out"))
+        runs.append(timed(argv, log_to=workdir / "crowdsec.out", timeout_s=timeout_s))
         print(f"  crowdsec replay run {i + 1}/{repeat}: {runs[-1].wall_s:.1f} s", file=sys.stderr)
         alerts = crowdsec_alerts(config)
     sources: dict[str, list[dict[str, Any]]] = {}
@@ -337,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--crowdsec-scale", type=float, default=0.005, help="scale of the log both tools share")
     parser.add_argument("--crowdsec-repeat", type=int, default=1)
+    parser.add_argument("--crowdsec-timeout", type=float, default=900, help="seconds before a replay is given up")
     parser.add_argument("--skip-crowdsec", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -357,7 +371,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(measure_floodwall(small_truth, small_site, small_log, small_lines, args.repeat, args.workdir))
         try:
             rows.append(
-                measure_crowdsec(small_truth, small_site, small_log, small_lines, args.crowdsec_repeat, args.workdir)
+                measure_crowdsec(
+                    small_truth,
+                    small_site,
+                    small_log,
+                    small_lines,
+                    args.crowdsec_repeat,
+                    args.workdir,
+                    args.crowdsec_timeout,
+                )
             )
         except (RuntimeError, subprocess.CalledProcessError) as error:
             rows.append(Row("crowdsec replay", small_log.name, small_lines, [], notes=[f"failed: {error}"]))
