@@ -7,7 +7,9 @@ with NginxUnderTest(tmp_path, http_body) as nginx:   # http_body: what goes insi
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -35,8 +37,10 @@ def free_port() -> int:
 
 
 def main_config(prefix: Path, http_body: str) -> str:
+    # Run as root (the test's own user), workers would be nobody and could not write the cache in tmp_path.
+    user = "user root;\n" if os.geteuid() == 0 else ""
     return f"""\
-daemon on;
+{user}daemon on;
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -86,14 +90,18 @@ class NginxUnderTest:
         raise AssertionError(f"nginx did not listen on {self.port}: {(self.prefix / 'error.log').read_text()}")
 
     def stop(self) -> None:
-        subprocess.run(self.command("-s", "quit"), capture_output=True, check=False)
+        """Quit by the pid file's signal, so that a configuration a test broke cannot keep nginx running."""
         pid_file = self.prefix / "nginx.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGQUIT)
         deadline = time.monotonic() + 5
         while pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def get(self, path: str = "/", forwarded_for: str | None = None) -> tuple[int, bytes]:
+    def get(self, path: str = "/", forwarded_for: str | None = None, host: str | None = None) -> tuple[int, bytes]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if host is not None:
+            request.add_header("Host", host)
         if forwarded_for is not None:
             request.add_header("X-Forwarded-For", forwarded_for)
         try:

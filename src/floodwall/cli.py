@@ -395,6 +395,147 @@ def score(
     )
 
 
+@app.command()
+def watch(
+    log: Annotated[Path, typer.Argument(help="The access log to follow (like tail -F: survives rotation).")],
+    site: Annotated[str, typer.Option("--site", help="The site's name.")],
+    enforce: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--enforce",
+            help="Where decisions take effect, repeatable: nginx-map:PATH (a geo include; `nginx -t`, then "
+            "`nginx -s reload` at most every 5 s) or nftables:FAMILY/TABLE/SET (sets with timeouts, e.g. "
+            "inet/floodwall/banned). Without one, decisions are only stored and printed.",
+        ),
+    ] = None,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Where decisions live: sqlite:///PATH, redis://HOST, memory:// "
+            "(default: sqlite in --state-dir, STATE_DIR/floodwall-state.db).",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Folder of the default store.", file_okay=False)
+    ] = Path(),
+    fmt: FormatOption = LogFormatChoice.auto,
+    tz: TzOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Follow a live access log, detect floods as they start, and enforce bans until Ctrl-C.
+
+    Decisions are kept in the store, so a restart re-applies them; they expire on time. Prints one line per new
+    decision and a summary on exit.
+
+    Example: floodwall watch /var/log/nginx/access.log --site example-news
+    --enforce nginx-map:/etc/nginx/floodwall/banned.conf --enforce nftables:inet/floodwall/banned
+    """
+    import signal
+
+    from floodwall.enforce import enforcer_from_target
+    from floodwall.store import store_from_url
+    from floodwall.watch import Watcher, WatchEvent
+
+    settings = _setup(config, quiet, verbose)
+    enforcers = [enforcer_from_target(target) for target in enforce or []]
+    if store_url is None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        store_url = f"sqlite:///{state_dir / 'floodwall-state.db'}"
+    store = store_from_url(store_url)
+
+    def show(event: WatchEvent) -> None:
+        if quiet:
+            return
+        if event.kind == "error":
+            err.print(f"floodwall: error: {event.message}", markup=False)
+        elif event.kind == "restored" and event.decisions:
+            out.print(f"{len(event.decisions):,} active decisions restored from {store.url}", markup=False)
+        elif event.kind == "decision":
+            for d in event.decisions:
+                reason = d.reasons[0] if d.reasons else "-"
+                out.print(
+                    f"{d.action.value} {d.target} until {d.expires:%Y-%m-%d %H:%M:%S} UTC: {reason}", markup=False
+                )
+        elif event.kind in ("expired", "revoked"):
+            out.print(f"{event.kind}: {', '.join(event.targets)}", markup=False)
+
+    watcher = Watcher(
+        log,
+        site=site,
+        store=store,
+        enforcers=enforcers,
+        settings=settings,
+        fmt=None if fmt is LogFormatChoice.auto else fmt.value,
+        tz=tz,
+        on_event=show,
+    )
+    previous = {sig: signal.signal(sig, lambda *_: watcher.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if not quiet:
+        out.print(f"watching {log} for {site}; decisions in {store.url}; Ctrl-C to stop", markup=False)
+    try:
+        summary = watcher.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        store.close()
+    if not quiet:
+        made = ", ".join(f"{count:,} {action}" for action, count in sorted(summary.decisions.items())) or "none"
+        out.print(
+            f"{site}: {summary.lines:,} lines in {summary.batches:,} batches; decisions: {made}; "
+            f"{summary.restored:,} restored, {summary.expired:,} expired, {summary.revoked:,} revoked, "
+            f"{summary.errors:,} enforcer errors",
+            markup=False,
+        )
+
+
+@app.command("nginx-config")
+def nginx_config(
+    origin: Annotated[str, typer.Option("--origin", help="The origin server, e.g. http://127.0.0.1:8080.")],
+    server_name: Annotated[str, typer.Option("--server-name", help="The site's host name.")],
+    deny_include: Annotated[
+        Path,
+        typer.Option("--deny-include", help="The geo include `watch --enforce nginx-map:PATH` writes (created empty)."),
+    ] = Path("/etc/nginx/floodwall/banned.conf"),
+    cache_path: Annotated[Path, typer.Option("--cache-path", help="The proxy cache folder.")] = Path(
+        "/var/cache/nginx/floodwall"
+    ),
+    log_path: Annotated[
+        Path, typer.Option("--log-path", help="The access log, in the format `watch` reads best.")
+    ] = Path("/var/log/nginx/floodwall-access.log"),
+    listen: Annotated[str, typer.Option("--listen", help="nginx `listen` value, e.g. 80 or 127.0.0.1:8081.")] = "80",
+) -> None:
+    """Print nginx configuration for the http {} context: log format, cache, limits, the deny include, a server.
+
+    The cache key leaves the query string out for anonymous GETs of HTML pages, so cache-busting floods hit the
+    cache; the trade-off: a page that depends on another query parameter than search or pagination (s, q, page,
+    paged, p, preview) is served as if it had none. The deny include is created, empty, if missing.
+
+    Example: floodwall nginx-config --origin http://127.0.0.1:8080 --server-name www.example-news.org
+    > /etc/nginx/conf.d/floodwall.conf
+    """
+    from floodwall.enforce.nginx_config import NginxSite, render_site
+
+    site = NginxSite(
+        origin=origin,
+        server_name=server_name,
+        deny_include=str(deny_include),
+        cache_path=str(cache_path),
+        log_path=str(log_path),
+        listen=listen,
+    )
+    text = render_site(site)
+    if not deny_include.exists():
+        try:
+            deny_include.parent.mkdir(parents=True, exist_ok=True)
+            deny_include.write_text("# addresses banned by floodwall watch\n", encoding="ascii")
+        except OSError as exc:
+            raise InputError(f"{deny_include}: cannot create the deny include: {exc.strerror}") from None
+    out.print(text, markup=False, end="")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI and exit with the contract's status codes."""
     try:
