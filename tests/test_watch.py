@@ -4,8 +4,11 @@ decisions; decisions expire on time; revokes by an operator reach the enforcers.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -118,3 +121,28 @@ def test_decisions_expire_on_time(tmp_path: Path) -> None:
     assert "203.0.113.7" not in include.read_text() and "203.0.113.8 1;" in include.read_text()
     running.stop()
     assert running.watcher.summary.restored == 2 and running.watcher.summary.expired == 1
+
+
+def test_the_command_prints_decisions_and_a_summary_on_ctrl_c(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.touch()
+    command = [sys.executable, "-m", "floodwall", "watch", str(log), "--site", "example-news"]
+    command += ["--state-dir", str(tmp_path / "state"), "--enforce", f"nginx-map:{tmp_path / 'banned.conf'}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    (tmp_path / "nginx").write_text("#!/bin/sh\nexit 0\n")  # a stand-in for the host's nginx -t and reload
+    (tmp_path / "nginx").chmod(0o755)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        assert "watching" in proc.stdout.readline()
+        rng, now = random.Random(9), time.time()
+        append(log, reader_lines(rng, now - 75, 60, 8))
+        attackers = flood_addresses(10)
+        append(log, flood_lines(rng, now - 15, 15, 100, attackers))
+        first = proc.stdout.readline()
+        assert first.startswith("ban 203.0.113.") and " until " in first, first
+        assert wait_until(lambda: "203.0.113.1 1;" in (tmp_path / "banned.conf").read_text(), within_s=10)
+        proc.send_signal(signal.SIGINT)
+        rest, errors = proc.communicate(timeout=20)
+    assert proc.returncode == 0, errors
+    assert "decisions: 10 ban" in rest.splitlines()[-1]
+    assert (tmp_path / "state" / "floodwall-state.db").exists()
