@@ -37,6 +37,40 @@ FOREST_FEATURES: Final = (
 )
 
 
+#: The columns of `client_features`, in their order, before first-seen and the rates are joined on.
+_FEATURE_ORDER: Final = (
+    "client",
+    "client_net",
+    "requests",
+    "pages",
+    "assets",
+    "posts",
+    "error_share",
+    "server_error_share",
+    "cache_bust_share",
+    "with_query",
+    "query_diversity",
+    "path_diversity",
+    "agents_per_window",
+    "agents",
+    "no_referer_share",
+    "social_share",
+    "bot_share",
+    "novel_ua_share",
+    "novel_query_share",
+    "gap_cv",
+    "peak_window_rps",
+    "first_ts",
+    "last_ts",
+    "windows",
+    "template",
+    "query_keys",
+    "ua_id",
+    "evidence_source",
+    "evidence_line",
+)
+
+
 def _known(windows: pl.DataFrame, quiet: pl.DataFrame, key: str, surge: bool, settings: DetectSettings) -> pl.DataFrame:
     """Per value of `key` in `windows`: known (True) unless its share of the interval's requests is `novelty_lift`
     times or more its share of quiet traffic. A lift, not mere presence: a crawler seen twice a day is known, and a
@@ -61,39 +95,45 @@ def client_features(
     """One row per client of `windows` (WINDOW_SCHEMA rows of one interval) with its behaviour features."""
     known_ua = _known(windows, profile.known_agents, "ua_id", onset is not None, settings)
     known_qk = _known(windows, profile.known_query_keys, "query_keys", onset is not None, settings)
+    # Eager joins that keep the windows' order (a lazy join costs several times more, and may reorder the evidence),
+    # then one pass of plain sums, counts and extremes per client; the shares are divided out afterwards.
     enriched = (
-        windows.lazy()
-        .join(known_ua.lazy(), on="ua_id", how="left")
-        .join(known_qk.lazy(), on="query_keys", how="left")
+        windows.join(known_ua, on="ua_id", how="left", maintain_order="left")
+        .join(known_qk, on="query_keys", how="left", maintain_order="left")
         .with_columns(
-            pl.col("known_ua").fill_null(True),
-            (pl.col("known_qk").fill_null(True) | (pl.col("query_keys") == "")).alias("known_qk"),
+            pl.when(pl.col("known_ua").fill_null(True)).then(0).otherwise(pl.col("requests")).alias("_novel_ua"),
+            pl.when(pl.col("known_qk").fill_null(True) | (pl.col("query_keys") == ""))
+            .then(0)
+            .otherwise(pl.col("requests"))
+            .alias("_novel_qk"),
+            (pl.col("gap_std_s") / pl.col("gap_mean_s")).fill_nan(None).alias("_gap_cv"),
         )
     )
-    requests = pl.col("requests").sum().cast(pl.Float64)
+    requests = pl.col("requests").cast(pl.Float64)
     features = (
-        enriched.group_by("client")
+        enriched.lazy()
+        .group_by("client")
         .agg(
             pl.col("client_net").first(),
-            requests.alias("requests"),
+            pl.col("requests").sum().cast(pl.Float64).alias("requests"),
             pl.col("pages").sum().alias("pages"),
             pl.col("assets").sum().alias("assets"),
             pl.col("posts").sum().alias("posts"),
-            (pl.col("s4xx").sum() / requests).alias("error_share"),
-            (pl.col("s5xx").sum() / requests).alias("server_error_share"),
-            (pl.col("cache_bust").sum() / requests).alias("cache_bust_share"),
+            pl.col("s4xx").sum().alias("_s4xx"),
+            pl.col("s5xx").sum().alias("_s5xx"),
+            pl.col("cache_bust").sum().alias("_cache_bust"),
             pl.col("with_query").sum().alias("with_query"),
-            (pl.col("queries").sum() / pl.col("with_query").sum().clip(1)).clip(0, 1).alias("query_diversity"),
-            (pl.col("paths").sum() / requests).alias("path_diversity"),
+            pl.col("queries").sum().alias("_queries"),
+            pl.col("paths").sum().alias("_paths"),
             pl.col("user_agents").mean().alias("agents_per_window"),
             pl.col("ua_id").n_unique().alias("agents"),
-            (pl.col("no_referer").sum() / requests).alias("no_referer_share"),
-            (pl.col("social_referer").sum() / requests).alias("social_share"),
-            (pl.col("bot_requests").sum() / requests).alias("bot_share"),
-            (pl.col("requests").filter(~pl.col("known_ua")).sum() / requests).alias("novel_ua_share"),
-            (pl.col("requests").filter(~pl.col("known_qk")).sum() / requests).alias("novel_query_share"),
-            (pl.col("gap_std_s") / pl.col("gap_mean_s")).drop_nans().mean().fill_null(1.0).alias("gap_cv"),
-            (pl.col("requests").max().cast(pl.Float64) / settings.window_s).alias("peak_window_rps"),
+            pl.col("no_referer").sum().alias("_no_referer"),
+            pl.col("social_referer").sum().alias("_social"),
+            pl.col("bot_requests").sum().alias("_bot"),
+            pl.col("_novel_ua").sum(),
+            pl.col("_novel_qk").sum(),
+            pl.col("_gap_cv").mean().fill_null(1.0).alias("gap_cv"),
+            pl.col("requests").max().alias("_peak"),
             pl.col("first_ts").min().alias("first_ts"),
             pl.col("last_ts").max().alias("last_ts"),
             pl.len().alias("windows"),
@@ -104,6 +144,20 @@ def client_features(
             pl.col("source").head(5).alias("evidence_source"),
             pl.col("line").head(5).alias("evidence_line"),
         )
+        .with_columns(
+            (pl.col("_s4xx") / requests).alias("error_share"),
+            (pl.col("_s5xx") / requests).alias("server_error_share"),
+            (pl.col("_cache_bust") / requests).alias("cache_bust_share"),
+            (pl.col("_queries") / pl.col("with_query").clip(1)).clip(0, 1).alias("query_diversity"),
+            (pl.col("_paths") / requests).alias("path_diversity"),
+            (pl.col("_no_referer") / requests).alias("no_referer_share"),
+            (pl.col("_social") / requests).alias("social_share"),
+            (pl.col("_bot") / requests).alias("bot_share"),
+            (pl.col("_novel_ua") / requests).alias("novel_ua_share"),
+            (pl.col("_novel_qk") / requests).alias("novel_query_share"),
+            (pl.col("_peak").cast(pl.Float64) / settings.window_s).alias("peak_window_rps"),
+        )
+        .select(_FEATURE_ORDER)
         .join(profile.first_seen.lazy(), on="client", how="left")
         .join(profile.net_first_seen.lazy(), on="client_net", how="left")
         .with_columns(
