@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,13 +97,17 @@ def test_a_failing_nginx_t_keeps_the_old_file(tmp_path: Path) -> None:
         enforcer.apply([ban("203.0.113.7")])
         good = include.read_text()
         # A configuration broken elsewhere: nginx -t now fails, whatever the include says.
-        nginx.conf.write_text(nginx.conf.read_text().replace("worker_processes 1;", "worker_processes 1; bogus;"))
+        sound = nginx.conf.read_text()
+        nginx.conf.write_text(sound.replace("worker_processes 1;", "worker_processes 1; bogus;"))
         with pytest.raises(ServiceError, match="bogus"):
             enforcer.apply([ban("203.0.113.8")])
         assert include.read_text() == good
         assert not list(tmp_path.glob(".banned.conf.*"))
-        # The running nginx goes on with the old file (after the first reload's old worker has gone).
+        # Once the configuration is mended, nginx runs with the old file: the refused change never took effect.
+        nginx.conf.write_text(sound)
+        subprocess.run(nginx.reload_command, check=True)
         assert wait_until(lambda: nginx.get("/", "203.0.113.7")[0] == 403, within_s=5)
+        assert nginx.get("/", "203.0.113.8")[0] == 200
     finally:
         nginx.stop()
 
