@@ -54,6 +54,6 @@ def incident_vectors(attackers: pl.DataFrame) -> tuple[Vector, ...]:
         .group_by("vectors")
         .agg(pl.col("requests").sum())
         .filter(pl.col("requests") >= INCIDENT_SHARE * total)
-        .sort("requests", descending=True)
+        .sort("requests", "vectors", descending=[True, False])  # a tie in volume (one fleet, two vectors) by name
     )
     return tuple(Vector(v) for v in volume.get_column("vectors").to_list())
