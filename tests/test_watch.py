@@ -78,30 +78,34 @@ def test_a_flood_in_the_log_is_refused_by_nginx_within_5_s_and_survives_a_restar
         written = time.monotonic()
         flood = flood_lines(rng, now - 15, 15, 150, attackers) + reader_lines(rng, now - 15, 15, 8)
         append(log, sorted(flood, key=lambda line: line.split("[", 1)[1][:20]))
-        assert wait_until(lambda: all(nginx.get("/", a)[0] == 403 for a in attackers[:5]), within_s=5, every_s=0.1)
+        # Every flood address refused within 5 s (decisions and nginx's graceful reloads arrive in steps).
+        assert wait_until(lambda: all(nginx.get("/", a)[0] == 403 for a in attackers), within_s=5, every_s=0.1)
         took = time.monotonic() - written
         assert nginx.get("/", READER) == (200, b"story\n")
-        assert all(nginx.get("/", a)[0] == 403 for a in attackers)
         assert running.decided() == set(attackers), "readers in the log must not be banned"
         assert nginx.get("/", READER)[0] == 200
         running.stop()
         print(f"flood written to 403 in {took:.2f} s")
 
         # A restart: nginx forgets (an empty include), the new watcher restores the bans from the store.
+        # nginx reloads gracefully: for a moment old and new workers both answer, so each check waits for the
+        # state it expects on every address, not on one answer.
         include.write_text("")
         subprocess.run(nginx.reload_command, check=True)
-        assert wait_until(lambda: nginx.get("/", attackers[0])[0] == 200, within_s=5)
+        assert wait_until(lambda: all(nginx.get("/", a)[0] == 200 for a in attackers), within_s=5)
         enforcer = NginxMapEnforcer(include, nginx.reload_command, 1.0, nginx.test_command)
         running = Running(log, store, enforcer)
-        assert wait_until(lambda: all(nginx.get("/", a)[0] == 403 for a in attackers[:3]), within_s=5)
+        assert wait_until(lambda: all(nginx.get("/", a)[0] == 403 for a in attackers), within_s=5)
         restored = next(e for e in running.events if e.kind == "restored")
         assert {d.target for d in restored.decisions} == set(attackers)
         assert nginx.get("/", READER)[0] == 200
 
         # An operator's revoke reaches nginx through the store's change feed.
         store.revoke(attackers[0], "false positive", by="operator")
-        assert wait_until(lambda: nginx.get("/", attackers[0])[0] == 200, within_s=5)
-        assert nginx.get("/", attackers[1])[0] == 403
+        assert wait_until(
+            lambda: nginx.get("/", attackers[0])[0] == 200 and all(nginx.get("/", a)[0] == 403 for a in attackers[1:]),
+            within_s=5,
+        )
         running.stop()
     finally:
         nginx.stop()
