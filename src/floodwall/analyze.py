@@ -80,15 +80,18 @@ def analyze(
         if progress is not None:
             progress(phase, done, total)
 
-    reader = LogReader(
-        logs,
-        site=site,
-        fmt=fmt or settings.logs.format,
-        tz=tz or settings.logs.tz,
-        json_fields=settings.logs.json_fields,
-        batch_rows=settings.logs.batch_rows,
-        progress=lambda done, total: report("reading", done, total),
-    )
+    def reader_for(phase: str) -> LogReader:
+        return LogReader(
+            logs,
+            site=site,
+            fmt=fmt or settings.logs.format,
+            tz=tz or settings.logs.tz,
+            json_fields=settings.logs.json_fields,
+            batch_rows=settings.logs.batch_rows,
+            progress=lambda done, total: report(phase, done, total),
+        )
+
+    reader = reader_for("reading")
     engine = Engine(site, settings.detect, live=False)
     fingerprints = FingerprintAccumulator()
     for frame in reader:
@@ -113,15 +116,7 @@ def analyze(
     document["geo_database"] = geo_database
     # The forensic account needs the attackers, known only now: a second, aggregating pass over the inputs.
     account = account_from_logs(
-        lambda: LogReader(
-            logs,
-            site=site,
-            fmt=fmt or settings.logs.format,
-            tz=tz or settings.logs.tz,
-            json_fields=settings.logs.json_fields,
-            batch_rows=settings.logs.batch_rows,
-            progress=lambda done, total: report("forensics", done, total),
-        ),
+        lambda: reader_for("forensics"),
         site=site,
         detection=detection,
         first_pass=reader.inputs,
