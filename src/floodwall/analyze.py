@@ -89,6 +89,7 @@ def analyze(
             json_fields=settings.logs.json_fields,
             batch_rows=settings.logs.batch_rows,
             progress=lambda done, total: report(phase, done, total),
+            announce=phase == "reading",  # the format is said once, not again on the forensic pass
         )
 
     reader = reader_for("reading")

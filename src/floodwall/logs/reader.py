@@ -141,6 +141,7 @@ class LogReader:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         progress: ProgressCallback | None = None,
         use_fast_path: bool = True,
+        announce: bool = True,
     ) -> None:
         if not inputs:
             raise ConfigError("no input given: name at least one log file, or - for stdin")
@@ -155,7 +156,7 @@ class LogReader:
         self._pending: list[_Stream] = []
         for source in self.sources:
             guess = sniff_format(source.probe(), fmt, source.name)
-            log.info("%s: format %s", source.name, guess.describe())
+            log.log(logging.INFO if announce else logging.DEBUG, "%s: format %s", source.name, guess.describe())
             parser = ChunkParser(
                 guess, site=site, source=source.name, tz=zone, json_fields=json_fields, use_fast_path=use_fast_path
             )
