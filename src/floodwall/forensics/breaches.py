@@ -16,7 +16,7 @@ from floodwall.detect import DetectionResult
 from floodwall.forensics.collect import Collected
 from floodwall.forensics.mode import sample_of
 from floodwall.forensics.shapes import looks_hostile
-from floodwall.forensics.timeline import iso, local
+from floodwall.forensics.timeline import incident_header
 from floodwall.model import IncidentKind
 
 __all__ = ["build_breaches"]
@@ -62,17 +62,9 @@ def build_breaches(
         ).sort("first_ts")
         statuses = rows.group_by("status").agg(pl.col("requests").sum()).sort("status")
         out.append(
-            {
-                "id": incident.id,
-                "kind": incident.kind.value,
-                "start": iso(incident.start),
-                "end": iso(incident.end),
-                "start_local": local(incident.start, zone),
-                "end_local": local(incident.end, zone),
-                "vectors": [v.value for v in incident.vectors],
+            incident_header(incident, zone)
+            | {
                 "families": _families(detection, incident.id),
-                "addresses": len(incident.attackers),
-                "attackers": list(incident.attackers),
                 "requests": int(rows.get_column("requests").sum() or 0) or incident.requests,
                 "statuses": {str(s): int(n) for s, n in statuses.iter_rows()},
                 "targets": [

@@ -24,7 +24,7 @@ from floodwall.forensics.infra import GeoSource, build_infrastructure
 from floodwall.forensics.mode import build_mode
 from floodwall.forensics.narrative import methods_and_limits, summary
 from floodwall.forensics.scope import build_scope
-from floodwall.forensics.timeline import build_timeline, iso, local, minute_table
+from floodwall.forensics.timeline import build_timeline, incident_header, iso, local, minute_table
 from floodwall.report.account import Account
 
 __all__ = ["Forensics", "InputFacts", "account_from_frames"]
@@ -165,19 +165,11 @@ def _incidents(detection: DetectionResult, mode: dict[str, Any], zone: ZoneInfo)
     for incident in detection.incidents:
         markers = [m["marker"] for m in mode["markers"] if incident.id in m.get("incidents", [])]
         out.append(
-            {
-                "id": incident.id,
-                "kind": incident.kind.value,
-                "start": iso(incident.start),
-                "end": iso(incident.end),
-                "start_local": local(incident.start, zone),
-                "end_local": local(incident.end, zone),
+            incident_header(incident, zone)
+            | {
                 "peak_rps": round(incident.peak_rps, 1),
                 "requests": incident.requests,
                 "attack_requests": incident.attack_requests,
-                "vectors": [v.value for v in incident.vectors],
-                "addresses": len(incident.attackers),
-                "attackers": list(incident.attackers),
                 "markers": sorted(set(markers) | set(incident.markers)),
                 "phases": [p.label for p in incident.phases],
             }

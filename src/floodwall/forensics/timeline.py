@@ -11,7 +11,7 @@ import polars as pl
 
 from floodwall.detect import DetectionResult
 from floodwall.forensics.collect import Collected
-from floodwall.model import IncidentKind
+from floodwall.model import Incident, IncidentKind
 
 __all__ = ["build_timeline", "iso", "local", "minute_table", "runs"]
 
@@ -217,4 +217,20 @@ def build_timeline(
         "gaps": gaps,
         "downtime": downtime,
         "downtime_note": downtime_note,
+    }
+
+
+def incident_header(incident: Incident, zone: ZoneInfo) -> dict[str, Any]:
+    """The fields every section of the account starts an incident with: id, kind, times (UTC and local), vectors,
+    addresses."""
+    return {
+        "id": incident.id,
+        "kind": incident.kind.value,
+        "start": iso(incident.start),
+        "end": iso(incident.end),
+        "start_local": local(incident.start, zone),
+        "end_local": local(incident.end, zone),
+        "vectors": [v.value for v in incident.vectors],
+        "addresses": len(incident.attackers),
+        "attackers": list(incident.attackers),
     }

@@ -13,21 +13,15 @@ import polars as pl
 from floodwall.logs import clf
 from floodwall.model import REQUEST_SCHEMA
 
-__all__ = ["apply_extras_columnar", "client_networks", "finish_frame", "rows_to_frame"]
+__all__ = ["CORE_FIELDS", "apply_extras_columnar", "client_networks", "finish_frame", "rows_to_frame"]
 
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_NET_RX: Final = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
+#: The columns every CLF parser fills, after `ts`.
+CORE_FIELDS: Final = ("client", "method", "path", "query", "protocol", "status", "bytes", "referer", "user_agent")
 _PARSED_FIELDS: Final = (
     "ts",
-    "client",
-    "method",
-    "path",
-    "query",
-    "protocol",
-    "status",
-    "bytes",
-    "referer",
-    "user_agent",
+    *CORE_FIELDS,
     "host",
     "request_time",
     "upstream_time",

@@ -20,7 +20,7 @@ import polars as pl
 
 from floodwall.logs import clf
 from floodwall.logs.formats import FormatGuess
-from floodwall.logs.frame import apply_extras_columnar, finish_frame, rows_to_frame
+from floodwall.logs.frame import CORE_FIELDS, apply_extras_columnar, finish_frame, rows_to_frame
 from floodwall.logs.jsonlog import JsonParser
 from floodwall.model import REQUEST_SCHEMA
 
@@ -161,15 +161,7 @@ class ChunkParser:
         rejected = scanned.filter(~pl.col("ok"))
         fast = accepted.select(
             pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("ts"),
-            "client",
-            "method",
-            "path",
-            "query",
-            "protocol",
-            "status",
-            "bytes",
-            "referer",
-            "user_agent",
+            *CORE_FIELDS,
             pl.col("vhost").alias("host"),
             "extras",
             "line",
