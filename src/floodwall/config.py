@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from floodwall.edge.settings import EdgeSettings
 from floodwall.errors import ConfigError, InputError
 
 __all__ = ["DetectSettings", "LogSettings", "Settings", "SiteSettings", "load_settings", "read_toml"]
@@ -107,6 +108,7 @@ class Settings(_Section):
     logs: LogSettings = Field(default_factory=LogSettings)
     site: SiteSettings = Field(default_factory=SiteSettings)
     detect: DetectSettings = Field(default_factory=DetectSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
 
 
 def _describe(error: dict[str, object]) -> str:

@@ -1,0 +1,101 @@
+"""The `[edge]` section of the config file and its parts, validated once at load like every other section.
+
+Each part of the edge owns one sub-section: `[edge.cache]`, `[edge.limits]`, `[edge.challenge]`, `[edge.admin]`.
+Defaults are safe for a small outlet: nothing here blocks a reader on its own.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["AdminSettings", "CacheSettings", "ChallengeSettings", "EdgeSettings", "LimitSettings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CacheSettings(_Section):
+    """The cache for anonymous GET and HEAD."""
+
+    enabled: bool = True
+    #: Most bytes of response bodies held in memory per worker.
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    #: Largest single response body kept.
+    max_object_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    #: Seconds an HTML page without Cache-Control is served from cache (the micro-cache); 0 turns it off.
+    html_ttl_s: float = Field(default=5.0, ge=0)
+    #: Seconds a stale page is served while one request refreshes it (RFC 5861 stale-while-revalidate).
+    stale_while_revalidate_s: float = Field(default=30.0, ge=0)
+    #: Seconds a stale page is served when the origin fails or times out (RFC 5861 stale-if-error).
+    stale_if_error_s: float = Field(default=86_400.0, ge=0)
+    #: Query parameters the site uses; every other parameter is dropped from the cache key (the cure for
+    #: cache-busting floods). Empty means: keep every parameter.
+    query_keep: list[str] = Field(default_factory=list)
+
+
+class LimitSettings(_Section):
+    """Token buckets, concurrency caps and size and time limits."""
+
+    #: Requests per second and burst allowed to one client address.
+    client_rps: float = Field(default=20.0, gt=0)
+    client_burst: float = Field(default=60.0, ge=1)
+    #: Requests per second and burst allowed to one prefix (/24 for IPv4, /48 for IPv6).
+    prefix_rps: float = Field(default=200.0, gt=0)
+    prefix_burst: float = Field(default=600.0, ge=1)
+    #: Most requests in flight to the origin at once, per worker.
+    origin_concurrency: int = Field(default=64, ge=1)
+    #: Most bytes of request line plus headers, and of a request body.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    #: Seconds a client may take to send its headers, and its body (slowloris and slow POST are closed).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    #: Seconds an idle keep-alive connection stays open.
+    keepalive_timeout_s: float = Field(default=30.0, gt=0)
+    #: Seconds to wait for the origin's answer.
+    origin_timeout_s: float = Field(default=30.0, gt=0)
+    #: Under attack every rate above is multiplied by this factor (and unknown clients are challenged).
+    under_attack_factor: float = Field(default=0.25, gt=0, le=1)
+
+
+class ChallengeSettings(_Section):
+    """The proof-of-work challenge and its signed cookie."""
+
+    #: Leading zero bits the browser must find (about 2**difficulty hashes); 16 takes well under a second.
+    difficulty_bits: int = Field(default=16, ge=0, le=28)
+    #: Seconds a solved challenge's cookie stays valid.
+    cookie_ttl_s: int = Field(default=3600, ge=60)
+    cookie_name: str = "floodwall_pass"
+    #: File holding the secret that signs cookies (created with 32 random bytes when missing); without it, a random
+    #: secret per start, which logs every reader out on restart.
+    secret_file: str | None = None
+
+
+class AdminSettings(_Section):
+    """The admin listener: health, metrics, decisions."""
+
+    listen: str = "127.0.0.1:9180"
+    #: File holding the bearer token required off loopback; the admin listener refuses to start off loopback without.
+    token_file: str | None = None
+
+
+class EdgeSettings(_Section):
+    """`floodwall edge`: the reverse proxy. `--origin`, `--listen` and `--admin` override the keys here."""
+
+    origin: str | None = None
+    listen: str = "127.0.0.1:8080"
+    #: Worker processes sharing the listening port (SO_REUSEPORT); 0 means one per core.
+    workers: int = Field(default=0, ge=0, le=256)
+    #: Proxies (a CDN's ranges, a load balancer) whose X-Forwarded-For is believed.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    #: Where decisions live: memory://, sqlite:///path (the default beside the access log), redis://host.
+    store: str | None = None
+    #: The edge's own access log (nginx combined plus extras, which `floodwall analyze` reads).
+    access_log: str | None = None
+    #: Start in "under attack" mode (tighter limits, unknown clients challenged); also switchable at the admin API.
+    under_attack: bool = False
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    challenge: ChallengeSettings = Field(default_factory=ChallengeSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
