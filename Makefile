@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.floodwall-installed
 # Services and data the tests, the demo and the benchmarks use (see README, "What gets installed").
-DEBIAN_PACKAGES := nginx nftables iproute2 redis-server modsecurity-crs libloc-database location chromium
+DEBIAN_PACKAGES := nginx nftables iproute2 redis-server modsecurity-crs libloc-database location chromium wrk
 BENCH_PACKAGES := goaccess
 DEMO_OUT ?= demo-out
 
