@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AdminSettings", "CacheSettings", "ChallengeSettings", "EdgeSettings", "LimitSettings"]
+__all__ = ["AdminSettings", "CacheSettings", "ChallengeSettings", "EdgeSettings", "LimitSettings", "LiveSettings"]
 
 
 class _Section(BaseModel):
@@ -80,6 +80,19 @@ class AdminSettings(_Section):
     token_file: str | None = None
 
 
+class LiveSettings(_Section):
+    """Live detection at the edge: per-worker recording, batches to the one detector, decisions to the store."""
+
+    enabled: bool = True
+    #: Most requests one worker records per second for the detector; beyond it rows are dropped and counted (a
+    #: sample of a flood is still a flood, and the memory a flood can take stays bounded).
+    max_rows_per_s: int = Field(default=50_000, ge=100)
+    #: Most one-second batches waiting for the detector, all workers together; a full queue drops the batch.
+    queue_batches: int = Field(default=64, ge=1)
+    #: Seconds of the newest rows held back a step, so a worker's late batch is still fed in time order.
+    hold_back_s: float = Field(default=1.0, ge=0, le=10)
+
+
 class EdgeSettings(_Section):
     """`floodwall edge`: the reverse proxy. `--origin`, `--listen` and `--admin` override the keys here."""
 
@@ -99,3 +112,4 @@ class EdgeSettings(_Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     challenge: ChallengeSettings = Field(default_factory=ChallengeSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
