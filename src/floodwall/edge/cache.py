@@ -1,0 +1,507 @@
+"""The edge's cache for anonymous GET and HEAD: what keeps the site readable while the origin drowns.
+
+A shared cache in the sense of RFC 9111, deliberately small:
+
+- **What is cached.** Only requests without `Authorization`, without cookies (the challenge cookie aside: it says
+  nothing about the page) and without `Range` get a key. A response is stored when the origin allows it
+  (`no-store`, `private`, `no-cache` and `Set-Cookie` keep it out; we never revalidate, so a `no-cache` page would
+  be useless to us) and gives it a lifetime: `s-maxage`, else `max-age`, else `Expires` minus `Date`; without any of
+  these, an HTML page of a status cacheable by default (RFC 9111 section 4.2.2) lives `html_ttl_s` (the
+  micro-cache: five seconds of cache turn a flood on the front page into one origin request per five seconds).
+- **The key** is host, path and query, with the query reduced to `query_keep` when that list is set (a
+  cache-busting flood appends random parameters; dropped, they all hit one entry), parameters sorted, and the set of
+  content codings the client accepts (`br`, `gzip`, `deflate`, `zstd`: at most 16 variants, so a flood cannot
+  fragment the cache through `Accept-Encoding`). That last part is what makes `Vary: Accept-Encoding` safe to store;
+  any other `Vary` is not stored.
+- **Stale pages.** Past its lifetime a page is still served for `stale-while-revalidate` seconds while one
+  background request refreshes it, and for `stale-if-error` seconds when the origin fails (RFC 5861; the origin's
+  own directives win over the settings, and `must-revalidate` turns both off). A newsroom would rather serve a page
+  ten minutes old than an error.
+- **Coalescing.** Concurrent misses on one key make one origin request; the others wait for its result (nginx's
+  `proxy_cache_lock`). When that result may not be stored (a session cookie, `private`), each waiter fetches its
+  own: a response meant for one reader is never handed to another.
+- **Bounded.** At most `max_bytes` of entries per worker, least recently used first out.
+
+HEAD shares GET's key: the caller fetches a cacheable HEAD miss with GET (as nginx's `proxy_cache_convert_head`
+does) and answers with the head alone; `put` refuses what a HEAD request fetched, whose body would be empty.
+
+The cache is memory in one worker: nothing here reaches the store, so an unreachable store changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from typing import Any, Final, TypeVar
+from urllib.parse import quote, unquote_plus
+
+from floodwall.edge.settings import CacheSettings
+
+__all__ = ["CacheStatus", "CachedResponse", "EdgeCache", "Freshness", "Origin", "RawHeaders"]
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+RawHeaders = list[tuple[bytes, bytes]]
+#: What the caller's fetch gives `EdgeCache.serve`: status, headers, body.
+Origin = tuple[int, RawHeaders, bytes]
+
+
+class Freshness(enum.Enum):
+    FRESH = "fresh"
+    STALE_REVALIDATE = "stale-while-revalidate"  # serve it, and refresh in the background
+    STALE_IF_ERROR = "stale-if-error"  # serve it only if the origin fails
+    EXPIRED = "expired"
+
+
+class CacheStatus(enum.Enum):
+    """What `X-Floodwall-Cache` says (CONTRACT.md): HIT, MISS or STALE."""
+
+    HIT = b"HIT"
+    MISS = b"MISS"
+    STALE = b"STALE"
+
+
+#: RFC 9111 section 4.2.2 (heuristically cacheable, from RFC 9110 section 15.1), less 206: we store no ranges.
+HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+#: Never stored whatever the origin says: partial, not modified, and informational answers.
+_NEVER: Final = frozenset({206, 304})
+#: Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones rewritten when the entry is served.
+_DROP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"age",
+        b"x-floodwall-cache",
+    }
+)
+_CODINGS: Final = ("br", "deflate", "gzip", "zstd")
+_DIRECTIVE: Final = re.compile(r'\s*([A-Za-z-]+)\s*(?:=\s*"?([^",]*)"?)?\s*(?:,|$)')
+_ENTRY_OVERHEAD: Final = 200  # bytes per entry besides body and head, roughly (objects, key)
+
+
+@dataclass(slots=True, eq=False)
+class CachedResponse:
+    """One stored response, with its head serialised once so a hit is a byte copy.
+
+    `head` is the status line and the stored headers, `Content-Length` included, without the final blank line: the
+    server appends `Age`, `X-Floodwall-Cache` and its connection headers, then `\\r\\n` and the body (`wire` does
+    it all).
+    """
+
+    status: int
+    headers: RawHeaders
+    body: bytes
+    head: bytes
+    stored_at: float  # clock time when stored
+    initial_age_s: float  # the origin's Age header (RFC 9111 section 4.2.3)
+    fresh_until: float
+    revalidate_until: float
+    error_until: float
+    size: int = field(default=0)
+
+    def state(self, now: float) -> Freshness:
+        if now < self.fresh_until:
+            return Freshness.FRESH
+        if now < self.revalidate_until:
+            return Freshness.STALE_REVALIDATE
+        if now < self.error_until:
+            return Freshness.STALE_IF_ERROR
+        return Freshness.EXPIRED
+
+    def age_s(self, now: float) -> int:
+        return int(self.initial_age_s + max(0.0, now - self.stored_at))
+
+    def wire(self, now: float, cache_status: CacheStatus, *, include_body: bool = True, extra: bytes = b"") -> bytes:
+        """The whole response as bytes; `extra` is more header lines, each ending in CRLF."""
+        tail = b"Age: %d\r\nX-Floodwall-Cache: %s\r\n%s\r\n" % (self.age_s(now), cache_status.value, extra)
+        return self.head + tail + self.body if include_body else self.head + tail
+
+
+def _directives(values: Iterable[bytes]) -> dict[str, str | None]:
+    """Cache-Control directives (RFC 9111 section 5.2), names lower-cased; the first occurrence wins."""
+    found: dict[str, str | None] = {}
+    for raw in values:
+        for match in _DIRECTIVE.finditer(raw.decode("latin-1")):
+            name = match.group(1).lower()
+            if name and name not in found:
+                found[name] = match.group(2)
+    return found
+
+
+def _seconds(value: str | None) -> float | None:
+    """A delta-seconds value; None when absent or invalid (an invalid max-age makes the response stale, which for
+    us means not stored: RFC 9111 section 4.2.1)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
+
+
+def _http_date(value: bytes | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parsedate_to_datetime(value.decode("latin-1")).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _accepted_codings(value: bytes | None) -> str:
+    """The content codings from `_CODINGS` that an Accept-Encoding value accepts, as one short sorted string."""
+    if not value:
+        return ""
+    accepted = []
+    text = value.decode("latin-1").lower()
+    for part in text.split(","):
+        coding, _, params = part.partition(";")
+        coding = coding.strip()
+        if coding in _CODINGS or coding == "*":
+            q = params.replace(" ", "")
+            if q.startswith("q=") and _zero_q(q[2:]):
+                continue
+            accepted += list(_CODINGS) if coding == "*" else [coding]
+    return ",".join(sorted(set(accepted)))
+
+
+def _zero_q(q: str) -> bool:
+    try:
+        return float(q) <= 0
+    except ValueError:
+        return False
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    return f"HTTP/1.1 {status} {reason}".encode("latin-1")
+
+
+class EdgeCache:
+    """The cache of one worker. `clock` gives seconds (monotonic): lifetimes are durations, never dates."""
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        challenge_cookie: str = "floodwall_pass",
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._wall_clock = wall_clock  # only for Expires and Date, which are dates
+        self._challenge_cookie = challenge_cookie
+        self._keep = frozenset(settings.query_keep)
+        self._entries: OrderedDict[str, CachedResponse] = OrderedDict()
+        self._bytes = 0
+        self._fetching: dict[str, asyncio.Future[Any]] = {}
+        self._refreshing: set[asyncio.Task[Any]] = set()
+        self.stats = {"hits": 0, "misses": 0, "stale": 0, "stored": 0, "evicted": 0, "fetches": 0, "refresh_errors": 0}
+
+    # --- the key ------------------------------------------------------------------------------------------------
+
+    def key(self, method: str, host: str, target: str, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """The cache key of a request, or None when it must go to the origin uncached (not GET or HEAD, an
+        `Authorization`, a cookie other than the challenge's, a `Range`, or `Cache-Control: no-store`)."""
+        if not self.settings.enabled or method not in ("GET", "HEAD"):
+            return None
+        encoding: bytes | None = None
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"accept-encoding":
+                encoding = value if encoding is None else encoding + b"," + value
+            elif lower in (b"authorization", b"range"):
+                return None
+            elif lower == b"cookie":
+                if not self._only_challenge_cookie(value):
+                    return None
+            elif lower == b"cache-control" and b"no-store" in value.lower():
+                return None
+        path, question, query = target.partition("?")
+        if question:
+            query = self._reduce_query(query)
+        return f"{host.lower()}\x00{path}\x00{query}\x00{_accepted_codings(encoding)}"
+
+    def _only_challenge_cookie(self, value: bytes) -> bool:
+        for pair in value.decode("latin-1").split(";"):
+            name = pair.partition("=")[0].strip()
+            if name and name != self._challenge_cookie:
+                return False
+        return True
+
+    def _reduce_query(self, query: str) -> str:
+        """Parameters kept (all, or `query_keep`), decoded and sorted, then encoded one way: two spellings of one
+        query share an entry, and a parameter the site does not read cannot make a new one."""
+        pairs = []
+        for part in query.split("&"):
+            if not part:
+                continue
+            name, _, value = part.partition("=")
+            name = unquote_plus(name)
+            if self._keep and name not in self._keep:
+                continue
+            pairs.append((name, unquote_plus(value)))
+        pairs.sort()
+        return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs)
+
+    # --- lookup and store -----------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def get(self, key: str) -> CachedResponse | None:
+        """The entry for `key` whatever its state (the caller asks `state(now)`), or None; marks it recently used.
+        An entry past every stale window is dropped here."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.state(self._clock()) is Freshness.EXPIRED:
+            self._remove(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(
+        self,
+        key: str,
+        status: int,
+        headers: RawHeaders,
+        body: bytes,
+        request_headers: Iterable[tuple[bytes, bytes]] = (),
+        *,
+        request_method: str = "GET",
+    ) -> bool:
+        """Store a response if HTTP allows it; True when stored. `request_headers` are the request's (its own
+        `Cache-Control: no-store` keeps the answer out, RFC 9111 section 5.2.1.5)."""
+        entry = self.build(status, headers, body, request_headers, request_method=request_method)
+        if entry is None:
+            return False
+        self._remove(key)
+        if entry.size > self.settings.max_bytes:
+            return False
+        self._entries[key] = entry
+        self._bytes += entry.size
+        while self._bytes > self.settings.max_bytes:
+            oldest = next(iter(self._entries))
+            self._remove(oldest)
+            self.stats["evicted"] += 1
+        self.stats["stored"] += 1
+        return True
+
+    def build(
+        self,
+        status: int,
+        headers: RawHeaders,
+        body: bytes,
+        request_headers: Iterable[tuple[bytes, bytes]] = (),
+        *,
+        request_method: str = "GET",
+    ) -> CachedResponse | None:
+        """The entry `put` would store, or None when the response may not be stored."""
+        if not self.settings.enabled or request_method != "GET" or status in _NEVER or status < 200:
+            return None
+        if len(body) > self.settings.max_object_bytes:
+            return None
+        for name, value in request_headers:
+            if name.lower() == b"cache-control" and b"no-store" in value.lower():
+                return None
+        control: list[bytes] = []
+        kept: RawHeaders = []
+        expires = date = content_type = None
+        age = 0.0
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"set-cookie":
+                return None
+            if lower == b"vary":
+                fields = {v.strip().lower() for v in value.split(b",") if v.strip()}
+                if fields - {b"accept-encoding"}:
+                    return None
+            elif lower == b"cache-control":
+                control.append(value)
+            elif lower == b"expires":
+                expires = value
+            elif lower == b"date":
+                date = value
+            elif lower == b"content-type":
+                content_type = value
+            elif lower == b"age":
+                age = _seconds(value.decode("latin-1")) or 0.0
+            if lower not in _DROP:
+                kept.append((name, value))
+        directives = _directives(control)
+        if "no-store" in directives or "private" in directives or "no-cache" in directives:
+            return None
+        lifetime = self._lifetime(status, directives, expires, date, content_type)
+        if lifetime is None:
+            return None
+        lifetime -= age
+        must_revalidate = "must-revalidate" in directives or "proxy-revalidate" in directives
+        revalidate = _seconds(directives.get("stale-while-revalidate", ""))
+        if_error = _seconds(directives.get("stale-if-error", ""))
+        if revalidate is None:
+            revalidate = self.settings.stale_while_revalidate_s
+        if if_error is None:
+            if_error = self.settings.stale_if_error_s
+        if must_revalidate:
+            revalidate = if_error = 0.0
+        if lifetime <= 0 and revalidate <= 0 and if_error <= 0:
+            return None
+        now = self._clock()
+        fresh_until = now + lifetime
+        head = b"\r\n".join(
+            [_status_line(status), *(n + b": " + v for n, v in kept), b"Content-Length: %d" % len(body)]
+        )
+        return CachedResponse(
+            status=status,
+            headers=kept,
+            body=body,
+            head=head + b"\r\n",
+            stored_at=now,
+            initial_age_s=age,
+            fresh_until=fresh_until,
+            revalidate_until=fresh_until + revalidate,
+            error_until=fresh_until + max(revalidate, if_error),
+            size=len(body) + len(head) + _ENTRY_OVERHEAD,
+        )
+
+    def _lifetime(
+        self,
+        status: int,
+        directives: dict[str, str | None],
+        expires: bytes | None,
+        date: bytes | None,
+        content_type: bytes | None,
+    ) -> float | None:
+        """The freshness lifetime in seconds (RFC 9111 section 4.2.1), or None when the response is not stored."""
+        for name in ("s-maxage", "max-age"):
+            if name in directives:
+                return _seconds(directives[name])
+        if expires is not None:
+            expiry = _http_date(expires)
+            if expiry is None:
+                return None  # an invalid Expires means "already expired" (RFC 9111 section 5.3)
+            origin_now = _http_date(date) or self._wall_clock()
+            return expiry - origin_now
+        if status in HEURISTIC_STATUSES and content_type is not None and b"text/html" in content_type.lower():
+            return self.settings.html_ttl_s if self.settings.html_ttl_s > 0 else None
+        return None
+
+    def _remove(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.size
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+    # --- coalescing and the serving policy --------------------------------------------------------------------
+
+    def fetching(self, key: str) -> bool:
+        """True while a coalesced fetch for `key` runs."""
+        return key in self._fetching
+
+    async def coalesce(self, key: str, fetch: Callable[[], Awaitable[T]]) -> T:
+        """Run `fetch` once for all concurrent callers with the same key; all get its result or its exception.
+
+        The fetch runs as its own task: a caller that goes away (its reader closed the connection) cancels only its
+        own wait, and the result still reaches the others and the cache.
+        """
+        pending = self._fetching.get(key)
+        if pending is None:
+            self.stats["fetches"] += 1
+            pending = asyncio.ensure_future(fetch())
+            self._fetching[key] = pending
+            pending.add_done_callback(lambda _: self._fetching.pop(key, None))
+        result: T = await asyncio.shield(pending)
+        return result
+
+    async def serve(
+        self,
+        key: str,
+        fetch: Callable[[], Awaitable[Origin]],
+        request_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> tuple[CachedResponse, CacheStatus]:
+        """A response for `key`: fresh from cache (HIT); stale while one background fetch refreshes it (STALE);
+        from one coalesced origin fetch (MISS); or, when that fetch raises, stale within `stale-if-error` (STALE).
+        The fetch's exception propagates when there is nothing to fall back on.
+
+        A response that may not be stored is still returned (as an entry that was not kept) to the request that
+        fetched it; coalesced waiters then fetch their own.
+        """
+        request_headers = list(request_headers)
+        entry = self.get(key)
+        now = self._clock()
+        if entry is not None:
+            state = entry.state(now)
+            if state is Freshness.FRESH:
+                self.stats["hits"] += 1
+                return entry, CacheStatus.HIT
+            if state is Freshness.STALE_REVALIDATE:
+                self.stats["stale"] += 1
+                if not self.fetching(key):
+                    task = asyncio.ensure_future(self._refresh(key, fetch, request_headers))
+                    self._refreshing.add(task)
+                    task.add_done_callback(self._refreshing.discard)
+                return entry, CacheStatus.STALE
+        self.stats["misses"] += 1
+        leader = not self.fetching(key)
+        try:
+            fetched, stored = await self.coalesce(key, lambda: self._fetch_and_store(key, fetch, request_headers))
+            if not stored and not leader:  # the answer was for the leader's reader alone: fetch our own
+                fetched, _ = await self._fetch_and_store(key, fetch, request_headers)
+        except Exception:
+            if entry is not None and entry.state(self._clock()) is not Freshness.EXPIRED:
+                self.stats["stale"] += 1
+                return entry, CacheStatus.STALE
+            raise
+        return fetched, CacheStatus.MISS
+
+    async def _fetch_and_store(
+        self, key: str, fetch: Callable[[], Awaitable[Origin]], request_headers: list[tuple[bytes, bytes]]
+    ) -> tuple[CachedResponse, bool]:
+        status, headers, body = await fetch()
+        stored = self.put(key, status, headers, body, request_headers)
+        entry = self._entries.get(key) if stored else None
+        if entry is None:
+            entry = self._unstored(status, headers, body)
+        return entry, stored
+
+    def _unstored(self, status: int, headers: RawHeaders, body: bytes) -> CachedResponse:
+        kept = [(n, v) for n, v in headers if n.lower() not in _DROP]
+        head = b"\r\n".join(
+            [_status_line(status), *(n + b": " + v for n, v in kept), b"Content-Length: %d" % len(body)]
+        )
+        now = self._clock()
+        return CachedResponse(status, kept, body, head + b"\r\n", now, 0.0, now, now, now, 0)
+
+    async def _refresh(
+        self, key: str, fetch: Callable[[], Awaitable[Origin]], request_headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        try:
+            await self.coalesce(key, lambda: self._fetch_and_store(key, fetch, request_headers))
+        except Exception as exc:  # the stale entry keeps serving; a request after its window tries again
+            self.stats["refresh_errors"] += 1
+            _log.info("cache refresh failed: %s", type(exc).__name__)
