@@ -70,6 +70,12 @@ class ChallengeSettings(_Section):
     #: File holding the secret that signs cookies (created with 32 random bytes when missing); without it, a random
     #: secret per start, which logs every reader out on restart.
     secret_file: str | None = None
+    #: Seconds a challenge page's puzzle stays solvable (it is signed and carries its expiry: no server state).
+    challenge_ttl_s: int = Field(default=300, ge=10)
+    #: Without JavaScript, the reader waits this many seconds on the page instead of solving the puzzle.
+    noscript_wait_s: float = Field(default=5.0, ge=0, le=60)
+    #: Offer the no-JavaScript way at all (a bot that reads HTML can wait too; turn off during a determined attack).
+    noscript: bool = True
 
 
 class AdminSettings(_Section):
