@@ -1,0 +1,236 @@
+"""Inline breach signatures at the edge: the detection engine's CRS rules on one request, before it reaches the
+origin.
+
+The same rules, transformations and compiled hyperscan databases as `floodwall analyze`
+(`floodwall.detect.signatures`), through its one-request path (`inline.match_inline`, no DataFrame), on every part
+of the request CRS reads: method, path, query (ARGS_GET), headers (REQUEST_HEADERS, cookies), and the body
+(REQUEST_BODY, and ARGS_POST for form posts). The database is compiled once per process and kept on disk, so a
+worker starts in milliseconds after the first.
+
+A request is blocked the way CRS blocks, by anomaly scoring: each hit adds its rule's points (5 critical, 4 error,
+3 warning, 2 notice) and a request whose total reaches the inbound threshold (CRS's default: 5, so one critical
+hit) is refused. The verdict keeps the hits as evidence: rule ids, family, the field and the matched text.
+
+Fast on clean requests. The exact match (`match_inline`) costs about half a millisecond a request, most of it
+running each of the 25 transformation chains over each of the request's ~20 values. Most of those values recur
+from request to request (the user agents, `Accept` headers, popular paths), so a first pass asks, per value and
+remembering the answer, whether any rule's pattern could fire on it at all: the same selectors, transformations and
+hyperscan databases, without the evidence and the chained conditions, so it says "maybe" whenever the exact match
+could hit. Only a request with a "maybe" value goes through `match_inline`; the verdict is the same either way
+(tests/edge/test_guard.py checks it on the CRS regression suite).
+
+It fails open: a broken rule or an engine error lets the request through (and is logged with its cause and
+counted), because a newsroom's readers must not pay for a bug in a signature. Only the first `max_body_bytes` of a
+body are read (CRS's `SecRequestBodyNoFilesLimit` plays the same role).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from floodwall.detect.settings import DetectSettings
+from floodwall.detect.signatures import Hit, SignatureEngine, load_engine
+from floodwall.detect.signatures.engine import Memo, apply_memo, evidence
+from floodwall.detect.signatures.inline import _INJECTION_PLAIN, _plan, _scan, match_inline, request_values
+from floodwall.detect.signatures.transforms import to_bytes
+
+__all__ = ["CRS_INBOUND_THRESHOLD", "GuardVerdict", "InlineGuard"]
+
+#: CRS 3.3's default `tx.inbound_anomaly_score_threshold` (crs-setup.conf).
+CRS_INBOUND_THRESHOLD: Final = 5
+_log = logging.getLogger(__name__)
+
+HeaderPairs = Iterable[tuple[bytes, bytes]] | Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardVerdict:
+    """What the signatures said about one request."""
+
+    blocked: bool
+    anomaly_score: int = 0
+    threshold: int = CRS_INBOUND_THRESHOLD
+    hits: tuple[Hit, ...] = ()
+    failed: bool = False  # the engine raised: let through, see the log
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        return tuple(hit.rule_id for hit in self.hits)
+
+    @property
+    def top(self) -> Hit | None:
+        """The hit that weighs most (the first such by rule id): what an operator reads first."""
+        return max(self.hits, key=lambda hit: hit.anomaly_score, default=None)
+
+    @property
+    def family(self) -> str | None:
+        top = self.top
+        return None if top is None else top.family
+
+    @property
+    def field(self) -> str | None:
+        top = self.top
+        return None if top is None else top.variable
+
+    @property
+    def matched(self) -> str | None:
+        top = self.top
+        return None if top is None else top.matched
+
+
+_CLEAN: Final = GuardVerdict(False)
+
+
+def _headers(headers: HeaderPairs) -> dict[str, str]:
+    """Headers as one text value per name (repeated ones joined as RFC 9110 section 5.3 allows, cookies with `; `),
+    the original spelling of the first occurrence kept (CRS reports header names as sent)."""
+    pairs: Iterable[tuple[bytes | str, bytes | str]] = headers.items() if isinstance(headers, Mapping) else headers
+    joined: dict[str, str] = {}
+    spelling: dict[str, str] = {}
+    for raw_name, raw_value in pairs:
+        name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name
+        value = raw_value.decode("utf-8", "surrogateescape") if isinstance(raw_value, bytes) else raw_value
+        lower = name.lower()
+        if lower in spelling:
+            first = spelling[lower]
+            joined[first] += ("; " if lower == "cookie" else ", ") + value
+        else:
+            spelling[lower] = name
+            joined[name] = value
+    return joined
+
+
+class InlineGuard:
+    """The CRS signatures on single requests. `enabled = False` (from `[detect] signatures = false`) lets all by."""
+
+    def __init__(
+        self,
+        engine: SignatureEngine | None,
+        threshold: int = CRS_INBOUND_THRESHOLD,
+        max_body_bytes: int = 128 * 1024,
+    ) -> None:
+        self.engine = engine
+        self.threshold = threshold
+        self.max_body_bytes = max_body_bytes
+        self.failures = 0
+        self.exact_matches = 0  # requests the first pass could not clear
+        self._clear: dict[tuple[str, str | None, str], bool] = {}  # (variable, key, value) -> may a rule fire on it
+
+    @classmethod
+    def from_settings(
+        cls, settings: DetectSettings, *, paranoia: int = 1, threshold: int = CRS_INBOUND_THRESHOLD
+    ) -> InlineGuard:
+        """The guard the config asks for; loads (or compiles once, then caches on disk) the CRS database."""
+        return cls(load_engine(paranoia=paranoia) if settings.signatures else None, threshold)
+
+    def _may_fire(self, values: list[tuple[str, str | None, str]]) -> bool:
+        assert self.engine is not None
+        memo: Memo = {}
+        clear = self._clear
+        for var, key, raw in values:
+            lower = key.lower() if key is not None else None
+            entry = (var, lower, raw)
+            verdict = clear.get(entry)
+            if verdict is None:
+                verdict = _first_pass(self.engine, var, lower, raw, memo)
+                if len(raw) <= _MEMO_VALUE_CHARS:
+                    if len(clear) >= _MEMO_ENTRIES:
+                        clear.clear()
+                    clear[entry] = verdict
+            if verdict:
+                return True
+        return False
+
+    @property
+    def enabled(self) -> bool:
+        return self.engine is not None
+
+    def check(
+        self,
+        method: str,
+        path: str,
+        query: str | None,
+        headers: HeaderPairs = (),
+        body: bytes | str | None = None,
+        protocol: str | None = "HTTP/1.1",
+    ) -> GuardVerdict:
+        """The verdict on one request. `path` and `query` are as sent (percent-encoded: the rules decode them
+        themselves), `query` None when the target had no `?`."""
+        if self.engine is None:
+            return _CLEAN
+        try:
+            fields = _headers(headers)
+            lowered = {name.lower(): value for name, value in fields.items()}
+            others = {name: value for name, value in fields.items() if name.lower() not in _OWN}
+            text: str | None = None
+            if body:
+                head = body[: self.max_body_bytes]
+                text = head.decode("utf-8", "surrogateescape") if isinstance(head, bytes) else head
+            values = request_values(
+                method,
+                path,
+                query,
+                protocol,
+                lowered.get("user-agent"),
+                lowered.get("referer"),
+                lowered.get("host"),
+                others,
+                text,
+            )
+            if not self._may_fire(values):
+                return _CLEAN
+            self.exact_matches += 1
+            hits = match_inline(self.engine, values)
+        except Exception:
+            self.failures += 1
+            _log.exception("inline signatures failed on a request; let through")
+            return GuardVerdict(False, failed=True)
+        if not hits:
+            return _CLEAN
+        score = sum(hit.anomaly_score for hit in hits)
+        return GuardVerdict(score >= self.threshold, score, self.threshold, tuple(hits))
+
+
+#: Values up to this long are remembered by the first pass, in at most `_MEMO_ENTRIES` entries (then forgotten all
+#: at once: a cache-busting flood's one-off values must not grow it without bound).
+_MEMO_VALUE_CHARS: Final = 512
+_MEMO_ENTRIES: Final = 100_000
+
+#: Passed to `request_values` on their own; every other header goes in its `headers` mapping.
+_OWN: Final = frozenset({"user-agent", "referer", "host"})
+
+
+def _first_pass(engine: SignatureEngine, var: str, key: str | None, raw: str, memo: Memo) -> bool:
+    """True when some rule's pattern could fire on this one value (a superset of `match_inline`'s first stage)."""
+    scanners = engine.patterns.scanners
+    scanned: dict[tuple[int, bytes], list[int]] = {}
+    for group, plan in enumerate(_plan(engine)):
+        if var not in plan.whole and (key is None or (var, key) not in plan.keyed):
+            continue
+        if plan.python_only:
+            return True
+        if plan.trigger is None or plan.trigger.search(raw) is None:
+            value = raw.lower() if plan.lowering else raw
+        else:
+            value = apply_memo(raw, plan.chain, memo)
+        data = to_bytes(value)
+        for number, targets in enumerate(plan.targets):
+            if not targets:
+                continue
+            found = scanned.get((number, data))
+            if found is None:
+                found = scanned[(number, data)] = _scan(scanners[number].database, data)
+            prefiltered = scanners[number].prefiltered
+            for expression in found:
+                for index in targets.get(expression, ()):
+                    if not prefiltered[expression]:
+                        return True  # an exact hyperscan match always makes evidence
+                    if evidence(engine.groups[group].signatures[index], value, data, None, True) is not None:
+                        return True
+        plain = _INJECTION_PLAIN.fullmatch(value) is not None
+        if plan.injection and not plain and any(detect(value) for _, detect, _ in plan.injection):
+            return True
+    return False
