@@ -28,6 +28,7 @@ import polars as pl
 
 from floodwall.config import Settings
 from floodwall.decide import Allowlist, Policy, PolicySettings
+from floodwall.decide.apply import new_decisions
 from floodwall.detect import Engine
 from floodwall.enforce import close_enforcer
 from floodwall.errors import FloodwallError
@@ -40,7 +41,6 @@ __all__ = ["WatchEvent", "WatchSummary", "Watcher"]
 log = logging.getLogger(__name__)
 
 EventKind = Literal["restored", "decision", "expired", "revoked", "error"]
-_SEVERITY = {Action.OBSERVE: 0, Action.CHALLENGE: 1, Action.BAN: 2}
 _PRIOR_DAYS = 30  # earlier decisions within this many days lengthen a repeat offender's TTL
 
 
@@ -154,16 +154,7 @@ class Watcher:
     def _decide(self, frame: pl.DataFrame, findings: list[Finding]) -> None:
         if not findings:
             return
-        now = self.clock()
-        targets = {f.target for f in findings}
-        agents = dict(
-            frame.filter(pl.col("client").is_in(targets))
-            .group_by("client")
-            .agg(pl.col("user_agent").last())
-            .iter_rows()
-        )
-        decided = self.policy.decide(findings, now, site=self.site, user_agents=agents)
-        new = [d for d in decided if d.action is not Action.OBSERVE and not self._holds(d)]
+        new = new_decisions(self.policy, frame, findings, self.clock(), site=self.site, held=self._held)
         if not new:
             return
         stored = self.store.put(new)
@@ -173,10 +164,10 @@ class Watcher:
         self._enforce(stored)
         self._emit(WatchEvent("decision", decisions=tuple(stored)))
 
-    def _holds(self, decision: Decision) -> bool:
-        """True when an active decision on the target is at least as severe (a finding repeated is no news)."""
-        current = self.active.get(decision.target)
-        return current is not None and _SEVERITY[current.action] >= _SEVERITY[decision.action]
+    def _held(self, target: str) -> Action | None:
+        """The action the enforcers hold on `target` (a finding repeated at the same severity is no news)."""
+        current = self.active.get(target)
+        return current.action if current is not None else None
 
     def _follow_store(self, changes: Iterable[Change]) -> None:
         for change in changes:
