@@ -1,0 +1,116 @@
+"""The edge's own access log: nginx `combined` plus the `key=value` extras `floodwall analyze` reads.
+
+One line per answered request, in the same shape as the `log_format floodwall` that `floodwall nginx-config`
+prints (see `floodwall.enforce.nginx_config` and `floodwall.logs.clf.EXTRA_KEYS`):
+
+    $remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"
+    rt=$request_time urt="$upstream_response_time" us="$upstream_status" ucs="$cache_status" host="$host"
+    xff="$http_x_forwarded_for"
+
+`$remote_addr` is the client's address as the pipeline resolved it (behind trusted proxies, from X-Forwarded-For),
+so analysis sees readers, not the CDN. Like any web server's access log it holds readers' addresses: it is the
+outlet's evidence, kept where nginx's would be, and never leaves the outlet in clear (`bundle.json` hashes them).
+
+Strings are escaped the way nginx does (`"`, `\\`, control and non-ASCII bytes as `\\xHH`), so a hostile
+user agent cannot forge a field. Lines are buffered and written once a second (or when 64 KiB are waiting) with
+one `write` on a file opened with O_APPEND: workers sharing the file never interleave inside a line. A rotated
+file (moved away by logrotate) is noticed at the next flush and a new one opened.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Final
+
+from floodwall.edge.http import Request
+
+__all__ = ["AccessLog", "escape"]
+
+_FLUSH_BYTES: Final = 64 * 1024
+_ESCAPES: Final = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100))}
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def escape(value: str) -> str:
+    """nginx's escaping of logged strings (latin-1 text, one character per byte)."""
+    return value.translate(_ESCAPES)
+
+
+def _header_text(request: Request, name: bytes) -> str:
+    value = request.header(name)
+    return "-" if not value else escape(value.decode("latin-1"))
+
+
+class AccessLog:
+    """Buffered writer of the access log at `path`; `record` per request, `flush` at least once a second."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd = -1
+        self._inode: tuple[int, int] | None = None
+        self._buffer: list[str] = []
+        self._size = 0
+        self._second = -1
+        self._time_local = ""
+        self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        stat = os.fstat(fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._inode = fd, (stat.st_dev, stat.st_ino)
+
+    def _now(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            t = time.gmtime(now)
+            self._second = now
+            self._time_local = time.strftime("%d/", t) + _MONTHS[t.tm_mon - 1] + time.strftime("/%Y:%H:%M:%S +0000", t)
+        return self._time_local
+
+    def record(self, request: Request, status: int, body_bytes: int, duration_s: float) -> None:
+        """One line for an answered request."""
+        # A request we could not read (400, 413, 431) has no request line to quote.
+        method = request.method
+        line = "-" if method == "-" else escape(f"{method} {request.target} HTTP/{request.version}")
+        upstream_s = request.upstream_s
+        upstream_status = request.upstream_status
+        text = (
+            f'{request.client or "-"} - - [{self._now()}] "{line}" {status} {body_bytes} '
+            f'"{_header_text(request, b"referer")}" "{_header_text(request, b"user-agent")}" '
+            f'rt={duration_s:.3f} urt="{"-" if upstream_s is None else f"{upstream_s:.3f}"}" '
+            f'us="{"-" if upstream_status is None else upstream_status}" ucs="{request.cache_status or "-"}" '
+            f'host="{escape(request.host) or "-"}" xff="{_header_text(request, b"x-forwarded-for")}"\n'
+        )
+        self._buffer.append(text)
+        self._size += len(text)
+        if self._size >= _FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered in one call; reopen the file first when it was rotated away."""
+        try:
+            stat = self.path.stat()
+            if (stat.st_dev, stat.st_ino) != self._inode:
+                self._open()
+        except FileNotFoundError:
+            self._open()
+        if not self._buffer:
+            return
+        data = "".join(self._buffer).encode("latin-1", "replace")
+        self._buffer.clear()
+        self._size = 0
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def close(self) -> None:
+        self.flush()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,252 @@
+"""The last two parts of the pipeline: the cache and the origin.
+
+A request with a cache key (anonymous GET or HEAD, `floodwall.edge.cache`) is served by `EdgeCache.serve`: fresh
+entries at once, stale ones while one background fetch refreshes them, misses coalesced into one origin request,
+and stale pages within `stale-if-error` when the origin fails. A cacheable HEAD is fetched as GET (like nginx's
+`proxy_cache_convert_head`) and answered with the head alone. An answer too large to be cached is not buffered: the
+request that fetched it streams it, and requests that waited on it fetch their own.
+
+Everything else (POST, a logged-in reader's request) is relayed as a byte copy: the origin's answer streams to the
+client piece by piece, with the client's reading speed pausing the origin connection.
+
+Fields toward the origin (RFC 9110 section 7.6.1, and the de-facto X-Forwarded-* fields): hop-by-hop fields and
+those named in `Connection` are dropped; `X-Forwarded-For` gets the peer appended when the peer is a trusted proxy
+and is replaced by the peer otherwise; `X-Forwarded-Proto` and `X-Forwarded-Host` are kept from trusted proxies and
+set by us otherwise. `Host` is the client's (a virtual-host origin needs it), or the origin's when absent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Final
+
+from floodwall.edge import metrics as outcomes
+from floodwall.edge.cache import CachedResponse, CacheStatus, EdgeCache, Freshness
+from floodwall.edge.http import HOP_BY_HOP, Answer, Headers, Request
+from floodwall.edge.upstream import OriginError, OriginPool, OriginResponse
+
+if TYPE_CHECKING:
+    from floodwall.edge.server import EdgeConnection
+
+__all__ = ["Forwarder", "origin_headers"]
+
+_FORWARDED: Final = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"content-length", b"expect", b"host"}
+)
+_CONDITIONAL: Final = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
+)
+_ORIGIN_FAILED: Final = {
+    502: "The site's server did not answer properly. Please try again in a moment.",
+    503: "The site is very busy right now. Please try again in a moment.",
+    504: "The site's server took too long to answer. Please try again in a moment.",
+}
+
+
+def origin_headers(request: Request, trusted_peer: bool, origin_host: str) -> Headers:
+    """The fields sent to the origin for `request` (see the module docstring)."""
+    drop = _FORWARDED | HOP_BY_HOP
+    connection = request.header(b"connection")
+    if connection is not None and b"," not in connection and connection.lower() in (b"keep-alive", b"close"):
+        pass  # the common case: names only itself
+    elif connection is not None:
+        drop = drop | {token.strip().lower() for token in connection.split(b",")}
+    fields: Headers = [(name, value) for name, value in request.headers if name not in drop]
+    host = request.host.encode("latin-1") if request.host else origin_host.encode("ascii")
+    fields.append((b"host", host))
+    peer = request.peer.encode("ascii")
+    forwarded_for = request.header(b"x-forwarded-for") if trusted_peer else None
+    fields.append((b"x-forwarded-for", forwarded_for + b", " + peer if forwarded_for else peer))
+    proto = request.header(b"x-forwarded-proto") if trusted_peer else None
+    fields.append((b"x-forwarded-proto", proto or b"http"))
+    forwarded_host = request.header(b"x-forwarded-host") if trusted_peer else None
+    fields.append((b"x-forwarded-host", forwarded_host or host))
+    return fields
+
+
+class _TooLarge(Exception):
+    """An answer beyond the cache's object size: handed, unread past `head`, to the request that fetched it."""
+
+    def __init__(self, response: OriginResponse, first: list[bytes]) -> None:
+        super().__init__("too large to cache")
+        self.response = response
+        self.first = first
+
+
+class _Claim:
+    """What one request's fetch started, so a streamed answer is used or released exactly once."""
+
+    __slots__ = ("abandoned", "streaming")
+
+    def __init__(self) -> None:
+        self.streaming: _TooLarge | None = None
+        self.abandoned = False
+
+
+class Forwarder:
+    """Cache, then origin. `answer_now` serves fresh hits without a task; `answer_later` does the rest."""
+
+    def __init__(
+        self,
+        pool: OriginPool,
+        cache: EdgeCache | None,
+        *,
+        contact: str,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.contact = contact
+        networks = tuple(ipaddress.ip_network(cidr.strip(), strict=False) for cidr in trusted_proxies)
+
+        @lru_cache(maxsize=4096)
+        def trusted(peer: str) -> bool:
+            try:
+                address = ipaddress.ip_address(peer)
+            except ValueError:
+                return False
+            return any(address in network for network in networks)
+
+        self._trusted = trusted if networks else None
+        self.origin_host = pool.origin.host_header
+        self._clock = time.monotonic
+
+    def _trusted_peer(self, request: Request) -> bool:
+        return self._trusted is not None and self._trusted(request.peer)
+
+    # -- cache -----------------------------------------------------------------------------------------------
+
+    def answer_now(self, request: Request) -> Answer | None:
+        """A fresh cache hit, or None to go on asynchronously."""
+        cache = self.cache
+        if cache is None:
+            return None
+        key = cache.key(request.method, request.host, request.target, request.headers)
+        request.cache_key = key
+        if key is None:
+            return None
+        entry = cache.get(key)
+        if entry is None or entry.state(self._clock()) is not Freshness.FRESH:
+            return None
+        cache.stats["hits"] += 1
+        return self._from_cache(entry, CacheStatus.HIT)
+
+    def _from_cache(self, entry: CachedResponse, status: CacheStatus) -> Answer:
+        age = b"%d" % entry.age_s(self._clock())
+        outcome = (
+            outcomes.HIT
+            if status is CacheStatus.HIT
+            else (outcomes.STALE if status is CacheStatus.STALE else outcomes.MISS)
+        )
+        return Answer(
+            entry.status, [*entry.headers, (b"age", age)], entry.body, outcome=outcome, cache=status.value.decode()
+        )
+
+    async def answer_later(self, request: Request, conn: EdgeConnection) -> None:
+        key = request.cache_key
+        if key is not None and self.cache is not None:
+            await self._cached(request, key, self.cache, conn)
+        else:
+            await self._relay(request, conn)
+
+    async def _cached(self, request: Request, key: str, cache: EdgeCache, conn: EdgeConnection) -> None:
+        claim = _Claim()
+        started = time.monotonic()
+
+        async def fetch() -> tuple[int, Headers, bytes]:
+            # Conditions are the client's business, not the shared entry's: the cache wants the full answer.
+            headers = [(n, v) for n, v in self._headers(request) if n not in _CONDITIONAL]
+            response = await self.pool.request("GET", request.target, headers, b"")
+            try:
+                request.upstream_status = response.status
+                limit = cache.settings.max_object_bytes
+                length = response.content_length()
+                parts: list[bytes] = []
+                size = 0
+                if length is None or length <= limit:
+                    while chunk := await response.read():
+                        parts.append(chunk)
+                        size += len(chunk)
+                        if size > limit:
+                            break
+                    else:
+                        response.release()
+                        return response.status, response.headers, b"".join(parts)
+                if claim.abandoned:
+                    raise OriginError(502, "the request that fetched a large answer went away")
+                claim.streaming = _TooLarge(response, parts)
+            except BaseException:
+                response.release()
+                raise
+            raise claim.streaming
+
+        try:
+            entry, status = await cache.serve(key, fetch, request.headers)
+        except _TooLarge as big:
+            if claim.streaming is big:
+                claim.streaming = None
+                request.upstream_s = time.monotonic() - started
+                await self._stream(request, big.response, conn, big.first)
+            else:
+                await self._relay(request, conn)  # we waited on someone else's large answer: fetch our own
+            return
+        except OriginError as error:
+            request.upstream_s = time.monotonic() - started
+            self._failed(request, error, conn)
+            return
+        finally:
+            claim.abandoned = True
+            if claim.streaming is not None:  # fetched by us but the cache served something else (stale)
+                claim.streaming.response.release()
+                claim.streaming = None
+        if status is CacheStatus.MISS:
+            request.upstream_s = time.monotonic() - started
+        conn.send_answer(request, self._from_cache(entry, status))
+
+    # -- origin ----------------------------------------------------------------------------------------------
+
+    def _headers(self, request: Request) -> Headers:
+        return origin_headers(request, self._trusted_peer(request), self.origin_host)
+
+    async def _relay(self, request: Request, conn: EdgeConnection) -> None:
+        started = time.monotonic()
+        try:
+            response = await self.pool.request(request.method, request.target, self._headers(request), request.body)
+        except OriginError as error:
+            request.upstream_s = time.monotonic() - started
+            self._failed(request, error, conn)
+            return
+        request.upstream_status = response.status
+        request.upstream_s = time.monotonic() - started
+        await self._stream(request, response, conn, [])
+
+    async def _stream(
+        self, request: Request, response: OriginResponse, conn: EdgeConnection, first: list[bytes]
+    ) -> None:
+        """Relay `response` (with `first`, already read) to the client as it comes."""
+        try:
+            request.cache_status = "MISS"
+            request.outcome = outcomes.MISS if request.cache_key is not None else outcomes.SERVED
+            length = response.content_length()
+            headers = [(n, v) for n, v in response.headers if n != b"content-length"]
+            conn.start(request, response.status, headers, length)
+            if request.method != "HEAD":
+                for chunk in first:
+                    conn.write(chunk)
+                while chunk := await response.read():
+                    conn.write(chunk)
+                    await conn.flush()
+        except OriginError:
+            conn.abort()  # the head is out: the only way left to say the answer is incomplete
+            return
+        finally:
+            response.release()
+        conn.finish(request)
+
+    def _failed(self, request: Request, error: OriginError, conn: EdgeConnection) -> None:
+        request.upstream_status = error.status if error.status != 503 else None
+        message = _ORIGIN_FAILED.get(error.status, _ORIGIN_FAILED[502])
+        conn.send_answer(request, Answer.text(error.status, message, self.contact, outcome=outcomes.ERROR))

@@ -1,0 +1,179 @@
+"""HTTP/1.1 vocabulary the edge's parts share: a parsed request, an answer we make ourselves, header helpers.
+
+Headers travel as lists of `(name, value)` byte pairs with the name in lower case (HTTP field names are
+case-insensitive, RFC 9110 section 5.1), so a part looks one up without folding case per request, and the server
+relays them without decoding. Hop-by-hop fields (RFC 9110 section 7.6.1) are never relayed: each side of the proxy
+has its own connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+from typing import Final
+
+__all__ = [
+    "HOP_BY_HOP",
+    "Answer",
+    "Headers",
+    "Request",
+    "find_header",
+    "render_head",
+    "status_line",
+]
+
+Headers = list[tuple[bytes, bytes]]
+
+#: Fields that describe one connection, not the message (RFC 9110 section 7.6.1, RFC 9112 section 6.1): dropped
+#: when relaying, both ways. `Proxy-Connection` is a non-standard one old clients still send.
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+_STATUS_LINES: Final = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("ascii") for status in HTTPStatus
+}
+
+
+def status_line(status: int) -> bytes:
+    """`HTTP/1.1 200 OK\\r\\n`; an unknown code gets an empty reason phrase, which RFC 9112 section 4 allows."""
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else f"HTTP/1.1 {status} \r\n".encode("ascii")
+
+
+def find_header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of field `name` (lower case), or None."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def render_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Status line and fields, ending with the blank line."""
+    parts = [status_line(status)]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class Request:
+    """One request as the client sent it, body read in full (at most `max_body_bytes`), plus what the edge learnt.
+
+    `peer` is the TCP peer's address; `client` the reader's address once the client-address part has looked at
+    trusted proxies' X-Forwarded-For (the peer itself otherwise). `started` is the loop time of the first byte.
+    """
+
+    __slots__ = (
+        "body",
+        "cache_key",
+        "cache_status",
+        "client",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "outcome",
+        "peer",
+        "started",
+        "target",
+        "upstream_s",
+        "upstream_status",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: Headers,
+        body: bytes,
+        *,
+        version: str = "1.1",
+        keep_alive: bool = True,
+        peer: str = "",
+        started: float = 0.0,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.version = version
+        self.keep_alive = keep_alive
+        self.peer = peer
+        self.client = peer
+        self.started = started
+        # Filled in on the way (for the access log and metrics): the cache key, X-Floodwall-Cache, the metrics
+        # outcome slot, and the origin's status and answer time when it was asked.
+        self.cache_key: str | None = None
+        self.cache_status: str | None = None
+        self.outcome = 0
+        self.upstream_status: int | None = None
+        self.upstream_s: float | None = None
+        host = find_header(headers, b"host")
+        self.host = host.decode("latin-1") if host is not None else ""
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of field `name` (lower case), or None."""
+        return find_header(self.headers, name)
+
+    @property
+    def path(self) -> str:
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.partition("?")[2]
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.target!r} HTTP/{self.version})"
+
+
+class Answer:
+    """A response the edge makes itself (403, 429, 502, a challenge page) or serves from its cache.
+
+    `cache` is the value of `X-Floodwall-Cache` (HIT, STALE, MISS) when the answer is the site's content, else None.
+    `outcome` is the metrics slot it counts under (`floodwall.edge.metrics`).
+    """
+
+    __slots__ = ("body", "cache", "headers", "outcome", "status")
+
+    def __init__(self, status: int, headers: Headers, body: bytes, *, outcome: int, cache: str | None = None) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.outcome = outcome
+        self.cache = cache
+
+    @classmethod
+    def text(cls, status: int, message: str, contact: str, *, outcome: int, headers: Headers | None = None) -> Answer:
+        """A short human text and the outlet's contact line, as plain text that nobody caches."""
+        body = f"{status} {_phrase(status)}\n\n{message}\n\n{contact}\n".encode()
+        fields: Headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+        ]
+        if headers:
+            fields += headers
+        return cls(status, fields, body, outcome=outcome)
+
+    def __repr__(self) -> str:
+        return f"Answer({self.status}, cache={self.cache})"
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -1,0 +1,350 @@
+"""The origin side: a pool of keep-alive connections to the one origin the edge protects.
+
+- Connections are reused (last in, first out, so idle ones age out at the origin's end rather than ours) and
+  parsed with httptools' response parser; `Content-Length`, chunked and close-delimited bodies are all read.
+- At most `LimitSettings.origin_concurrency` requests are in flight at once per worker: a flood that gets past
+  the cache waits here instead of drowning the origin (the origin's own capacity is what the edge protects).
+- A request on a reused connection that fails before any byte of the answer arrived is retried once on a new
+  connection when it is idempotent: the origin may have closed the idle connection just as we wrote to it
+  (RFC 9112 section 9.3.1).
+- Failures are `OriginError` with the status the edge answers: 502 (refused, reset, garbled) or 504 (timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Final, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from floodwall.edge.http import HOP_BY_HOP, Headers
+from floodwall.edge.limits import OriginGate
+from floodwall.errors import ConfigError
+
+__all__ = ["Origin", "OriginError", "OriginPool", "OriginResponse", "parse_origin"]
+
+#: Bytes of an answer buffered from the origin before reading from it pauses (the client is slower).
+_HIGH_WATER: Final = 256 * 1024
+#: Idle connections kept per worker.
+_MAX_IDLE: Final = 256
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class OriginError(Exception):
+    """The origin failed; `status` is what the edge answers: 502 (failed), 503 (too many waiting), 504 (timeout)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Origin:
+    """Where the origin is: scheme, host, port, and the Host value to send when the client sent none."""
+
+    __slots__ = ("host", "host_header", "port", "tls")
+
+    def __init__(self, host: str, port: int, tls: bool) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        default = 443 if tls else 80
+        name = f"[{host}]" if ":" in host else host
+        self.host_header = name if port == default else f"{name}:{port}"
+
+    def __repr__(self) -> str:
+        return f"Origin({'https' if self.tls else 'http'}://{self.host_header})"
+
+
+def parse_origin(url: str) -> Origin:
+    """`http://127.0.0.1:8080` to an `Origin`; anything else than an http(s) URL with a host is a ConfigError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"origin {url!r}: expected http://HOST[:PORT] or https://HOST[:PORT]")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"origin {url!r}: a path or query is not supported; give the origin's root")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"origin {url!r}: the port is not a number from 1 to 65535") from None
+    tls = parts.scheme == "https"
+    return Origin(parts.hostname, port or (443 if tls else 80), tls)
+
+
+class _Connection(asyncio.Protocol):
+    """One connection to the origin, answering one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.open = False
+        self.reused = False
+        self._head: asyncio.Future[tuple[int, Headers]] | None = None
+        self._headers: Headers = []
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._done = False
+        self._error: OriginError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._head_only = False
+        self._paused = False
+        self.keep_alive = True
+        self.got_bytes = False
+        self._close_delimited = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not registered subclasses
+        self.open = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self._done:
+            return
+        if self._close_delimited:  # the body of an answer without a length ends here (RFC 9112 section 6.3, item 8)
+            self._done = True
+            self.keep_alive = False
+            self._wake()
+        else:
+            self._fail(OriginError(502, "the origin closed the connection mid-answer"))
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(OriginError(502, f"the origin's answer is not HTTP/1.1: {exc}"))
+            self.close()
+
+    # -- httptools callbacks ----------------------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (we never send Expect; some origins do it anyway): skip it
+            self._headers = []
+            return
+        self.keep_alive = self.parser.should_keep_alive()
+        names = {name for name, _ in self._headers}
+        self._close_delimited = (
+            b"content-length" not in names and b"transfer-encoding" not in names and status not in (204, 304)
+        )
+        if self._head is not None and not self._head.done():
+            self._head.set_result((status, self._headers))
+        if self._head_only:  # a HEAD's answer has no body, whatever its Content-Length says; httptools cannot
+            self._done = True  # be told so, hence the connection is not reused
+            self.keep_alive = False
+            self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self._head_only:
+            return
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.parser.get_status_code() < 200:
+            return
+        self._done = True
+        self._wake()
+
+    # -- the pool's side --------------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: OriginError) -> None:
+        self._error = error
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(error)
+        self._wake()
+
+    def send(self, data: bytes, head_only: bool) -> asyncio.Future[tuple[int, Headers]]:
+        assert self.transport is not None
+        self._head = asyncio.get_running_loop().create_future()
+        self._headers, self._chunks, self._buffered = [], deque(), 0
+        self._done, self._error, self._head_only, self.got_bytes = False, None, head_only, False
+        self._close_delimited = False
+        self.transport.write(data)
+        return self._head
+
+    async def read(self) -> bytes:
+        """The next piece of the body; b"" at its end. Raises OriginError."""
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._paused and self._buffered < _HIGH_WATER // 4 and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                return chunk
+            if self._done:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    @property
+    def reusable(self) -> bool:
+        return self.open and self._done and self.keep_alive and self._error is None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.open = False
+
+
+class OriginResponse:
+    """An answer from the origin, its body read piece by piece with `read()`; `release()` when finished."""
+
+    __slots__ = ("_conn", "_pool", "_released", "headers", "status")
+
+    def __init__(self, pool: OriginPool, conn: _Connection, status: int, headers: Headers) -> None:
+        self._pool, self._conn = pool, conn
+        self.status, self.headers = status, headers
+        self._released = False
+
+    async def read(self) -> bytes:
+        """The next piece of the body, b"" at its end; waits at most the origin timeout for each piece."""
+        try:
+            async with asyncio.timeout(self._pool.timeout_s):
+                return await self._conn.read()
+        except TimeoutError:
+            raise OriginError(504, "the origin stopped sending its answer") from None
+
+    async def read_all(self, limit: int) -> bytes | None:
+        """The whole body, or None once it exceeds `limit` bytes (what was read is then lost: call it first)."""
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await self.read():
+            size += len(chunk)
+            if size > limit:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def content_length(self) -> int | None:
+        for name, value in self.headers:
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+        return None
+
+    def release(self) -> None:
+        """Give the connection back (when the whole answer was read) or close it; free the concurrency slot."""
+        if self._released:
+            return
+        self._released = True
+        self._pool._give_back(self._conn)
+
+
+class OriginPool:
+    """Keep-alive connections to one origin, at most `concurrency` requests in flight; see the module docstring."""
+
+    def __init__(self, origin: Origin, *, concurrency: int, timeout_s: float) -> None:
+        self.origin = origin
+        self.timeout_s = timeout_s
+        self.concurrency = concurrency
+        self.gate = OriginGate(concurrency)
+        self._idle: list[_Connection] = []
+        self._ssl = ssl.create_default_context() if origin.tls else None
+        self._closed = False
+
+    @property
+    def in_flight(self) -> int:
+        return self.gate.in_flight
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(
+                _Connection,
+                self.origin.host,
+                self.origin.port,
+                ssl=self._ssl,
+                server_hostname=self.origin.host if self._ssl else None,
+            )
+        except OSError as exc:
+            raise OriginError(502, f"cannot connect to the origin: {exc.strerror or exc}") from None
+        return conn
+
+    def _take_idle(self) -> _Connection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.open:
+                conn.reused = True
+                return conn
+        return None
+
+    def request_bytes(self, method: str, target: str, headers: Headers, body: bytes) -> bytes:
+        """The request as sent to the origin: `headers` already hold Host and X-Forwarded-*, no hop-by-hop field."""
+        parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if body or method in ("POST", "PUT", "PATCH"):
+            parts.append(b"content-length: %d\r\n" % len(body))
+        parts += (b"\r\n", body)
+        return b"".join(parts)
+
+    async def request(self, method: str, target: str, headers: Headers, body: bytes) -> OriginResponse:
+        """Send one request and wait for the answer's head; the caller reads the body and calls `release()`."""
+        data = self.request_bytes(method, target, headers, body)
+        if not await self.gate.acquire(self.timeout_s):
+            raise OriginError(503, "too many requests already waiting for the origin")
+        try:
+            return await self._exchange(method, data)
+        except BaseException:
+            self.gate.release()
+            raise
+
+    async def _exchange(self, method: str, data: bytes) -> OriginResponse:
+        head_only = method == "HEAD"
+        for attempt in (1, 2):
+            conn = self._take_idle() or await self._connect()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    status, headers = await conn.send(data, head_only)
+            except TimeoutError:
+                conn.close()
+                raise OriginError(504, f"the origin did not answer within {self.timeout_s:g} s") from None
+            except OriginError:
+                conn.close()
+                if attempt == 1 and conn.reused and not conn.got_bytes and method in _IDEMPOTENT:
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            return OriginResponse(self, conn, status, [(n, v) for n, v in headers if n not in HOP_BY_HOP])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _give_back(self, conn: _Connection) -> None:
+        self.gate.release()
+        if conn.reusable and not self._closed and len(self._idle) < _MAX_IDLE:
+            conn.reused = False
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the idle connections; answers still being read close theirs when released."""
+        self._closed = True
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()

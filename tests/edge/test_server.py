@@ -1,0 +1,240 @@
+"""The edge as a reader (and an attacker) sees it: a real server on a loopback port in front of a real origin."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+from edge_run import EdgeUnderTest, Origin, edge_settings
+
+from floodwall.edge.job import bind_listener
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[bytes]:
+    """Read `count` whole responses with Content-Length bodies from a raw socket."""
+    data = b""
+    out: list[bytes] = []
+    while len(out) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(out)} responses"
+        data += chunk
+        while b"\r\n\r\n" in data and len(out) < count:
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(rest) < length:
+                break
+            out.append(head + b"\r\n\r\n" + rest[:length])
+            data = rest[length:]
+    return out
+
+
+def test_pass_through_relays_status_headers_and_body(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        status, headers, body = edge.get("/article/1?x=2", headers={"User-Agent": "reader"})
+    assert status == 200
+    assert body == b"origin saw /article/1?x=2"
+    assert headers["content-type"] == "text/plain"
+    assert headers["x-floodwall-cache"] == "MISS"
+
+
+def test_origin_sees_host_and_forwarded_fields(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        status, _, body = edge.get(
+            "/echo", headers={"Host": "www.example-news.org", "X-Forwarded-For": "6.6.6.6", "Connection": "keep-alive"}
+        )
+    received = json.loads(body)["headers"]
+    assert status == 200
+    assert received["host"] == "www.example-news.org"
+    # The client is not a trusted proxy: what it claims is replaced by its own address.
+    assert received["x-forwarded-for"] == "127.0.0.1"
+    assert received["x-forwarded-proto"] == "http"
+    assert received["x-forwarded-host"] == "www.example-news.org"
+
+
+def test_trusted_proxy_forwarded_for_is_extended(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url, trusted_proxies=["127.0.0.0/8"])) as edge:
+        _, _, body = edge.get("/echo", headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+    received = json.loads(body)["headers"]
+    assert received["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert received["x-forwarded-proto"] == "https"
+
+
+def test_keep_alive_connections_are_reused_both_ways(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        conn = edge.connection()
+        for k in range(5):
+            conn.request("GET", f"/page/{k}")
+            response = conn.getresponse()
+            assert response.read() == f"origin saw /page/{k}".encode()
+        conn.close()
+    # Five requests, one client connection, one origin connection.
+    assert origin.connections == 1
+
+
+def test_pipelined_requests_are_answered_in_order(origin: Origin) -> None:
+    with (
+        EdgeUnderTest(edge_settings(origin.url)) as edge,
+        socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock,
+    ):
+        # The first is slow at the origin; the others would be ready sooner.
+        sock.sendall(
+            b"GET /slow?s=0.3 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /third HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        responses = _read_responses(sock, 3)
+    assert responses[0].endswith(b"slow answer")
+    assert responses[1].endswith(b"origin saw /second")
+    assert responses[2].endswith(b"origin saw /third")
+
+
+def test_chunked_request_body_reaches_the_origin_whole(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        reply = edge.raw(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    echoed = json.loads(body)
+    assert echoed["method"] == "POST"
+    assert echoed["body"] == "hello world"
+    assert echoed["headers"]["content-length"] == "11"
+    assert "transfer-encoding" not in echoed["headers"]
+
+
+def test_chunked_response_is_relayed_chunked(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        # A reader with a session is never served from the cache: the answer streams through as it comes.
+        status, headers, body = edge.get("/chunked", headers={"Cookie": "session=1"})
+        reply = edge.raw(b"GET /chunked HTTP/1.0\r\nCookie: session=1\r\n\r\n")
+    assert status == 200
+    assert headers.get("transfer-encoding") == "chunked"
+    assert body == b"first,second,third"
+    # An HTTP/1.0 client cannot read chunks: the body ends with the connection.
+    head, _, raw_body = reply.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    assert raw_body == b"first,second,third"
+
+
+def test_head_gets_the_head_alone(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        conn = edge.connection()
+        conn.request("HEAD", "/article")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("content-length") == str(len(b"origin saw /article"))
+        assert response.read() == b""
+        # The connection still works after a bodiless answer.
+        conn.request("GET", "/after")
+        assert conn.getresponse().read() == b"origin saw /after"
+        conn.close()
+
+
+def test_cache_hit_and_miss_header(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        first = edge.get("/cached/front")
+        second = edge.get("/cached/front")
+        head = edge.get("/cached/front", method="HEAD")
+    assert first[1]["x-floodwall-cache"] == "MISS"
+    assert second[1]["x-floodwall-cache"] == "HIT"
+    assert first[2] == second[2] == b"<p>/cached/front fetched 1 times</p>"
+    assert head[0] == 200 and head[2] == b"" and head[1]["x-floodwall-cache"] == "HIT"
+    assert origin.hits["/cached/front"] == 1
+
+
+def test_a_response_with_a_cookie_is_never_shared(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        edge.get("/cookie")
+        edge.get("/cookie")
+    assert origin.hits["/cookie"] == 2
+
+
+def test_malformed_request_gets_400_and_the_worker_keeps_serving(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        reply = edge.raw(b"GARBAGE\x00\x01 nonsense\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400 ")
+        assert b"help@example-news.org" in reply
+        assert edge.get("/still-here")[2] == b"origin saw /still-here"
+
+
+def test_oversized_headers_get_431_and_body_413(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url, limits={"max_header_bytes": 2048, "max_body_bytes": 100})) as edge:
+        big_header = edge.raw(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
+        big_body = edge.raw(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"b" * 1000)
+        assert edge.get("/fine")[0] == 200
+    assert big_header.startswith(b"HTTP/1.1 431 ")
+    assert big_body.startswith(b"HTTP/1.1 413 ")
+    assert "/echo" not in origin.hits
+
+
+def test_slowloris_client_is_closed(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url, limits={"header_timeout_s": 1.0})) as edge:
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            started = time.monotonic()
+            closed = False
+            while time.monotonic() - started < 8:
+                try:
+                    sock.sendall(b"X-a: b\r\n")  # one header now and then, never the end
+                    sock.settimeout(0.5)
+                    if sock.recv(1024) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed = True
+                    break
+        assert closed
+        assert edge.get("/after")[0] == 200
+
+
+def test_idle_keep_alive_is_closed(origin: Origin) -> None:
+    with (
+        EdgeUnderTest(edge_settings(origin.url, limits={"keepalive_timeout_s": 1.0})) as edge,
+        socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert _read_responses(sock, 1)[0].endswith(b"origin saw /x")
+        sock.settimeout(8)
+        assert sock.recv(1024) == b""  # closed by the edge, not by our timeout
+
+
+def test_origin_down_gives_502_with_contact() -> None:
+    unused = bind_listener("127.0.0.1", 0, listen=False)  # a port nobody listens on
+    port = unused.getsockname()[1]
+    with EdgeUnderTest(edge_settings(f"http://127.0.0.1:{port}")) as edge:
+        status, headers, body = edge.get("/")
+    unused.close()
+    assert status == 502
+    assert b"help@example-news.org" in body
+    assert "x-floodwall-cache" not in headers
+
+
+def test_origin_down_serves_stale_from_cache(origin: Origin) -> None:
+    settings = edge_settings(origin.url, cache={"stale_while_revalidate_s": 0})
+    with EdgeUnderTest(settings) as edge:
+        assert edge.get("/cached/page")[1]["x-floodwall-cache"] == "MISS"
+        assert edge.worker is not None
+        cache = edge.worker.server.pipeline.forwarder.cache
+        assert cache is not None and len(cache) == 1
+        for entry in cache._entries.values():
+            entry.fresh_until = entry.revalidate_until = 0.0  # as if a minute had passed
+        origin.broken = True
+        status, headers, body = edge.get("/cached/page")
+    assert status == 200
+    assert headers["x-floodwall-cache"] == "STALE"
+    assert body == b"<p>/cached/page fetched 1 times</p>"
+
+
+def test_origin_timeout_gives_504(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url, limits={"origin_timeout_s": 0.5})) as edge:
+        status, _, body = edge.get("/slow?s=3")
+    assert status == 504
+    assert b"help@example-news.org" in body
