@@ -497,6 +497,11 @@ class EdgeCache:
         now = self._clock()
         return CachedResponse(status, kept, body, head + b"\r\n", now, 0.0, now, now, now, 0)
 
+    async def drain(self) -> None:
+        """Wait for the background refreshes under way (a graceful stop, and tests)."""
+        while self._refreshing:
+            await asyncio.gather(*self._refreshing, return_exceptions=True)
+
     async def _refresh(
         self, key: str, fetch: Callable[[], Awaitable[Origin]], request_headers: list[tuple[bytes, bytes]]
     ) -> None:
