@@ -28,6 +28,7 @@ import uvloop
 from floodwall.config import Settings
 from floodwall.edge.accesslog import AccessLog
 from floodwall.edge.job import WorkerParts, bind_listener, build_server, serve_worker
+from floodwall.edge.pipeline import Guard
 from floodwall.store.cache import DecisionCache
 
 
@@ -126,9 +127,13 @@ class EdgeUnderTest:
         *,
         decisions: DecisionCache | None = None,
         access_log: Path | None = None,
+        challenge_secret: bytes | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.settings = settings
         self.decisions = decisions
+        self.challenge_secret = challenge_secret
+        self.guard = guard
         self.access_log_path = access_log
         self.sock = bind_listener("127.0.0.1", 0)
         self.port: int = self.sock.getsockname()[1]
@@ -144,7 +149,13 @@ class EdgeUnderTest:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             log = AccessLog(self.access_log_path) if self.access_log_path is not None else None
-            self.worker = build_server(self.settings, decisions=self.decisions, access_log=log)
+            self.worker = build_server(
+                self.settings,
+                decisions=self.decisions,
+                access_log=log,
+                challenge_secret=self.challenge_secret,
+                guard=self.guard,
+            )
             await serve_worker(self.worker, self.sock, self._stop, ready=self._ready.set, grace_s=2.0)
 
         try:
@@ -199,9 +210,9 @@ class EdgeUnderTest:
             return b"".join(chunks)
 
 
-def edge_settings(origin_url: str, **edge: Any) -> Settings:
-    """Settings for a test edge in front of `origin_url`; `edge` holds [edge] keys (sections as dicts)."""
+def edge_settings(origin_url: str, *, site: dict[str, Any] | None = None, **edge: Any) -> Settings:
+    """Settings for a test edge in front of `origin_url`; `edge` holds [edge] keys (sections as dicts), `site`
+    more [site] keys."""
     data: dict[str, Any] = {"origin": origin_url, "listen": "127.0.0.1:0", **edge}
-    return Settings.model_validate(
-        {"edge": data, "site": {"contact": "Write to help@example-news.org if this is a mistake."}}
-    )
+    site_data = {"contact": "Write to help@example-news.org if this is a mistake.", **(site or {})}
+    return Settings.model_validate({"edge": data, "site": site_data})

@@ -19,11 +19,12 @@ from typing import Any
 from floodwall.config import Settings
 from floodwall.decide.allowlist import Allowlist
 from floodwall.edge.accesslog import AccessLog
+from floodwall.edge.challenge import Challenger, secret_from_settings
 from floodwall.edge.clientaddr import ClientAddress
 from floodwall.edge.forward import Forwarder
 from floodwall.edge.limits import Limiter
 from floodwall.edge.metrics import Metrics
-from floodwall.edge.pipeline import Challenger, Guard, Pipeline, default_parts
+from floodwall.edge.pipeline import Guard, Pipeline, default_parts
 from floodwall.edge.server import EdgeServer
 from floodwall.edge.upstream import OriginPool, parse_origin
 from floodwall.errors import ConfigError
@@ -89,11 +90,16 @@ def build_server(
     metrics: Metrics | None = None,
     access_log: AccessLog | None = None,
     recorder: Any | None = None,
-    challenger: Challenger | None = None,
+    challenge_secret: bytes | None = None,
     guard: Guard | None = None,
     under_attack: Callable[[], bool] | None = None,
 ) -> WorkerParts:
-    """One worker's server from the settings (`settings.edge.origin` must be set)."""
+    """One worker's server from the settings (`settings.edge.origin` must be set).
+
+    `decisions` is the ban and challenge list (none: no decision part); `challenge_secret` signs the challenge's
+    cookies and must be the same in every worker (default: read or created from `edge.challenge.secret_file`, else
+    random, which only suits a single worker); `guard` runs the inline signatures (none: no signature part).
+    """
     edge = settings.edge
     if not edge.origin:
         raise ConfigError("key 'edge.origin': the origin is required (--origin http://HOST:PORT)")
@@ -108,7 +114,11 @@ def build_server(
 
         cache = EdgeCache(edge.cache, challenge_cookie=edge.challenge.cookie_name)
     pool = OriginPool(origin, concurrency=edge.limits.origin_concurrency, timeout_s=edge.limits.origin_timeout_s)
-    parts = default_parts(
+    challenger = None
+    if decisions is not None:
+        secret = challenge_secret if challenge_secret is not None else secret_from_settings(edge.challenge)
+        challenger = Challenger(edge.challenge, contact, secret)
+    parts, before_origin = default_parts(
         contact=contact,
         resolver=ClientAddress(edge.trusted_proxies),
         allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)) if settings.site.own_networks else None,
@@ -120,7 +130,7 @@ def build_server(
     )
     forwarder = Forwarder(pool, cache, contact=contact, trusted_proxies=edge.trusted_proxies)
     server = EdgeServer(
-        Pipeline(parts, forwarder, contact),
+        Pipeline(parts, forwarder, contact, before_origin),
         edge.limits,
         contact=contact,
         access_log=access_log,

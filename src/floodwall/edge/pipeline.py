@@ -6,9 +6,15 @@
     decision        the ban list (403) and the challenge list (challenge page unless the      fails open: served
                     cookie verifies); under attack, every unverified client is challenged
     limits          token buckets per client and per prefix (429 with Retry-After)          fails open: served
+    cache (fresh)   a fresh entry is served at once                                          fails open: origin
     signatures      inline breach signatures on method, path, query, headers, body (403)     fails open: served
-    cache           fresh entries at once; misses coalesced; stale when the origin fails     fails open: origin
+    cache (miss)    misses coalesced; stale within stale-while-revalidate / -if-error        fails open: origin
     origin          the byte copy, at most `origin_concurrency` in flight (502/503/504)
+
+The signatures run after the fresh-cache check, not before: they protect the origin's application, which a fresh
+hit never reaches, and they are the one part that costs tens of microseconds (hyperscan over every field), so a GET
+flood served from the cache does not pay for them. An attack string in a cached URL gets the cached page, and the
+live detector still sees the request.
 
 Every part before the cache is synchronous and cheap (a dict lookup, a token bucket): the pipeline runs them
 directly from the connection's parser callback and only a request that needs the origin becomes a task.
@@ -26,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from floodwall.edge import metrics as outcomes
+from floodwall.edge.challenge import CHALLENGE_PATH
 from floodwall.edge.http import Answer, Request
 from floodwall.edge.limits import Limiter, retry_after_header
 from floodwall.model import Action
@@ -71,20 +78,22 @@ class Part(Protocol):
     def __call__(self, request: Request) -> Answer | None: ...
 
 
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
 class Challenger(Protocol):
-    """What the pipeline needs from `floodwall.edge.challenge`."""
+    """What the pipeline needs from `floodwall.edge.challenge.Challenger`."""
 
-    def verified(self, request: Request) -> bool:
-        """The request carries a valid, unexpired challenge cookie for its client."""
-        ...
+    def verify(self, cookie_header: bytes | str | None, address: str, user_agent: str) -> bool: ...
 
-    def page(self, request: Request) -> Answer:
-        """The proof-of-work page (with its no-JavaScript fallback and the contact line)."""
-        ...
+    def page(self, target: str, address: str, user_agent: str) -> Reply: ...
 
-    def route(self, request: Request) -> Answer | None:
-        """The answer for requests under /.well-known/floodwall/challenge, None for every other path."""
-        ...
+    def answer(self, path: str, query: str | None, address: str, user_agent: str) -> Reply: ...
+
+
+def _agent(request: Request) -> str:
+    value = request.header(b"user-agent")
+    return value.decode("latin-1") if value else ""
 
 
 class _Verdict(Protocol):
@@ -135,9 +144,13 @@ class ChallengeRoutePart:
         self.challenger = challenger
 
     def __call__(self, request: Request) -> Answer | None:
-        if not request.target.startswith("/.well-known/floodwall/"):
+        if not request.target.startswith(CHALLENGE_PATH):
             return None
-        return self.challenger.route(request)
+        path, question, query = request.target.partition("?")
+        status, headers, body = self.challenger.answer(
+            path, query if question else None, request.client, _agent(request)
+        )
+        return Answer(status, headers, body, outcome=outcomes.CHALLENGED)
 
 
 class AllowlistPart:
@@ -206,11 +219,11 @@ class DecisionPart:
         challenger = self.challenger
         if challenger is None:
             return Answer.text(429, _CHALLENGED_TEXT, self.contact, outcome=outcomes.CHALLENGED)
-        if challenger.verified(request):
+        agent = _agent(request)
+        if challenger.verify(request.header(b"cookie"), client, agent):
             return None
-        answer = challenger.page(request)
-        answer.outcome = outcomes.CHALLENGED
-        return answer
+        status, headers, body = challenger.page(request.target, client, agent)
+        return Answer(status, headers, body, outcome=outcomes.CHALLENGED)
 
 
 class LimitPart:
@@ -277,8 +290,9 @@ def default_parts(
     challenger: Challenger | None = None,
     guard: Guard | None = None,
     under_attack: Callable[[], bool] = lambda: False,
-) -> list[Part]:
-    """Every part before the cache, in the order they run (the module docstring's table)."""
+) -> tuple[list[Part], list[Part]]:
+    """The parts before the fresh-cache check and those between it and the origin, in the order they run (the
+    module docstring's table)."""
     exempt: set[str] = set()
     parts: list[Part] = [ClientAddressPart(resolver)]
     if challenger is not None:
@@ -289,41 +303,58 @@ def default_parts(
         parts.append(DecisionPart(decisions, contact, exempt, challenger=challenger, under_attack=under_attack))
     if limiter is not None:
         parts.append(LimitPart(limiter, contact, exempt))
+    before_origin: list[Part] = []
     if guard is not None and guard.enabled:
-        parts.append(SignaturePart(guard, contact, exempt))
-    return parts
+        before_origin.append(SignaturePart(guard, contact, exempt))
+    return parts, before_origin
 
 
 class Pipeline:
-    """Runs `parts`, then the forwarder (cache and origin). The server calls `answer_now` for every request and
-    `answer_later` (as a task) when it returned None."""
+    """Runs `parts`, the fresh-cache check, `before_origin`, then the forwarder (cache misses and origin). The
+    server calls `answer_now` for every request and `answer_later` (as a task) when it returned None."""
 
-    def __init__(self, parts: Sequence[Part], forwarder: Forwarder, contact: str) -> None:
+    def __init__(
+        self, parts: Sequence[Part], forwarder: Forwarder, contact: str, before_origin: Sequence[Part] = ()
+    ) -> None:
         self.parts = tuple(parts)
+        self.before_origin = tuple(before_origin)
         self.forwarder = forwarder
         self.contact = contact
         self.failures: dict[str, int] = {}
         self._reported: dict[str, float] = {}
 
     def answer_now(self, request: Request) -> Answer | None:
-        for part in self.parts:
+        answer = self._run(self.parts, request)
+        if answer is not None:
+            return answer
+        try:
+            answer = self.forwarder.answer_now(request)
+        except Exception:  # the cache fails open: on to the origin
+            self._failed_named("cache", "open")
+            request.cache_key = None
+        if answer is not None or not self.before_origin:
+            return answer
+        return self._run(self.before_origin, request)
+
+    def _run(self, parts: tuple[Part, ...], request: Request) -> Answer | None:
+        for part in parts:
             try:
                 answer = part(request)
             except Exception:
-                self._failed(part)
+                self._failed_named(part.name, part.fails)
                 if part.fails == "closed":
                     return Answer.text(500, "The edge failed on this request.", self.contact, outcome=outcomes.ERROR)
                 continue
             if answer is not None:
                 return answer
-        return self.forwarder.answer_now(request)
+        return None
 
     async def answer_later(self, request: Request, conn: EdgeConnection) -> None:
         await self.forwarder.answer_later(request, conn)
 
-    def _failed(self, part: Part) -> None:
-        count = self.failures[part.name] = self.failures.get(part.name, 0) + 1
+    def _failed_named(self, name: str, fails: FailMode) -> None:
+        count = self.failures[name] = self.failures.get(name, 0) + 1
         now = time.monotonic()
-        if now - self._reported.get(part.name, -1e9) >= 10.0:
-            self._reported[part.name] = now
-            log.exception("edge part %r failed (fails %s; %d failures so far)", part.name, part.fails, count)
+        if now - self._reported.get(name, -1e9) >= 10.0:
+            self._reported[name] = now
+            log.exception("edge part %r failed (fails %s; %d failures so far)", name, fails, count)
