@@ -284,7 +284,7 @@ class AdminThread:
 
     def __init__(self, server: AdminServer) -> None:
         self.server = server
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="floodwall-admin", daemon=True)
@@ -299,20 +299,21 @@ class AdminThread:
             ) from self._error
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+        loop = self._loop = asyncio.new_event_loop()
         try:
-            self._loop.run_until_complete(self.server.start())
+            loop.run_until_complete(self.server.start())
         except OSError as error:
             self._error = error
             self._started.set()
-            self._loop.close()
+            loop.close()
             return
         self._started.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self.server.close())
-        self._loop.close()
+        loop.run_forever()
+        loop.run_until_complete(self.server.close())
+        loop.close()
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        loop = self._loop
+        if loop is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=10.0)
