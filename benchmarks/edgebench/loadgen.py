@@ -330,7 +330,7 @@ class Load:
     reader_rps: float = 50.0
     flood_addresses: int = 2000
     flood_processes: int = 2
-    flood_connections: int = 256  # per process
+    flood_connections: int = 1000  # per process: with 2 processes, about one connection per flood address
     per_connection: int = 20
     warmup_s: float = 5.0
     flood_s: float = 30.0
