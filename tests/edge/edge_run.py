@@ -142,11 +142,14 @@ class EdgeUnderTest:
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.loop_errors: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
+            # Whatever escapes a protocol callback or a task lands here: the tests say none may.
+            self._loop.set_exception_handler(lambda _loop, context: self.loop_errors.append(context))
             self._stop = asyncio.Event()
             log = AccessLog(self.access_log_path) if self.access_log_path is not None else None
             self.worker = build_server(
