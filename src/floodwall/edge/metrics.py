@@ -23,6 +23,7 @@ import logging
 import mmap
 import os
 import tempfile
+from bisect import bisect_left as _bucket_of
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -81,12 +82,7 @@ class Metrics:
         row = self._row
         row[outcome] += 1
         row[_DURATION_SUM_US] += int(duration_s * 1_000_000)
-        index = _BUCKET0
-        for bound in BUCKETS_S:  # 14 comparisons at most; most requests stop in the first few
-            if duration_s <= bound:
-                break
-            index += 1
-        row[index] += 1
+        row[_BUCKET0 + _bucket_of(BUCKETS_S, duration_s)] += 1  # the first bound >= duration_s, else +Inf
 
     def origin_started(self) -> None:
         self._row[_INFLIGHT] += 1
