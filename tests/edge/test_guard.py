@@ -228,3 +228,10 @@ def test_signatures_off_in_the_config_let_everything_by() -> None:
     guard = InlineGuard.from_settings(DetectSettings(signatures=False))
     assert not guard.enabled
     assert not guard.check("GET", "/", "q=1' or '1'='1", READER_HEADERS).blocked
+
+
+def test_a_header_sent_twice_is_read_joined_like_the_log_engine_reads_it() -> None:
+    guard = InlineGuard(load_engine(paranoia=1))
+    headers = [(b"Host", b"news.example"), (b"X-Filter", b"() {"), (b"X-Filter", b":;}; echo")]
+    exact = match_request("GET", "/", None, host="news.example", headers={"X-Filter": "() {, :;}; echo"})
+    assert exact and guard.check("GET", "/", None, headers).hits == tuple(exact)

@@ -39,6 +39,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, unquote_plus
@@ -161,6 +162,7 @@ def _http_date(value: bytes | None) -> float | None:
         return None
 
 
+@lru_cache(maxsize=4096)
 def _accepted_codings(value: bytes | None) -> str:
     """The content codings from `_CODINGS` that an Accept-Encoding value accepts, as one short sorted string."""
     if not value:

@@ -39,7 +39,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -56,6 +56,7 @@ VERIFY_PATH: Final = CHALLENGE_PATH + "verify"
 SECRET_BYTES: Final = 32
 _MAX_NONCE_DIGITS: Final = 20
 _MAX_TARGET: Final = 2048
+_VERIFIED_ENTRIES: Final = 100_000
 
 _log = logging.getLogger(__name__)
 
@@ -113,6 +114,12 @@ def _create_secret(path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+@lru_cache(maxsize=4096)
+def _agent_hash(user_agent: str) -> str:
+    """A user agent's short hash (what the cookie is bound to; readers' browsers share a few hundred strings)."""
+    return hashlib.sha256(user_agent.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -167,7 +174,9 @@ class Challenger:
             raise ValueError("the challenge secret needs at least 16 bytes")
         self.settings = settings
         self.contact = contact
-        self._secret = secret
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
+        self._verified: set[tuple[str, str, str]] = set()  # (cookie value, prefix, agent hash) seen valid; expiry
+        # is still checked on every request, since it is part of the value
         self._clock = clock
         self._cookie_prefix = settings.cookie_name + "="
         template, self._script, digest = _assets()
@@ -180,11 +189,13 @@ class Challenger:
     # --- signatures -----------------------------------------------------------------------------------------------
 
     def _mac(self, *parts: str) -> bytes:
-        return hmac.new(self._secret, "\x00".join(parts).encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+        mac = self._keyed.copy()  # the key's pads hashed once, at start
+        mac.update("\x00".join(parts).encode("utf-8", "surrogateescape"))
+        return mac.digest()
 
     @staticmethod
     def _agent(user_agent: str) -> str:
-        return hashlib.sha256(user_agent.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return _agent_hash(user_agent)
 
     def cookie_value(self, address: str, user_agent: str, expiry: int | None = None) -> str:
         """A valid cookie value for this client (what a solved challenge earns)."""
@@ -216,9 +227,17 @@ class Challenger:
         expiry = int(expiry_text)
         if expiry <= now or expiry > now + self.settings.cookie_ttl_s + 60:
             return False
-        mac = _unb64(mac_text)
-        expected = self._mac("cookie", expiry_text, prefix_of(address), self._agent(user_agent))
-        return mac is not None and hmac.compare_digest(mac, expected)
+        prefix, agent = prefix_of(address), self._agent(user_agent)
+        remembered = (value, prefix, agent)
+        if remembered in self._verified:
+            return True
+        expected = _b64(self._mac("cookie", expiry_text, prefix, agent))
+        if not hmac.compare_digest(mac_text.encode("latin-1", "replace"), expected.encode("ascii")):
+            return False
+        if len(self._verified) >= _VERIFIED_ENTRIES:
+            self._verified.clear()
+        self._verified.add(remembered)  # only good cookies, so a flood of forged ones cannot fill it
+        return True
 
     def make_challenge(self, target: str, address: str, user_agent: str) -> str:
         """A signed challenge for this client, to solve within `challenge_ttl_s`."""

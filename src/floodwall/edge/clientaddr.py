@@ -27,6 +27,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@lru_cache(maxsize=65_536)
 def _parse(text: str) -> Address | None:
     """An address from one hop as proxies write it: bare, `[v6]:port`, `v4:port`, quoted; None when it is none."""
     text = text.strip().strip('"')
@@ -67,28 +68,36 @@ class ClientAddress:
             except ValueError:
                 raise ConfigError(f"key 'edge.trusted_proxies' = {value!r}: not an address or CIDR") from None
         self._networks: tuple[Network, ...] = tuple(networks)
+        self._verdicts: dict[Address, bool] = {}  # remembered: a CDN's few edge addresses come back all the time
 
     @property
     def trusts_proxies(self) -> bool:
         return bool(self._networks)
 
     def _trusted(self, address: Address) -> bool:
-        return any(address in network for network in self._networks)
+        verdict = self._verdicts.get(address)
+        if verdict is None:
+            if len(self._verdicts) >= 65_536:
+                self._verdicts.clear()
+            verdict = self._verdicts[address] = any(address in network for network in self._networks)
+        return verdict
 
     def resolve(self, peer: str, x_forwarded_for: bytes | str | None) -> str:
         """The client's canonical address. `x_forwarded_for` is the header's value (several headers joined by
         commas, as RFC 9110 section 5.3 allows); it is read only when the peer is a trusted proxy."""
+        if not self._networks or not x_forwarded_for:
+            return canonical_address(peer) or peer  # not an address (a Unix socket): nothing better to say
         peer_address = _parse(peer)
-        if peer_address is None:  # a Unix socket or the like: nothing better to say than what we were given
+        if peer_address is None:
             return peer
-        if not self._networks or not x_forwarded_for or not self._trusted(peer_address):
-            return str(peer_address)
+        if not self._trusted(peer_address):
+            return canonical_address(peer) or peer
         text = x_forwarded_for.decode("latin-1") if isinstance(x_forwarded_for, bytes) else x_forwarded_for
         nearest = peer_address
         for hop in reversed(text.split(",")):
             if not hop.strip():
                 continue  # an empty list element (RFC 9110 section 5.6.1 lets senders write them)
-            address = _parse(hop)
+            address = _parse(hop.strip())
             if address is None:
                 break
             nearest = address

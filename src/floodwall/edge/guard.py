@@ -43,7 +43,7 @@ __all__ = ["CRS_INBOUND_THRESHOLD", "GuardVerdict", "InlineGuard"]
 CRS_INBOUND_THRESHOLD: Final = 5
 _log = logging.getLogger(__name__)
 
-HeaderPairs = Iterable[tuple[bytes, bytes]] | Mapping[str, str]
+HeaderPairs = Iterable[tuple[bytes | str, bytes | str]] | Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +118,7 @@ class InlineGuard:
         self.failures = 0
         self.exact_matches = 0  # requests the first pass could not clear
         self._clear: dict[tuple[str, str | None, str], bool] = {}  # (variable, key, value) -> may a rule fire on it
+        self._header_clear: dict[tuple[bytes | str, bytes | str], bool] = {}  # raw header -> no rule can fire on it
 
     @classmethod
     def from_settings(
@@ -144,6 +145,30 @@ class InlineGuard:
                 return True
         return False
 
+    def _clear_without_body(
+        self, method: str, path: str, query: str | None, headers: HeaderPairs, protocol: str | None
+    ) -> bool:
+        """The first pass header by header, each header's verdict remembered on its raw bytes: a reader's request
+        repeats its browser's headers, and most of the guard's work was decoding and splitting them again. False
+        means "look closer" (also for a header name sent twice, which the rules read joined)."""
+        pairs: Iterable[tuple[bytes | str, bytes | str]] = headers.items() if isinstance(headers, Mapping) else headers
+        names: set[bytes | str] = set()
+        for name, value in pairs:
+            lower = name.lower()
+            if lower in names and lower not in (b"cookie", "cookie"):
+                return False
+            names.add(lower)
+            verdict = self._header_clear.get((name, value))
+            if verdict is None:
+                verdict = not self._may_fire(_header_values(name, value))
+                if len(value) <= _MEMO_VALUE_CHARS:
+                    if len(self._header_clear) >= _MEMO_ENTRIES:
+                        self._header_clear.clear()
+                    self._header_clear[(name, value)] = verdict
+            if not verdict:
+                return False
+        return not self._may_fire(request_values(method, path, query, protocol, None, None, None, None, None))
+
     @property
     def enabled(self) -> bool:
         return self.engine is not None
@@ -162,6 +187,8 @@ class InlineGuard:
         if self.engine is None:
             return _CLEAN
         try:
+            if not body and self._clear_without_body(method, path, query, headers, protocol):
+                return _CLEAN
             fields = _headers(headers)
             lowered = {name.lower(): value for name, value in fields.items()}
             others = {name: value for name, value in fields.items() if name.lower() not in _OWN}
@@ -201,6 +228,19 @@ _MEMO_ENTRIES: Final = 100_000
 
 #: Passed to `request_values` on their own; every other header goes in its `headers` mapping.
 _OWN: Final = frozenset({"user-agent", "referer", "host"})
+_WITHOUT_HEADERS: Final = frozenset(request_values("GET", "/", None, None, None, None, None, {}, None))
+
+
+def _header_values(name: bytes | str, value: bytes | str) -> list[tuple[str, str | None, str]]:
+    """The variables one header gives the rules (REQUEST_HEADERS, its name, cookies), as `request_values` makes
+    them: the values of a request with this header alone, less those of the same request without it."""
+    fields = _headers([(name, value)])
+    (text_name, text), *_ = fields.items()
+    lower = text_name.lower()
+    own = {key: (text if lower == key else None) for key in _OWN}
+    others = {} if lower in _OWN else fields
+    values = request_values("GET", "/", None, None, own["user-agent"], own["referer"], own["host"], others, None)
+    return [value for value in values if value not in _WITHOUT_HEADERS]
 
 
 def _first_pass(engine: SignatureEngine, var: str, key: str | None, raw: str, memo: Memo) -> bool:
