@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_live import HISTORY_S, SETTINGS, START, flood_second, reader_second
+from test_live import HISTORY_S, SETTINGS, START, due, flood_second, reader_second
 
 from floodwall.edge.decisions import LiveDetector
 from floodwall.edge.live import LiveRecorder
@@ -77,6 +77,8 @@ def flood_until_decided(node: Node, clock: FakeClock, stop_on_first: bool = True
         if second >= HISTORY_S:
             flood_second(rng, recorder, second)
         clock.set(START + timedelta(seconds=second + 1))
+        if not due(second):
+            continue
         node.detector.add(recorder.take())
         decided += node.detector.step()
         if decided and stop_on_first:

@@ -118,6 +118,8 @@ class LiveDetector:
         ready = frame.filter(pl.col("ts") < cutoff)
         self._later = frame.filter(pl.col("ts") >= cutoff)
         fresh: list[Decision] = []
+        if self._store_down:
+            self._probe()
         if ready.height:
             self.rows_fed += ready.height
             findings = self.engine.feed(ready)
@@ -155,9 +157,7 @@ class LiveDetector:
                 decisions = decisions[overflow:]
             self._unsent = decisions
             return []
-        if self._store_down:
-            log.warning("store %s reachable again: %d decisions written", self.store.url, len(stored))
-            self._store_down = False
+        self._store_down = False
         self._unsent = []
         self.decided += len(stored)
         if self.metrics is not None:
@@ -166,7 +166,18 @@ class LiveDetector:
             self.on_decisions(stored)
         return stored
 
+    def _probe(self) -> None:
+        """One cheap call per step while the store is away, so repeat offenders' TTLs count again once it is back."""
+        try:
+            self.store.epoch()
+        except ServiceError:
+            return
+        self._store_down = False
+        log.warning("store %s reachable again", self.store.url)
+
     def _prior(self, target: str) -> int:
+        if self._store_down:  # no call per target to a store known to be away (`_probe` once a step)
+            return 0
         try:
             since = self.clock() - timedelta(days=_PRIOR_DAYS)
             return self.store.times_decided(target, since=since, action=Action.BAN)
