@@ -138,12 +138,12 @@ def main() -> None:
         _time(part, min(calls_of[name], n))
     samples: dict[str, list[float]] = {name: [] for name in parts}
     samples["limits: origin gate acquire + release"] = []
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # the baseline runs before every part, so both see the same moment's noise
         for name, part in parts.items():
-            samples["baseline: dict lookup"].append(
-                _time(baseline, args.calls)
-            ) if name != "baseline: dict lookup" else None
-            samples[name].append(_time(part, calls_of[name]))
+            if name != "baseline: dict lookup":
+                samples["baseline: dict lookup"].append(_time(baseline, args.calls))
+                samples[name].append(_time(part, calls_of[name]))
+        samples["baseline: dict lookup"].append(_time(baseline, args.calls))
         samples["limits: origin gate acquire + release"].append(asyncio.run(gate_calls(args.calls)))
     base = statistics.median(samples["baseline: dict lookup"])
     results = {}

@@ -316,3 +316,26 @@ def test_a_waiter_that_goes_away_does_not_cancel_the_fetch_for_the_others() -> N
 
     asyncio.run(scenario())
     assert calls[0] == 1 and cache.get("k") is not None
+
+
+header_lists = st.lists(
+    st.tuples(
+        st.one_of(
+            st.sampled_from([b"Cache-Control", b"Expires", b"Date", b"Age", b"Vary", b"Cookie"]), st.binary(max_size=12)
+        ),
+        st.binary(max_size=60),
+    ),
+    max_size=8,
+)
+
+
+@given(method=st.sampled_from(["GET", "HEAD", "POST"]), target=st.text(max_size=80), headers=header_lists)
+def test_hostile_requests_and_answers_never_raise(method: str, target: str, headers: RawHeaders) -> None:
+    cache, _ = _cache()
+    key = cache.key(method, "news.example", target, headers)
+    assert key is None or isinstance(key, str)
+    stored = cache.put(key or "k", 200, headers, b"body", headers)
+    entry = cache.get(key or "k")
+    assert stored == (entry is not None)
+    if entry is not None:
+        assert entry.wire(0, CacheStatus.HIT).endswith(b"\r\n\r\nbody")

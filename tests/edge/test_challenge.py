@@ -322,3 +322,17 @@ def test_a_real_browser_solves_the_page_and_reads_the_article(
     assert verify and "&n=" in verify[0]
     pages = [path for path in seen if not path.startswith("/favicon")]
     assert pages[0] == pages[-1] == "/news/2024/story?id=7"  # challenged, solved, sent back to the article
+
+
+@given(path=st.text(max_size=60), query=st.one_of(st.none(), st.text(max_size=300)), cookie=st.binary(max_size=200))
+def test_hostile_input_never_raises(path: str, query: str | None, cookie: bytes) -> None:
+    challenger, _ = _challenger()
+    status, _, _ = challenger.answer(VERIFY_PATH if path.startswith("v") else path, query, "192.0.2.10", UA)
+    assert status in (303, 404, 429)
+    assert challenger.verify(cookie, "192.0.2.10", UA) is False
+    assert challenger.verify(b"floodwall_pass=" + cookie, "192.0.2.10", path) is False
+
+
+def test_a_query_with_many_fields_gets_a_fresh_page() -> None:
+    challenger, _ = _challenger()
+    assert challenger.answer(VERIFY_PATH, "&".join(f"f{n}=1" for n in range(50)), "192.0.2.10", UA)[0] == 429

@@ -83,3 +83,9 @@ def test_the_answer_is_the_peer_or_a_hop_with_only_trusted_hops_to_its_right(pee
     assert _trusted(peer) and result in named
     right = named[len(named) - named[::-1].index(result) :]
     assert all(hop is not None and _trusted(hop) for hop in right)
+
+
+@given(peer=st.text(max_size=40), forwarded=st.binary(max_size=120))
+def test_hostile_forwarded_headers_never_raise(peer: str, forwarded: bytes) -> None:
+    assert isinstance(CDN.resolve(peer, forwarded), str)
+    assert isinstance(CDN.resolve("10.0.0.1", forwarded), str)

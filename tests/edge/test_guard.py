@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from floodwall.config import DetectSettings
 from floodwall.detect.signatures import load_engine, match_request
@@ -235,3 +237,23 @@ def test_a_header_sent_twice_is_read_joined_like_the_log_engine_reads_it() -> No
     headers = [(b"Host", b"news.example"), (b"X-Filter", b"() {"), (b"X-Filter", b":;}; echo")]
     exact = match_request("GET", "/", None, host="news.example", headers={"X-Filter": "() {, :;}; echo"})
     assert exact and guard.check("GET", "/", None, headers).hits == tuple(exact)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    headers=st.lists(st.tuples(st.binary(min_size=1, max_size=12), st.binary(max_size=80)), max_size=6),
+    body=st.one_of(st.none(), st.binary(max_size=200)),
+    query=st.one_of(st.none(), st.text(max_size=60)),
+)
+def test_hostile_input_never_breaks_the_guard(
+    guard: InlineGuard, headers: list[tuple[bytes, bytes]], body: bytes | None, query: str | None
+) -> None:
+    verdict = guard.check("POST", "/x", query, headers, body)
+    assert not verdict.failed
+
+
+def test_a_broken_engine_fails_open_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    broken = InlineGuard(engine=object())  # type: ignore[arg-type]
+    verdict = broken.check("GET", "/", "q=1' or '1'='1", READER_HEADERS)
+    assert not verdict.blocked and verdict.failed and broken.failures == 1
+    assert "inline signatures failed" in caplog.text

@@ -315,7 +315,10 @@ class Challenger:
         or stale one gets a fresh challenge page for the same page where it can be told, else for `/`."""
         if path != VERIFY_PATH:
             return self._text(404, "Not found.")
-        fields = parse_qs(query or "", max_num_fields=8)
+        try:
+            fields = parse_qs(query or "", max_num_fields=8)
+        except ValueError:  # more fields than an answer has: not one of ours
+            return self.page("/", address, user_agent)
         challenge = (fields.get("c") or [""])[0]
         opened = self._open_challenge(challenge, address, user_agent) if challenge else None
         if opened is None:
