@@ -110,3 +110,24 @@ def test_the_default_store_lives_beside_the_access_log(tmp_path: Path) -> None:
     beside = Settings.model_validate({"edge": {"access_log": str(tmp_path / "logs" / "edge.log")}})
     assert default_store_url(beside, tmp_path / "state") == f"sqlite:///{tmp_path / 'logs' / 'floodwall-state.db'}"
     assert default_store_url(Settings(), tmp_path) == f"sqlite:///{tmp_path / 'floodwall-state.db'}"
+
+
+def test_successive_generations_of_a_worker_count_in_alternate_rows(control: EdgeControl) -> None:
+    first, second, third = (control.worker_handle(0) for _ in range(3))
+    assert first.slot != second.slot and third.slot == first.slot  # a draining worker and its successor never share
+    old, new = first.attach(), second.attach()
+    try:
+        old.metrics.request(HIT, 0.001)
+        old.metrics.origin_started()  # killed with a request in flight
+        new.metrics.request(HIT, 0.001)
+        text = admin_get(control, "metrics").decode()
+        assert 'floodwall_requests_total{outcome="hit"} 2\n' in text  # both counted: totals never go back
+        later = third.attach()  # the row comes round again: its gauges start afresh, its counters do not
+        text = admin_get(control, "metrics").decode()
+        assert "floodwall_origin_inflight 0\n" in text and 'floodwall_requests_total{outcome="hit"} 2\n' in text
+        for close in later.closers:
+            close()
+    finally:
+        for live in (old, new):
+            for close in live.closers:
+                close()

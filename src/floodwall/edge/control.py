@@ -68,6 +68,7 @@ class WorkerHandle:
     """Everything worker `index` needs to attach, picklable (for a spawned worker as much as a forked one)."""
 
     index: int
+    slot: int  # its row on the metrics board
     board_path: str
     slots: int
     store_url: str
@@ -77,7 +78,8 @@ class WorkerHandle:
     def attach(self, clock: Clock | None = None) -> WorkerLive:
         """Open this worker's side. The store is opened here, in the worker: connections are not shared."""
         board = MetricsBoard.open(self.board_path, self.slots)
-        metrics = board.slot(self.index)
+        metrics = board.slot(self.slot)
+        metrics.reset_gauges()  # what a predecessor in this row left (a killed worker's requests in flight)
         store = store_from_url(self.store_url, clock=clock)
         decisions = DecisionCache(clock)
         sync = CacheSync(store, decisions)
@@ -114,7 +116,10 @@ class EdgeControl:
         self.store_url = default_store_url(settings, state_dir)
         self.store: Store = store_from_url(self.store_url, clock=clock)
         self.cache = DecisionCache(clock)
-        self.board = MetricsBoard(workers + 1)
+        # Two rows per worker index, used in turn by successive generations: during a graceful restart the draining
+        # worker and its successor both count, each in its own row (a row has one writer). The last row is ours.
+        self.board = MetricsBoard(2 * workers + 1)
+        self._turn = [0] * workers
         self.board.under_attack = settings.edge.under_attack
         live = settings.edge.live
         context = mp_context if mp_context is not None else multiprocessing.get_context()
@@ -126,7 +131,7 @@ class EdgeControl:
                 settings=settings,
                 cache=self.cache,
                 batches=self.batches,
-                metrics=self.board.slot(workers),
+                metrics=self.board.slot(2 * workers),
                 clock=clock,
                 hold_back_s=live.hold_back_s,
             )
@@ -140,10 +145,14 @@ class EdgeControl:
         self._sync: CacheSync | None = None
 
     def worker_handle(self, index: int) -> WorkerHandle:
+        """What worker `index` of a new generation (or a respawn) attaches with; its metrics row alternates."""
         if not 0 <= index < self.workers:
             raise IndexError(f"worker {index} outside 0..{self.workers - 1}")
+        slot = index + self._turn[index] * self.workers
+        self._turn[index] ^= 1
         return WorkerHandle(
             index=index,
+            slot=slot,
             board_path=str(self.board.path),
             slots=self.board.slots,
             store_url=self.store_url,

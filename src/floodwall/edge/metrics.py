@@ -6,9 +6,11 @@ totals (not last second's), and a worker that dies leaves its counts behind inst
 
 Layout: the board is a file-backed `mmap` (in /dev/shm when there is one) of `slots` rows of `ROW_FIELDS` int64
 values. The supervisor creates it before starting its workers; a forked worker inherits the mapping, a spawned one
-opens `board.path`. Each worker writes only its own row (`board.slot(i)`), so no write is ever shared: a row has one
-writer, and aligned 8-byte stores are not torn on the platforms we run on, so a reader summing the rows sees each
-value either before or after an increment. The last row belongs to the supervisor (the live detector's counts).
+opens `board.path`. Each worker writes only its own row (`board.slot(i)`), so no write is ever shared: a row has
+one writer (`floodwall.edge.control` gives successive generations of a worker alternate rows, so a draining worker
+and its successor never share one), and aligned 8-byte stores are not torn on the platforms we run on, so a reader
+summing the rows sees each value either before or after an increment. Counters of finished workers stay in their
+rows, so totals only grow, as Prometheus counters must. The last row is the supervisor's (the detector's counts).
 
 Besides counters the board carries one shared switch, "under attack", which the admin listener flips and every
 worker reads per request (`board.under_attack`): one load from the same map, no message to miss.
@@ -89,6 +91,11 @@ class Metrics:
 
     def origin_finished(self) -> None:
         self._row[_INFLIGHT] -= 1
+
+    def reset_gauges(self) -> None:
+        """Zero the gauges (not the counters, which must only grow): for a new writer taking over a row."""
+        self._row[_INFLIGHT] = 0
+        self._row[_DECISIONS_ACTIVE] = 0
 
     def set_decisions_active(self, count: int) -> None:
         self._row[_DECISIONS_ACTIVE] = count
