@@ -536,6 +536,88 @@ def nginx_config(
     out.print(text, markup=False, end="")
 
 
+@app.command()
+def edge(
+    origin: Annotated[
+        str | None, typer.Option("--origin", help="The origin server, e.g. http://127.0.0.1:8080 (or [edge] origin).")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option("--listen", help="Where readers connect, HOST:PORT (default 127.0.0.1:8080).")
+    ] = None,
+    admin: Annotated[
+        str | None,
+        typer.Option("--admin", help="Admin listener HOST:PORT: health, metrics, decisions (default 127.0.0.1:9180)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Worker processes (default: one per core).", min=1, max=256)
+    ] = None,
+    access_log: Annotated[
+        str | None,
+        typer.Option("--access-log", help="The edge's access log (combined plus extras; floodwall analyze reads it)."),
+    ] = None,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Where decisions live: sqlite:///PATH, redis://HOST, memory:// (default: sqlite beside the "
+            "access log, else in --state-dir).",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Folder of the default store.", file_okay=False)
+    ] = Path(),
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run the protective reverse proxy in front of one origin until Ctrl-C or SIGTERM (SIGHUP: graceful restart).
+
+    Serves anonymous pages from its cache, challenges or bans what the live detector convicts, limits each
+    client's rate, refuses breach attempts, and writes an access log that `floodwall analyze` reads.
+
+    Example: floodwall edge --origin http://127.0.0.1:8081 --listen 0.0.0.0:80
+    --access-log /var/log/floodwall/access.log
+    """
+    from floodwall.edge.job import with_overrides
+    from floodwall.edge.workers import EdgeEvent, Supervisor
+
+    overrides = {
+        "origin": origin,
+        "listen": listen,
+        "admin": admin,
+        "workers": workers,
+        "access_log": access_log,
+        "store": store_url,
+    }
+    settings = with_overrides(_setup(config, quiet, verbose), **overrides)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if settings.edge.access_log:  # the default store lives beside it
+            Path(settings.edge.access_log).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{exc.filename}: cannot create the folder: {exc.strerror}") from None
+
+    def show(event: EdgeEvent) -> None:
+        if event.kind == "reload-failed":
+            err.print(f"floodwall: error: {event.message}", markup=False)
+        elif not quiet and event.kind == "started":
+            out.print(
+                f"edge for {settings.edge.origin}: {event.message}; Ctrl-C to stop, SIGHUP to restart gracefully",
+                markup=False,
+            )
+        elif not quiet:
+            out.print(f"edge {event.kind}: {event.message}", markup=False)
+        out.file.flush()  # each line as it happens, also into a pipe or a service manager's journal
+
+    supervisor = Supervisor(
+        settings,
+        state_dir=state_dir,
+        reload=lambda: with_overrides(load_settings(config), **overrides),
+        on_event=show,
+    )
+    supervisor.run()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI and exit with the contract's status codes."""
     try:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 
+import polars as pl
 from edge_run import EdgeUnderTest, Origin, edge_settings
 
+from floodwall.analyze import analyze
+from floodwall.config import Settings
 from floodwall.edge.job import bind_listener
+from floodwall.logs import LogReader
+from floodwall.testing import wait_until
 
 
 def _read_responses(sock: socket.socket, count: int) -> list[bytes]:
@@ -238,3 +244,26 @@ def test_origin_timeout_gives_504(origin: Origin) -> None:
         status, _, body = edge.get("/slow?s=3")
     assert status == 504
     assert b"help@example-news.org" in body
+
+
+def test_access_log_is_read_by_floodwall_analyze(origin: Origin, tmp_path: Path) -> None:
+    log_path = tmp_path / "logs" / "edge.access.log"
+    settings = edge_settings(origin.url, trusted_proxies=["127.0.0.0/8"])
+    with EdgeUnderTest(settings, access_log=log_path) as edge:
+        edge.get("/cached/home", headers={"Host": "www.example-news.org", "X-Forwarded-For": "203.0.113.5"})
+        edge.get("/cached/home", headers={"Host": "www.example-news.org", "User-Agent": 'say "hi" caf\xe9'})
+        edge.raw(b"BROKEN\r\n\r\n")
+        # Flushed at least once a second, without waiting for the edge to stop.
+        assert wait_until(lambda: log_path.exists() and len(log_path.read_text().splitlines()) == 3, within_s=5)
+    result = analyze([log_path], site="edge-test", out_dir=tmp_path / "out", settings=Settings())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["inputs"][0]["lines"] == 3
+    assert report["inputs"][0]["bad_lines"] == 0
+    assert result is not None
+    rows = pl.concat(list(LogReader([str(log_path)], site="edge-test")))
+    first, second, broken = rows.to_dicts()
+    assert first["client"] == "203.0.113.5"  # the reader behind the trusted proxy, not the proxy
+    assert (first["cache_status"], first["upstream_status"], first["host"]) == ("MISS", 200, "www.example-news.org")
+    assert (second["cache_status"], second["upstream_status"]) == ("HIT", None)
+    assert second["user_agent"] == "say \\x22hi\\x22 caf\\xE9"  # escaped as nginx does: no forged fields
+    assert broken["status"] == 400 and broken["method"] is None

@@ -13,8 +13,9 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from floodwall.config import Settings
 from floodwall.decide.allowlist import Allowlist
@@ -30,7 +31,14 @@ from floodwall.edge.upstream import OriginPool, parse_origin
 from floodwall.errors import ConfigError
 from floodwall.store.cache import DecisionCache
 
-__all__ = ["WorkerParts", "bind_listener", "build_server", "parse_listen", "serve_worker", "store_url"]
+__all__ = [
+    "WorkerParts",
+    "bind_listener",
+    "build_server",
+    "parse_listen",
+    "serve_worker",
+    "with_overrides",
+]
 
 log = logging.getLogger("floodwall.edge")
 
@@ -60,14 +68,6 @@ def bind_listener(host: str, port: int, *, listen: bool = True) -> socket.socket
         sock.close()
         raise
     return sock
-
-
-def store_url(settings: Settings, state_dir: Path) -> str:
-    """The store the settings name, or SQLite beside the access log (or in `state_dir`) by default."""
-    if settings.edge.store:
-        return settings.edge.store
-    folder = Path(settings.edge.access_log).parent if settings.edge.access_log else state_dir
-    return f"sqlite:///{folder / 'floodwall-state.db'}"
 
 
 @dataclass
@@ -190,3 +190,30 @@ def _run_chore(chore: Callable[[], object]) -> None:
         chore()
     except Exception:  # a full disk must not stop the serving: say so, keep going
         log.exception("edge chore %s failed", getattr(chore, "__qualname__", chore))
+
+
+def with_overrides(settings: Settings, **options: object) -> Settings:
+    """`settings` with the command line's `--origin`, `--listen`, `--admin` (as `admin`), `--workers`,
+    `--access-log`, `--store` put over `[edge]` (None leaves a key alone), validated again; the origin and the
+    listening address are checked here, so a typo is reported before anything starts."""
+    edge = settings.edge.model_dump()
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key == "admin":
+            edge["admin"] = {**edge["admin"], "listen": value}
+        else:
+            edge[key] = value
+    data = settings.model_dump()
+    data["edge"] = edge
+    try:
+        merged = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"edge options: {problems}") from None
+    if not merged.edge.origin:
+        raise ConfigError("the origin is required: --origin http://HOST:PORT (or origin in [edge])")
+    parse_origin(merged.edge.origin)
+    parse_listen(merged.edge.listen)
+    parse_listen(merged.edge.admin.listen, "edge.admin.listen")
+    return merged

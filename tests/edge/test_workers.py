@@ -1,0 +1,164 @@
+"""`floodwall edge` as an operator runs it: worker processes on one port, graceful restart and stop, its access log.
+
+One real run of the command (a subprocess) in front of a loopback origin: two workers answer, SIGHUP replaces them
+while a client keeps asking (no request may fail), SIGTERM stops everything with status 0, and the access log the
+workers wrote is read by `floodwall analyze`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from edge_run import Origin
+
+from floodwall.analyze import analyze
+from floodwall.config import Settings
+from floodwall.testing import wait_until
+
+_STARTUP_S = 120.0  # two spawned workers import the detection stack; the test machine is shared
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found |= {int(child) for child in text}
+    return found
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return response.status, response.read()
+
+
+class _Lines:
+    """The command's stdout, line by line, read on a thread."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, within_s: float) -> re.Match[str]:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                found = re.search(pattern, line)
+                if found:
+                    return found
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r} in {self.lines}")
+
+
+@pytest.fixture
+def running_edge(origin: Origin, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], _Lines, Path]]:
+    config = tmp_path / "floodwall.toml"
+    config.write_text(
+        '[site]\ncontact = "Write to help@example-news.org"\n'
+        '[edge]\nworkers = 2\n[edge.admin]\nlisten = "127.0.0.1:0"\n[edge.live]\nenabled = false\n'
+    )
+    log_path = tmp_path / "logs" / "access.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "floodwall",
+            "edge",
+            "--origin",
+            origin.url,
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            str(config),
+            "--access-log",
+            str(log_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    lines = _Lines(process.stdout)
+    try:
+        yield process, lines, log_path
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_workers_share_the_port_restart_gracefully_and_stop(
+    running_edge: tuple[subprocess.Popen[str], _Lines, Path], tmp_path: Path
+) -> None:
+    process, lines, log_path = running_edge
+    started = lines.wait_for(r"2 workers on 127\.0\.0\.1:(\d+); admin on 127\.0\.0\.1:(\d+)", _STARTUP_S)
+    port, admin_port = int(started.group(1)), int(started.group(2))
+    assert [_get(port, f"/page/{k}")[0] for k in range(10)] == [200] * 10
+    health = json.loads(_get(admin_port, "/.well-known/floodwall/health")[1])
+    assert health
+
+    workers_before = _children(process.pid)
+    failures: list[str] = []
+    answered = 0
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        nonlocal answered
+        while not stop.is_set():
+            try:
+                status, body = _get(port, "/during-restart")
+                if status != 200 or body != b"origin saw /during-restart":
+                    failures.append(f"{status} {body[:80]!r}")
+                answered += 1
+            except OSError as exc:
+                failures.append(repr(exc))
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        time.sleep(0.3)
+        process.send_signal(signal.SIGHUP)
+        lines.wait_for(r"edge restarted", _STARTUP_S)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        asker.join()
+    assert failures == []
+    assert answered > 0
+    workers_after = _children(process.pid)
+    # Two new workers, the two old ones gone (what remains is multiprocessing's resource tracker).
+    assert len(workers_after - workers_before) == 2
+    assert len(workers_before - workers_after) == 2
+
+    # The access log is flushed while running (at least once a second).
+    assert wait_until(lambda: log_path.exists() and "/during-restart" in log_path.read_text(), within_s=5)
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    lines.wait_for(r"edge stopped", 5)
+
+    logged = log_path.read_text().splitlines()
+    assert len(logged) == 10 + answered  # every answer logged once, old and new generation alike
+    analyze([log_path], site="edge-run", out_dir=tmp_path / "out", settings=Settings())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["inputs"][0]["lines"] == len(logged)
+    assert report["inputs"][0]["bad_lines"] == 0
