@@ -103,6 +103,14 @@ def test_kept_parameters_still_tell_pages_apart() -> None:
     assert cache.key("GET", "h", "/list?page=a+b", []) == cache.key("GET", "h", "/list?page=a%20b", [])
 
 
+def test_parameters_listed_to_drop_leave_the_key() -> None:
+    cache, _ = _cache(query_drop=["fbclid", "utm_*", "_"])
+    plain = cache.key("GET", "h", "/story?id=4", [])
+    assert plain == cache.key("GET", "h", "/story?utm_source=x&id=4&fbclid=abc&_=1700000000&utm_medium=y", [])
+    assert plain != cache.key("GET", "h", "/story?id=4&utm=1", [])  # only names starting with "utm_"
+    assert plain != cache.key("GET", "h", "/story?id=5", [])
+
+
 # --- what is stored, for how long ------------------------------------------------------------------------------------
 
 

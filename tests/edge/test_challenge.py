@@ -142,7 +142,7 @@ def test_a_wrong_tampered_or_stale_answer_gets_a_fresh_page_not_a_cookie() -> No
         assert status == 429 and b"Set-Cookie" not in dict(headers), query
     # solved for another client: refused
     assert challenger.answer(VERIFY_PATH, f"c={challenge}&n={nonce}", "198.51.100.1", UA)[0] == 429
-    clock.now += 301  # past challenge_ttl_s
+    clock.now += 301  # past puzzle_ttl_s
     status, _, body = challenger.answer(VERIFY_PATH, f"c={challenge}&n={nonce}", "192.0.2.10", UA)
     assert status == 429  # a fresh puzzle, still leading back to the page asked for
     fresh = _challenge_of(body)

@@ -9,7 +9,8 @@ A shared cache in the sense of RFC 9111, deliberately small:
   these, an HTML page of a status cacheable by default (RFC 9111 section 4.2.2) lives `html_ttl_s` (the
   micro-cache: five seconds of cache turn a flood on the front page into one origin request per five seconds).
 - **The key** is host, path and query, with the query reduced to `query_keep` when that list is set (a
-  cache-busting flood appends random parameters; dropped, they all hit one entry), parameters sorted, and the set of
+  cache-busting flood appends random parameters; dropped, they all hit one entry) and without the parameters named
+  in `query_drop` (`utm_*`, `fbclid`: whatever the operator lists, nothing guessed), parameters sorted, and the set of
   content codings the client accepts (`br`, `gzip`, `deflate`, `zstd`: at most 16 variants, so a flood cannot
   fragment the cache through `Accept-Encoding`). That last part is what makes `Vary: Accept-Encoding` safe to store;
   any other `Vary` is not stored.
@@ -211,6 +212,8 @@ class EdgeCache:
         self._wall_clock = wall_clock  # only for Expires and Date, which are dates
         self._challenge_cookie = challenge_cookie
         self._keep = frozenset(settings.query_keep)
+        self._drop = frozenset(name for name in settings.query_drop if not name.endswith("*"))
+        self._drop_prefixes = tuple(name[:-1] for name in settings.query_drop if name.endswith("*"))
         self._entries: OrderedDict[str, CachedResponse] = OrderedDict()
         self._bytes = 0
         self._fetching: dict[str, asyncio.Future[Any]] = {}
@@ -249,15 +252,15 @@ class EdgeCache:
         return True
 
     def _reduce_query(self, query: str) -> str:
-        """Parameters kept (all, or `query_keep`), decoded and sorted, then encoded one way: two spellings of one
-        query share an entry, and a parameter the site does not read cannot make a new one."""
+        """Parameters kept (all, or `query_keep`; less `query_drop`), decoded and sorted, then encoded one way: two
+        spellings of one query share an entry, and a parameter the site does not read cannot make a new one."""
         pairs = []
         for part in query.split("&"):
             if not part:
                 continue
             name, _, value = part.partition("=")
             name = unquote_plus(name)
-            if self._keep and name not in self._keep:
+            if (self._keep and name not in self._keep) or name in self._drop or name.startswith(self._drop_prefixes):
                 continue
             pairs.append((name, unquote_plus(value)))
         pairs.sort()

@@ -240,11 +240,11 @@ class Challenger:
         return True
 
     def make_challenge(self, target: str, address: str, user_agent: str) -> str:
-        """A signed challenge for this client, to solve within `challenge_ttl_s`."""
+        """A signed challenge for this client, to solve within `puzzle_ttl_s`."""
         issued = int(self._clock())
         payload = "|".join(
             (
-                str(issued + self.settings.challenge_ttl_s),
+                str(issued + self.settings.puzzle_ttl_s),
                 str(issued),
                 str(self.settings.difficulty_bits),
                 secrets.token_hex(8),

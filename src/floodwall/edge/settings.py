@@ -32,6 +32,9 @@ class CacheSettings(_Section):
     #: Query parameters the site uses; every other parameter is dropped from the cache key (the cure for
     #: cache-busting floods). Empty means: keep every parameter.
     query_keep: list[str] = Field(default_factory=list)
+    #: Query parameters dropped from the cache key even when `query_keep` is empty: tracking and cache-busting
+    #: parameters the site never reads (`utm_*` drops every name starting with `utm_`). Empty by default.
+    query_drop: list[str] = Field(default_factory=list)
 
 
 class LimitSettings(_Section):
@@ -71,7 +74,7 @@ class ChallengeSettings(_Section):
     #: secret per start, which logs every reader out on restart.
     secret_file: str | None = None
     #: Seconds a challenge page's puzzle stays solvable (it is signed and carries its expiry: no server state).
-    challenge_ttl_s: int = Field(default=300, ge=10)
+    puzzle_ttl_s: int = Field(default=300, ge=10)
     #: Without JavaScript, the reader waits this many seconds on the page instead of solving the puzzle.
     noscript_wait_s: float = Field(default=5.0, ge=0, le=60)
     #: Offer the no-JavaScript way at all (a bot that reads HTML can wait too; turn off during a determined attack).
