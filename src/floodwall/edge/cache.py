@@ -26,141 +26,41 @@ A shared cache in the sense of RFC 9111, deliberately small:
 HEAD shares GET's key: the caller fetches a cacheable HEAD miss with GET (as nginx's `proxy_cache_convert_head`
 does) and answers with the head alone; `put` refuses what a HEAD request fetched, whose body would be empty.
 
+The rules for one response (may it be stored, how long, how long stale) live in `cacheentry.py`.
+
 The cache is memory in one worker: nothing here reaches the store, so an unreachable store changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from http import HTTPStatus
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, unquote_plus
 
+from floodwall.edge.cacheentry import (
+    CachedResponse,
+    CacheStatus,
+    Freshness,
+    RawHeaders,
+    build_entry,
+    unstored_entry,
+)
 from floodwall.edge.settings import CacheSettings
 
 __all__ = ["CacheStatus", "CachedResponse", "EdgeCache", "Freshness", "Origin", "RawHeaders"]
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
-RawHeaders = list[tuple[bytes, bytes]]
 #: What the caller's fetch gives `EdgeCache.serve`: status, headers, body.
 Origin = tuple[int, RawHeaders, bytes]
 
 
-class Freshness(enum.Enum):
-    FRESH = "fresh"
-    STALE_REVALIDATE = "stale-while-revalidate"  # serve it, and refresh in the background
-    STALE_IF_ERROR = "stale-if-error"  # serve it only if the origin fails
-    EXPIRED = "expired"
-
-
-class CacheStatus(enum.Enum):
-    """What `X-Floodwall-Cache` says (CONTRACT.md): HIT, MISS or STALE."""
-
-    HIT = b"HIT"
-    MISS = b"MISS"
-    STALE = b"STALE"
-
-
-#: RFC 9111 section 4.2.2 (heuristically cacheable, from RFC 9110 section 15.1), less 206: we store no ranges.
-HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
-#: Never stored whatever the origin says: partial, not modified, and informational answers.
-_NEVER: Final = frozenset({206, 304})
-#: Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones rewritten when the entry is served.
-_DROP: Final = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"age",
-        b"x-floodwall-cache",
-    }
-)
 _CODINGS: Final = ("br", "deflate", "gzip", "zstd")
-_DIRECTIVE: Final = re.compile(r'\s*([A-Za-z-]+)\s*(?:=\s*"?([^",]*)"?)?\s*(?:,|$)')
-_ENTRY_OVERHEAD: Final = 200  # bytes per entry besides body and head, roughly (objects, key)
-
-
-@dataclass(slots=True, eq=False)
-class CachedResponse:
-    """One stored response, with its head serialised once so a hit is a byte copy.
-
-    `head` is the status line and the stored headers, `Content-Length` included, without the final blank line: the
-    server appends `Age`, `X-Floodwall-Cache` and its connection headers, then `\\r\\n` and the body (`wire` does
-    it all).
-    """
-
-    status: int
-    headers: RawHeaders
-    body: bytes
-    head: bytes
-    stored_at: float  # clock time when stored
-    initial_age_s: float  # the origin's Age header (RFC 9111 section 4.2.3)
-    fresh_until: float
-    revalidate_until: float
-    error_until: float
-    size: int = field(default=0)
-
-    def state(self, now: float) -> Freshness:
-        if now < self.fresh_until:
-            return Freshness.FRESH
-        if now < self.revalidate_until:
-            return Freshness.STALE_REVALIDATE
-        if now < self.error_until:
-            return Freshness.STALE_IF_ERROR
-        return Freshness.EXPIRED
-
-    def age_s(self, now: float) -> int:
-        return int(self.initial_age_s + max(0.0, now - self.stored_at))
-
-    def wire(self, now: float, cache_status: CacheStatus, *, include_body: bool = True, extra: bytes = b"") -> bytes:
-        """The whole response as bytes; `extra` is more header lines, each ending in CRLF."""
-        tail = b"Age: %d\r\nX-Floodwall-Cache: %s\r\n%s\r\n" % (self.age_s(now), cache_status.value, extra)
-        return self.head + tail + self.body if include_body else self.head + tail
-
-
-def _directives(values: Iterable[bytes]) -> dict[str, str | None]:
-    """Cache-Control directives (RFC 9111 section 5.2), names lower-cased; the first occurrence wins."""
-    found: dict[str, str | None] = {}
-    for raw in values:
-        for match in _DIRECTIVE.finditer(raw.decode("latin-1")):
-            name = match.group(1).lower()
-            if name and name not in found:
-                found[name] = match.group(2)
-    return found
-
-
-def _seconds(value: str | None) -> float | None:
-    """A delta-seconds value; None when absent or invalid (an invalid max-age makes the response stale, which for
-    us means not stored: RFC 9111 section 4.2.1)."""
-    if value is None or not value.strip().isdigit():
-        return None
-    return float(value.strip())
-
-
-def _http_date(value: bytes | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parsedate_to_datetime(value.decode("latin-1")).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
 
 
 @lru_cache(maxsize=4096)
@@ -186,14 +86,6 @@ def _zero_q(q: str) -> bool:
         return float(q) <= 0
     except ValueError:
         return False
-
-
-def _status_line(status: int) -> bytes:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = ""
-    return f"HTTP/1.1 {status} {reason}".encode("latin-1")
 
 
 class EdgeCache:
@@ -299,7 +191,16 @@ class EdgeCache:
     ) -> bool:
         """Store a response if HTTP allows it; True when stored. `request_headers` are the request's (its own
         `Cache-Control: no-store` keeps the answer out, RFC 9111 section 5.2.1.5)."""
-        entry = self.build(status, headers, body, request_headers, request_method=request_method)
+        entry = build_entry(
+            self.settings,
+            self._clock(),
+            self._wall_clock,
+            status,
+            headers,
+            body,
+            request_headers,
+            request_method=request_method,
+        )
         if entry is None:
             return False
         self._remove(key)
@@ -313,105 +214,6 @@ class EdgeCache:
             self.stats["evicted"] += 1
         self.stats["stored"] += 1
         return True
-
-    def build(
-        self,
-        status: int,
-        headers: RawHeaders,
-        body: bytes,
-        request_headers: Iterable[tuple[bytes, bytes]] = (),
-        *,
-        request_method: str = "GET",
-    ) -> CachedResponse | None:
-        """The entry `put` would store, or None when the response may not be stored."""
-        if not self.settings.enabled or request_method != "GET" or status in _NEVER or status < 200:
-            return None
-        if len(body) > self.settings.max_object_bytes:
-            return None
-        for name, value in request_headers:
-            if name.lower() == b"cache-control" and b"no-store" in value.lower():
-                return None
-        control: list[bytes] = []
-        kept: RawHeaders = []
-        expires = date = content_type = None
-        age = 0.0
-        for name, value in headers:
-            lower = name.lower()
-            if lower == b"set-cookie":
-                return None
-            if lower == b"vary":
-                fields = {v.strip().lower() for v in value.split(b",") if v.strip()}
-                if fields - {b"accept-encoding"}:
-                    return None
-            elif lower == b"cache-control":
-                control.append(value)
-            elif lower == b"expires":
-                expires = value
-            elif lower == b"date":
-                date = value
-            elif lower == b"content-type":
-                content_type = value
-            elif lower == b"age":
-                age = _seconds(value.decode("latin-1")) or 0.0
-            if lower not in _DROP:
-                kept.append((name, value))
-        directives = _directives(control)
-        if "no-store" in directives or "private" in directives or "no-cache" in directives:
-            return None
-        lifetime = self._lifetime(status, directives, expires, date, content_type)
-        if lifetime is None:
-            return None
-        lifetime -= age
-        must_revalidate = "must-revalidate" in directives or "proxy-revalidate" in directives
-        revalidate = _seconds(directives.get("stale-while-revalidate", ""))
-        if_error = _seconds(directives.get("stale-if-error", ""))
-        if revalidate is None:
-            revalidate = self.settings.stale_while_revalidate_s
-        if if_error is None:
-            if_error = self.settings.stale_if_error_s
-        if must_revalidate:
-            revalidate = if_error = 0.0
-        if lifetime <= 0 and revalidate <= 0 and if_error <= 0:
-            return None
-        now = self._clock()
-        fresh_until = now + lifetime
-        head = b"\r\n".join(
-            [_status_line(status), *(n + b": " + v for n, v in kept), b"Content-Length: %d" % len(body)]
-        )
-        return CachedResponse(
-            status=status,
-            headers=kept,
-            body=body,
-            head=head + b"\r\n",
-            stored_at=now,
-            initial_age_s=age,
-            fresh_until=fresh_until,
-            revalidate_until=fresh_until + revalidate,
-            error_until=fresh_until + max(revalidate, if_error),
-            size=len(body) + len(head) + _ENTRY_OVERHEAD,
-        )
-
-    def _lifetime(
-        self,
-        status: int,
-        directives: dict[str, str | None],
-        expires: bytes | None,
-        date: bytes | None,
-        content_type: bytes | None,
-    ) -> float | None:
-        """The freshness lifetime in seconds (RFC 9111 section 4.2.1), or None when the response is not stored."""
-        for name in ("s-maxage", "max-age"):
-            if name in directives:
-                return _seconds(directives[name])
-        if expires is not None:
-            expiry = _http_date(expires)
-            if expiry is None:
-                return None  # an invalid Expires means "already expired" (RFC 9111 section 5.3)
-            origin_now = _http_date(date) or self._wall_clock()
-            return expiry - origin_now
-        if status in HEURISTIC_STATUSES and content_type is not None and b"text/html" in content_type.lower():
-            return self.settings.html_ttl_s if self.settings.html_ttl_s > 0 else None
-        return None
 
     def _remove(self, key: str) -> None:
         entry = self._entries.pop(key, None)
@@ -491,16 +293,8 @@ class EdgeCache:
         stored = self.put(key, status, headers, body, request_headers)
         entry = self._entries.get(key) if stored else None
         if entry is None:
-            entry = self._unstored(status, headers, body)
+            entry = unstored_entry(status, headers, body, self._clock())
         return entry, stored
-
-    def _unstored(self, status: int, headers: RawHeaders, body: bytes) -> CachedResponse:
-        kept = [(n, v) for n, v in headers if n.lower() not in _DROP]
-        head = b"\r\n".join(
-            [_status_line(status), *(n + b": " + v for n, v in kept), b"Content-Length: %d" % len(body)]
-        )
-        now = self._clock()
-        return CachedResponse(status, kept, body, head + b"\r\n", now, 0.0, now, now, now, 0)
 
     async def drain(self) -> None:
         """Wait for the background refreshes under way (a graceful stop, and tests)."""
