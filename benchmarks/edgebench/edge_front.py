@@ -95,7 +95,7 @@ class Edge:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = folder / "edge.stderr"
 
-    def start(self, timeout_s: float = 30) -> None:
+    def start(self, timeout_s: float = 90) -> None:
         command = [
             *edge_command(),
             "--origin",
