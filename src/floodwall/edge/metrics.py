@@ -4,13 +4,14 @@ Why shared memory rather than snapshots pushed to the supervisor: a worker's per
 increment of a fixed slot (no message, no lock, no growing container), the admin listener always sees the live
 totals (not last second's), and a worker that dies leaves its counts behind instead of taking them with it.
 
-Layout: the board is a file-backed `mmap` (in /dev/shm when there is one) of `slots` rows of `ROW_FIELDS` int64
-values. The supervisor creates it before starting its workers; a forked worker inherits the mapping, a spawned one
-opens `board.path`. Each worker writes only its own row (`board.slot(i)`), so no write is ever shared: a row has
-one writer (`floodwall.edge.control` gives successive generations of a worker alternate rows, so a draining worker
-and its successor never share one), and aligned 8-byte stores are not torn on the platforms we run on, so a reader
-summing the rows sees each value either before or after an increment. Counters of finished workers stay in their
-rows, so totals only grow, as Prometheus counters must. The last row is the supervisor's (the detector's counts).
+Layout: the board is a file-backed `mmap` (an unlinked file in /dev/shm when there is one) of `slots` rows of
+`ROW_FIELDS` int64 values. The supervisor creates it before starting its workers; a forked worker inherits the
+mapping, a spawned one opens `board.path`. Each worker writes only its own row (`board.slot(i)`), so no write is
+ever shared: a row has one writer (`floodwall.edge.control` gives successive generations of a worker alternate
+rows, so a draining worker and its successor never share one), and aligned 8-byte stores are not torn on the
+platforms we run on, so a reader summing the rows sees each value either before or after an increment. Counters
+of finished workers stay in their rows, so totals only grow, as Prometheus counters must. The last row is the
+supervisor's (the detector's counts).
 
 Besides counters the board carries one shared switch, "under attack", which the admin listener flips and every
 worker reads per request (`board.under_attack`): one load from the same map, no message to miss.
@@ -126,12 +127,17 @@ class MetricsBoard:
         if slots < 1:
             raise ValueError("a metrics board needs at least one slot")
         size = (_HEADER_FIELDS + slots * ROW_FIELDS) * _WORD
-        self._owner = path is None
+        self._fd: int | None = None
         if path is None:
             if directory is None and Path("/dev/shm").is_dir():
                 directory = "/dev/shm"
             handle, name = tempfile.mkstemp(prefix="floodwall-metrics-", dir=directory)
             os.ftruncate(handle, size)
+            # Removed at once, kept open: nothing is left behind however the supervisor ends (even SIGKILL), and
+            # other processes open it through our descriptor (Linux's /proc/PID/fd, like the edge itself).
+            Path(name).unlink()
+            self._fd = handle
+            name = f"/proc/{os.getpid()}/fd/{handle}"
         else:
             name = str(path)
             handle = os.open(name, os.O_RDWR)
@@ -143,7 +149,8 @@ class MetricsBoard:
         try:
             self._map = mmap.mmap(handle, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
-            os.close(handle)
+            if self._fd is None:
+                os.close(handle)
         self._words = memoryview(self._map).cast("q")
 
     @classmethod
@@ -177,14 +184,15 @@ class MetricsBoard:
         return render(self.rows())
 
     def close(self) -> None:
-        """Unmap; the creator also removes the file. Rows handed out by `slot` must not be used afterwards."""
+        """Unmap; the creator also closes the file, which then goes. Rows from `slot` must not be used after."""
         try:
             self._words.release()
             self._map.close()
         except BufferError:  # rows still referenced somewhere: the map goes when they do
             log.debug("metrics board %s: rows still in use, unmapped when released", self.path)
-        if self._owner:
-            self.path.unlink(missing_ok=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _total(rows: Sequence[Sequence[int]], field: int) -> int:
