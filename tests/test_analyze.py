@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -104,3 +105,28 @@ def test_cli_analyze_bad_input_is_status_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "missing.log: no such file" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_stdin_gets_the_same_account_and_leaves_no_spool(scanner_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """The forensic pass reads the detection pass's spooled batches, so a log piped in is told as fully as a file,
+    and the spool is gone when analyze ends."""
+    log, out = scanner_run
+    spool_parent = tmp_path / "tmp"
+    spool_parent.mkdir()
+    site = log.name.removesuffix(".access.log")
+    with log.open("rb") as stdin:
+        subprocess.run(
+            [sys.executable, "-m", "floodwall", "analyze", "-", "--site", site, "--out", str(tmp_path / "o"), "-q"],
+            stdin=stdin,
+            env={**os.environ, "TMPDIR": str(spool_parent)},
+            timeout=600,
+            check=True,
+        )
+    piped = json.loads((tmp_path / "o" / "report.json").read_text())["account"]
+    from_file = json.loads((out / "report.json").read_text())["account"]
+    assert piped["attack_requests"] > 0
+    for key in ("summary", "attack_requests", "peaks", "possible_breach_success"):
+        assert piped[key] == from_file[key]
+    without_source = [({**m, "evidence": m["evidence"]["line"]}) for m in piped["markers"]]
+    assert without_source == [({**m, "evidence": m["evidence"]["line"]}) for m in from_file["markers"]]
+    assert list(spool_parent.iterdir()) == []

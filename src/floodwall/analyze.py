@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from floodwall.errors import FloodwallError
 from floodwall.forensics.bundle import shareable_bundle
 from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.forensics.job import account_from_logs
+from floodwall.forensics.spool import FORENSIC_COLUMNS, FrameSpool
 from floodwall.geo import open_geo
 from floodwall.logs import InputStats, LogReader
 from floodwall.logs.frame import client_networks
@@ -80,50 +81,59 @@ def analyze(
         if progress is not None:
             progress(phase, done, total)
 
-    def reader_for(phase: str) -> LogReader:
-        return LogReader(
-            logs,
-            site=site,
-            fmt=fmt or settings.logs.format,
-            tz=tz or settings.logs.tz,
-            json_fields=settings.logs.json_fields,
-            batch_rows=settings.logs.batch_rows,
-            progress=lambda done, total: report(phase, done, total),
-            announce=phase == "reading",  # the format is said once, not again on the forensic pass
-        )
-
-    reader = reader_for("reading")
+    reader = LogReader(
+        logs,
+        site=site,
+        fmt=fmt or settings.logs.format,
+        tz=tz or settings.logs.tz,
+        json_fields=settings.logs.json_fields,
+        batch_rows=settings.logs.batch_rows,
+        progress=lambda done, total: report("reading", done, total),
+    )
     engine = Engine(site, settings.detect, live=False)
-    fingerprints = FingerprintAccumulator()
-    for frame in reader:
-        engine.feed(frame)
-        fingerprints.feed(frame)
-    detection = engine.finish()
+    with FrameSpool(columns=FORENSIC_COLUMNS) as spool:
+        # The parsed columns the forensic pass needs go to disk as they are read: attackers are known only after
+        # detection, and reading the spool back costs a fraction of parsing the log again (stdin included).
+        for frame in reader:
+            engine.feed(frame)
+            spool.add(frame)
+        detection = engine.finish()
+        del engine  # its per-window tables are no longer needed: free them before the forensic pass
 
-    policy = Policy(allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)))
-    decisions = policy.decide(detection.findings, now=detection.window_end or started, site=site)
+        policy = Policy(allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)))
+        decisions = policy.decide(detection.findings, now=detection.window_end or started, site=site)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report("writing", 0, 3)
-    sources, geo_database = incident_sources(detection.incidents)
-    document = report_document(
-        site=site,
-        inputs=reader.inputs,
-        detection=detection,
-        decisions=decisions,
-        version=__version__,
-        sources=sources,
-    )
-    document["geo_database"] = geo_database
-    # The forensic account needs the attackers, known only now: a second, aggregating pass over the inputs.
-    account = account_from_logs(
-        lambda: reader_for("forensics"),
-        site=site,
-        detection=detection,
-        first_pass=reader.inputs,
-        timezone=settings.site.timezone,
-        rereadable=all(str(name) != "-" for name in logs),
-    )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report("writing", 0, 3)
+        sources, geo_database = incident_sources(detection.incidents)
+        document = report_document(
+            site=site,
+            inputs=reader.inputs,
+            detection=detection,
+            decisions=decisions,
+            version=__version__,
+            sources=sources,
+        )
+        document["geo_database"] = geo_database
+        # The attackers' request shapes for bundle.json are counted on the same pass, over their requests alone.
+        fingerprints = FingerprintAccumulator(clients=detection.attacker_addresses)
+
+        def spooled() -> Iterator[pl.DataFrame]:
+            done = 0
+            for frame in spool.frames():
+                fingerprints.feed(frame)
+                done += frame.height
+                report("forensics", done, spool.rows)
+                yield frame
+
+        account = account_from_logs(
+            spooled,
+            site=site,
+            detection=detection,
+            first_pass=reader.inputs,
+            timezone=settings.site.timezone,
+            spooled=True,
+        )
     apply_account(document, account)
     # The markers the account found belong to the incidents everywhere they are shared (bundle.json too).
     markers = {entry["id"]: tuple(entry.get("markers", ())) for entry in document["incidents"]}  # type: ignore[attr-defined]

@@ -70,9 +70,11 @@ class Forensics:
         first_pass: Sequence[InputFacts] = (),
         geo: _Geo | None = None,
         generated: datetime | None = None,
+        hash_note: str | None = None,
     ) -> Account:
         """Build the account. `inputs` are the second pass's input stats, `first_pass` the detection pass's: their
-        hashes are compared and the result stated in the methods section."""
+        hashes are compared and the result stated in the methods section (`hash_note`, when given, says instead how
+        the two passes relate)."""
         detection = self.detection
         collected = self._collector.collected()
         zone = self.zone
@@ -102,7 +104,11 @@ class Forensics:
             incidents=incidents,
             evidence=_evidence(detection, inputs, first_pass, zone),
             methods=methods_and_limits(
-                detection, described, collected.rows > 0, _hash_note(inputs, first_pass), collected.pruned_below
+                detection,
+                described,
+                collected.rows > 0,
+                _hash_note(inputs, first_pass) if hash_note is None else hash_note,
+                collected.pruned_below,
             ),
             charts=charts,
         )

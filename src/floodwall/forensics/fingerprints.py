@@ -1,13 +1,12 @@
 """What the attackers' requests look like, per incident: user agents, path and query shapes, rates, timing.
 
-The detection result names the attackers but keeps no per-client request content, so the analyze job feeds every
-Request frame to a `FingerprintAccumulator` as well::
+The detection result names the attackers but keeps no per-client request content, so the analyze job feeds the
+forensic pass's Request frames to a `FingerprintAccumulator` told the attackers (any client's frames work too)::
 
-    fingerprints = FingerprintAccumulator()
-    for frame in reader:
-        engine.feed(frame)
-        fingerprints.feed(frame)
     detection = engine.finish()
+    fingerprints = FingerprintAccumulator(clients=detection.attacker_addresses)
+    for frame in spool.frames():
+        fingerprints.feed(frame)
     per_incident = fingerprints.finish(detection)     # incident id -> Fingerprint
 
 State is columnar and compacted: one row per (client, feature kind, value) with a count, where values are
@@ -23,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -134,13 +133,18 @@ class FingerprintAccumulator:
     """Feeds on Request frames (any batch size), keeps per-client counts of shapes, and at `finish` gives each
     incident the fingerprint of its attackers. See the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, clients: Collection[str] | None = None) -> None:
+        # Only these clients' requests are counted when given: `finish` reads no other client's counts, so
+        # feeding the forensic pass with the attackers known gives the same fingerprints for a fraction of the work.
+        self._clients = pl.Series("client", sorted(clients), dtype=pl.String) if clients is not None else None
         self._parts: list[pl.DataFrame] = []
         self._rows = 0
         self._compacted_rows = 0
 
     def feed(self, frame: pl.DataFrame) -> None:
         """Count one batch's shapes per client."""
+        if self._clients is not None:
+            frame = frame.filter(pl.col("client").is_in(self._clients))
         if frame.height == 0:
             return
         shaped = frame.lazy().select(

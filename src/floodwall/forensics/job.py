@@ -1,14 +1,17 @@
-"""The forensic step of `analyze`: a second pass over the inputs after detection, then the account.
+"""The forensic step of `analyze`: a second pass over the Request batches after detection, then the account.
 
-account = account_from_logs(lambda: LogReader(logs, site=site, ...), site=site, detection=detection,
-                            first_pass=reader.inputs, timezone=settings.site.timezone, rereadable=True)
+    account = account_from_logs(spool.frames, site=site, detection=detection, first_pass=reader.inputs,
+                                timezone=settings.site.timezone, spooled=True)
+
+The batches come back from the `FrameSpool` the detection pass filled (the parsed columns on disk: about a third
+of the cost of parsing the log again, and the same for stdin), or from a new `LogReader` over the same inputs.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 import polars as pl
 
@@ -18,9 +21,15 @@ from floodwall.forensics.build import Forensics, InputFacts
 from floodwall.geo import open_geo
 from floodwall.report.account import Account
 
-__all__ = ["account_from_logs"]
+__all__ = ["SPOOLED_NOTE", "account_from_logs"]
 
 log = logging.getLogger(__name__)
+
+#: The methods section's word on the inputs when the account was built from the detection pass's own batches.
+SPOOLED_NOTE: Final = (
+    "Each input was read once and hashed as it was read; detection and this account rest on the same parsed "
+    "requests (kept on disk between the two passes, then deleted)."
+)
 
 
 @runtime_checkable
@@ -37,11 +46,12 @@ def account_from_logs(
     first_pass: Sequence[InputFacts],
     timezone: str = "UTC",
     rereadable: bool = True,
+    spooled: bool = False,
 ) -> Account:
     """Read the batches again through `open_reader()`: a new `LogReader` over the same inputs (hashed again and
     compared), or `FrameSpool.frames` (what the detection pass spooled; not possible for stdin unless spooled:
-    `rereadable` false then). Aggregate them against `detection`, look the attacking addresses up in the offline
-    network database, and build the account."""
+    `rereadable` false then; `spooled` true says the batches are the detection pass's own). Aggregate them against
+    `detection`, look the attacking addresses up in the offline network database, and build the account."""
     forensics = Forensics(site, detection, timezone=timezone)
     second: Sequence[InputFacts] = ()
     if rereadable and detection.requests:
@@ -49,10 +59,11 @@ def account_from_logs(
         for frame in reader:
             forensics.feed(frame)
         second = reader.inputs if isinstance(reader, _Reader) else ()
+    note = SPOOLED_NOTE if spooled and rereadable and detection.requests else None
     try:
         geo = open_geo()
     except FloodwallError as exc:
         log.warning("no network data for the account: %s", exc)
-        return forensics.finish(inputs=second, first_pass=first_pass)
+        return forensics.finish(inputs=second, first_pass=first_pass, hash_note=note)
     with geo:
-        return forensics.finish(inputs=second, first_pass=first_pass, geo=geo)
+        return forensics.finish(inputs=second, first_pass=first_pass, geo=geo, hash_note=note)

@@ -14,20 +14,28 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 import polars as pl
 
-__all__ = ["FrameSpool"]
+__all__ = ["FORENSIC_COLUMNS", "FrameSpool"]
+
+#: The Request frame's columns the forensic pass reads (`Collector`, `FingerprintAccumulator`): what is worth spooling.
+FORENSIC_COLUMNS: Final = (
+    "ts", "client", "method", "path", "query", "protocol", "status", "bytes", "referer", "user_agent", "host",
+    "request_time", "cache_status", "forwarded_for", "source", "line",
+)  # fmt: skip
 
 
 class FrameSpool:
     """See the module docstring. The folder is removed by `close` (or leaving the `with` block)."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, columns: Sequence[str] | None = None) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="floodwall-spool-", dir=directory))
+        self.columns = list(columns) if columns is not None else None  # None: every column
         self._files: list[Path] = []
         self.rows = 0
         self.bytes = 0
@@ -37,6 +45,8 @@ class FrameSpool:
         if frame.height == 0:
             return
         path = self.directory / f"{len(self._files):06d}.arrow"
+        if self.columns is not None:
+            frame = frame.select(name for name in self.columns if name in frame.columns)
         frame.write_ipc(path, compression="lz4")
         self._files.append(path)
         self.rows += frame.height
