@@ -187,6 +187,26 @@ def test_a_hit_is_written_as_stored_with_its_age_and_cache_status() -> None:
     assert entry.wire(clock.now, CacheStatus.HIT, include_body=False).endswith(b"\r\n\r\n")
 
 
+def test_a_reader_holding_the_same_copy_gets_a_304() -> None:
+    cache, clock = _cache()
+    modified = formatdate(1_699_999_000, usegmt=True).encode()
+    cache.put("k", 200, [*HTML, (b"ETag", b'W/"v7"'), (b"Last-Modified", modified)], b"<p>page</p>")
+    entry = cache.get("k")
+    assert entry is not None
+    assert entry.not_modified([(b"If-None-Match", b'"v6", "v7"')])
+    assert entry.not_modified([(b"if-none-match", b"*")])
+    assert not entry.not_modified([(b"If-None-Match", b'"v6"'), (b"If-Modified-Since", modified)])  # ETag wins
+    assert entry.not_modified([(b"If-Modified-Since", modified)])
+    assert not entry.not_modified([(b"If-Modified-Since", formatdate(1_699_998_000, usegmt=True).encode())])
+    assert not entry.not_modified([(b"If-Modified-Since", b"yesterday")])
+    assert not entry.not_modified([])
+    wire = entry.wire_not_modified(clock.now + 2, CacheStatus.HIT)
+    head, _, body = wire.partition(b"\r\n\r\n")
+    assert body == b""
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 304 Not Modified"
+    assert b'ETag: W/"v7"' in head and b"Age: 2" in head and b"Content-Type" not in head
+
+
 def test_memory_is_bounded_least_recently_used_out() -> None:
     cache, _ = _cache(max_bytes=10_000, max_object_bytes=5000)
     assert not cache.put("huge", 200, HTML, b"x" * 5001)

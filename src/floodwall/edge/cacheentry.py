@@ -107,6 +107,44 @@ class CachedResponse:
         tail = b"Age: %d\r\nX-Floodwall-Cache: %s\r\n%s\r\n" % (self.age_s(now), cache_status.value, extra)
         return self.head + tail + self.body if include_body else self.head + tail
 
+    def not_modified(self, request_headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        """True when the request's own conditions say its copy is this one, so a 304 will do (RFC 9110 section
+        13.2.2: `If-None-Match`, compared weakly, wins over `If-Modified-Since`)."""
+        none_match = modified_since = None
+        for name, value in request_headers:
+            lower = name.lower()
+            if lower == b"if-none-match":
+                none_match = value if none_match is None else none_match + b"," + value
+            elif lower == b"if-modified-since":
+                modified_since = value
+        if none_match is None and modified_since is None:
+            return False
+        fields = {name.lower(): value for name, value in self.headers}
+        if none_match is not None:
+            etag = fields.get(b"etag")
+            if etag is None:
+                return False
+            wanted = {tag.strip().removeprefix(b"W/") for tag in none_match.split(b",")}
+            return b"*" in wanted or etag.strip().removeprefix(b"W/") in wanted
+        since, modified = _http_date(modified_since), _http_date(fields.get(b"last-modified"))
+        return since is not None and modified is not None and modified <= since
+
+    def wire_not_modified(self, now: float, cache_status: CacheStatus, extra: bytes = b"") -> bytes:
+        """A 304 for this entry: the validators and caching fields only (RFC 9110 section 15.4.5), no body."""
+        kept = [(n, v) for n, v in self.headers if n.lower() in _NOT_MODIFIED_FIELDS]
+        lines = [b"HTTP/1.1 304 Not Modified", *(n + b": " + v for n, v in kept)]
+        return b"\r\n".join(lines) + b"\r\nAge: %d\r\nX-Floodwall-Cache: %s\r\n%s\r\n" % (
+            self.age_s(now),
+            cache_status.value,
+            extra,
+        )
+
+
+#: What a 304 carries from the stored answer (RFC 9110 section 15.4.5).
+_NOT_MODIFIED_FIELDS: Final = frozenset(
+    {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"}
+)
+
 
 def _directives(values: Iterable[bytes]) -> dict[str, str | None]:
     """Cache-Control directives (RFC 9111 section 5.2), names lower-cased; the first occurrence wins."""
