@@ -144,21 +144,22 @@ class FingerprintAccumulator:
     def feed(self, frame: pl.DataFrame) -> None:
         """Count one batch's shapes per client."""
         if self._clients is not None:
-            frame = frame.filter(pl.col("client").is_in(self._clients))
+            frame = frame.filter(pl.col("client").is_in(self._clients.implode()))
         if frame.height == 0:
             return
-        shaped = frame.lazy().select(
-            pl.col("client"),
-            ua_family(pl.col("user_agent")).alias("family"),
-            pl.col("user_agent").fill_null(""),
-            path_shape(pl.col("path")).alias("path"),
-            query_shape(pl.col("query")).alias("query"),
-        )
+        # Counted per distinct (client, value) first, then shaped: a flood repeats its user agents and paths, so the
+        # regular expressions run on distinct values, not on every request (the same counts come out).
+        lazy = frame.lazy()
+        agents = lazy.group_by("client", "user_agent").agg(pl.len().cast(pl.UInt64).alias("count"))
         parts = [
-            shaped.group_by("client", pl.col(column).alias("value"))
-            .agg(pl.len().cast(pl.UInt64).alias("count"))
-            .select("client", pl.lit(feature).alias("feature"), "value", "count")
-            for feature, column in (("ua", "user_agent"), ("family", "family"), ("path", "path"), ("query", "query"))
+            agents.select(
+                "client", pl.lit("ua").alias("feature"), pl.col("user_agent").fill_null("").alias("value"), "count"
+            ),
+            _shaped(agents, "family", ua_family(pl.col("user_agent"))),
+            *(
+                _shaped(lazy.group_by("client", column).agg(pl.len().cast(pl.UInt64).alias("count")), column, shape)
+                for column, shape in (("path", path_shape(pl.col("path"))), ("query", query_shape(pl.col("query"))))
+            ),
         ]
         counted = pl.concat(pl.collect_all(parts)).drop_nulls("value").cast(_STATE_SCHEMA)  # type: ignore[arg-type]
         self._parts.append(counted)
@@ -209,6 +210,15 @@ class FingerprintAccumulator:
                 wave_period_minutes=period,
             )
         return result
+
+
+def _shaped(counts: pl.LazyFrame, feature: str, shape: pl.Expr) -> pl.LazyFrame:
+    """`counts` (client, a column, count) summed per client and `shape` of that column, as state rows."""
+    return (
+        counts.group_by("client", shape.alias("value"))
+        .agg(pl.col("count").sum())
+        .select("client", pl.lit(feature).alias("feature"), "value", "count")
+    )
 
 
 def rate_quantiles(rates_rps: np.ndarray) -> dict[str, float]:
