@@ -25,7 +25,7 @@ __all__ = ["Collected", "Collector"]
 _UTC: Final = pl.Datetime("us", "UTC")
 _MARGIN: Final = timedelta(seconds=60)
 _CANDIDATE_CAP: Final = 400_000  # rows of normal-traffic candidate strings kept before the rarest are pruned
-_SCHEME_SAMPLE: Final = 50_000
+_SCHEME_SAMPLE: Final = 10_000  # query rows per batch whose scheme is worked out (a regex per row)
 _SAMPLE_COLUMNS: Final = (
     "ts", "client", "source", "line", "method", "path", "query", "protocol", "status", "user_agent", "referer",
     "host", "forwarded_for", "incident_id", "kind",
@@ -179,8 +179,8 @@ class Collector:
                 pl.col("requests").sum(),
                 pl.col("first_ts").min(),
                 pl.col("last_ts").max(),
-                pl.col("source").sort_by("first_ts").first(),
-                pl.col("line").sort_by("first_ts").first(),
+                pl.col("source").sort_by("first_ts", "source", "line").first(),
+                pl.col("line").sort_by("first_ts", "source", "line").first(),
             ],
         )
         self.normal_candidates = _summed(["kind", "value"], ["requests"])
@@ -264,7 +264,9 @@ class Collector:
         )
         self.attack_seconds.add(attack.group_by("second").agg(pl.len().cast(pl.Int64).alias("attack")))
         self.attack_kinds.add(attack.group_by("minute", "kind").agg(pl.len().cast(pl.Int64).alias("attack")))
-        phased = attack.sort("ts").join_asof(
+        # Batches come in time order and filtering keeps it: sort only what is not (a sort is a copy of every column).
+        in_order = attack if attack.get_column("ts").is_sorted() else attack.sort("ts")
+        phased = in_order.join_asof(
             self._phases.select("incident_id", "phase", "phase_start", "phase_end"),
             left_on="ts",
             right_on="phase_start",

@@ -38,6 +38,8 @@ __all__ = ["Fingerprint", "FingerprintAccumulator", "path_shape", "query_shape",
 TOP_VALUES: Final = 25
 _STATE_SCHEMA: Final = {"client": pl.String, "feature": pl.String, "value": pl.String, "count": pl.UInt64}
 _COMPACT_ROWS: Final = 1_000_000
+#: Requests with a query string per batch whose query shape is worked out; more are sampled evenly.
+QUERY_SAMPLE: Final = 20_000
 
 #: Browser or tool, first match wins (Edge and Opera also say Chrome; Chrome also says Safari).
 _BROWSERS: Final = (
@@ -156,16 +158,31 @@ class FingerprintAccumulator:
                 "client", pl.lit("ua").alias("feature"), pl.col("user_agent").fill_null("").alias("value"), "count"
             ),
             _shaped(agents, "family", ua_family(pl.col("user_agent"))),
-            *(
-                _shaped(lazy.group_by("client", column).agg(pl.len().cast(pl.UInt64).alias("count")), column, shape)
-                for column, shape in (("path", path_shape(pl.col("path"))), ("query", query_shape(pl.col("query"))))
+            _shaped(
+                lazy.group_by("client", "path").agg(pl.len().cast(pl.UInt64).alias("count")),
+                "path",
+                path_shape(pl.col("path")),
             ),
+            _shaped(self._queries(frame), "query", query_shape(pl.col("query"))),
         ]
         counted = pl.concat(pl.collect_all(parts)).drop_nulls("value").cast(_STATE_SCHEMA)  # type: ignore[arg-type]
         self._parts.append(counted)
         self._rows += counted.height
         if self._rows > max(_COMPACT_ROWS, 2 * self._compacted_rows):
             self._compact()
+
+    @staticmethod
+    def _queries(frame: pl.DataFrame) -> pl.LazyFrame:
+        """(client, query, count) of the batch's requests with a query string. Cache-busting floods make every query
+        unique, so nothing repeats to share the shaping work: past `QUERY_SAMPLE` such requests a batch is sampled
+        evenly and the counts scaled (shares, which is all a fingerprint keeps, come out the same to within a few
+        thousandths)."""
+        queried = frame.lazy().filter(pl.col("query").is_not_null())
+        rows = int(frame.get_column("query").count())
+        step = max(1, rows // QUERY_SAMPLE)
+        return (
+            queried.gather_every(step).group_by("client", "query").agg((pl.len() * step).cast(pl.UInt64).alias("count"))
+        )
 
     def _compact(self) -> pl.DataFrame:
         state = (
