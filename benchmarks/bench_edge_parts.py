@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -103,7 +104,7 @@ def main() -> None:
 
     guard = InlineGuard.from_settings(DetectSettings())
     reader_headers = [_headers(rng, agents[i], cookies[i]) for i in range(n)]
-    busting = [f"_={rng.getrandbits(48)}" for _ in range(n)]
+    fresh = itertools.count()  # a cache-busting flood's parameters are new on every request: never remembered
     attacks = [f"id=1' or '{i}'='{i}" for i in range(n)]
 
     gate = OriginGate(64)
@@ -128,7 +129,9 @@ def main() -> None:
         "challenge: verify, no cookie": lambda i: challenger.verify(None, addresses[i % n], agents[i % n]),
         "challenge: page": lambda i: challenger.page(paths[i % n], addresses[i % n], agents[i % n]),
         "guard: reader, popular pages": lambda i: guard.check("GET", paths[i % 64], None, reader_headers[i % n]),
-        "guard: cache-busting query": lambda i: guard.check("GET", paths[i % n], busting[i % n], reader_headers[i % n]),
+        "guard: cache-busting query (always new)": lambda i: guard.check(
+            "GET", paths[i % n], f"_={next(fresh)}", reader_headers[i % n]
+        ),
         "guard: sqli in the query": lambda i: guard.check("GET", "/search", attacks[i % n], reader_headers[i % n]),
     }
     calls_of = {

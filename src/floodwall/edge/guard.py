@@ -12,12 +12,20 @@ A request is blocked the way CRS blocks, by anomaly scoring: each hit adds its r
 hit) is refused. The verdict keeps the hits as evidence: rule ids, family, the field and the matched text.
 
 Fast on clean requests. The exact match (`match_inline`) costs about half a millisecond a request, most of it
-running each of the 25 transformation chains over each of the request's ~20 values. Most of those values recur
-from request to request (the user agents, `Accept` headers, popular paths), so a first pass asks, per value and
-remembering the answer, whether any rule's pattern could fire on it at all: the same selectors, transformations and
-hyperscan databases, without the evidence and the chained conditions, so it says "maybe" whenever the exact match
-could hit. Only a request with a "maybe" value goes through `match_inline`; the verdict is the same either way
-(tests/edge/test_guard.py checks it on the CRS regression suite).
+running each of the 25 transformation chains over each of the request's ~20 values. A first pass asks instead, per
+value, whether any rule's pattern could fire on it at all, in three layers, cheapest first:
+
+1. remembered answers: a header's verdict by its raw bytes, any other value's by its text (the user agents,
+   `Accept` headers and popular paths recur from request to request);
+2. for a new value, the few distinct spellings the groups read (most chains leave it as it is or lower-cased),
+   each scanned once with each database, plus the injection detectors: nothing found means clear (what a
+   cache-busting flood's always-new parameters need);
+3. otherwise group by group, with the same selectors, transformations, databases and confirmation regexes as the
+   exact match, without the evidence and the chained conditions.
+
+Each layer says "maybe" whenever the exact match could hit, and only a request with a "maybe" value goes through
+`match_inline`, so the verdict is the same either way (tests/edge/test_guard.py checks it on the CRS regression
+suite's body and header cases).
 
 It fails open: a broken rule or an engine error lets the request through (and is logged with its cause and
 counted), because a newsroom's readers must not pay for a bug in a signature. Only the first `max_body_bytes` of a
@@ -27,9 +35,11 @@ body are read (CRS's `SecRequestBodyNoFilesLimit` plays the same role).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from functools import lru_cache
+from typing import Any, Final
 
 from floodwall.detect.settings import DetectSettings
 from floodwall.detect.signatures import Hit, SignatureEngine, load_engine
@@ -243,8 +253,85 @@ def _header_values(name: bytes | str, value: bytes | str) -> list[tuple[str, str
     return [value for value in values if value not in _WITHOUT_HEADERS]
 
 
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    """The groups reading one variable that share one chain trigger."""
+
+    trigger: re.Pattern[str] | None
+    raw: bool  # some group reads the value as it is when the trigger does not match
+    lowered: bool  # some group reads it lower-cased then
+    chains: tuple[tuple[tuple[str, ...], tuple[Detector, ...]], ...]  # when it matches: each chain, its detectors
+    plain_injection: tuple[tuple[bool, Detector], ...]  # (reads lowered, detector) when it does not
+
+
+Detector = Callable[[str], bool]
+
+
+@lru_cache(maxsize=8)
+def _readers(engine: SignatureEngine) -> dict[tuple[str, str | None], tuple[_Bucket, ...] | None]:
+    """Per (variable, key), the groups reading it bucketed by trigger (None: a group checks rules in Python, so
+    this shortcut does not apply); filled as variables are met."""
+    return {}
+
+
+def _buckets(engine: SignatureEngine, var: str, key: str | None) -> tuple[_Bucket, ...] | None:
+    readers = _readers(engine)
+    if (var, key) in readers:
+        return readers[(var, key)]
+    plans = [plan for plan in _plan(engine) if var in plan.whole or (key is not None and (var, key) in plan.keyed)]
+    found: tuple[_Bucket, ...] | None = None
+    if not any(plan.python_only for plan in plans):
+        by_trigger: dict[str | None, list[Any]] = {}
+        for plan in plans:
+            by_trigger.setdefault(plan.trigger.pattern if plan.trigger else None, []).append(plan)
+        found = tuple(
+            _Bucket(
+                group[0].trigger,
+                any(not plan.lowering for plan in group),
+                any(plan.lowering for plan in group),
+                tuple((plan.chain, tuple(detect for _, detect, _ in plan.injection)) for plan in group),
+                tuple((plan.lowering, detect) for plan in group for _, detect, _ in plan.injection),
+            )
+            for group in by_trigger.values()
+        )
+    readers[(var, key)] = found
+    return found
+
+
+def _nothing_found(engine: SignatureEngine, var: str, key: str | None, raw: str, memo: Memo) -> bool:
+    """True when no database finds anything at all in any spelling the groups read of this value, and no injection
+    detector fires. The 25 groups' chains leave most values as they are or lower-cased, so there are only a few
+    distinct spellings, each scanned once: a cache-busting flood's parameters, new on every request (nothing
+    remembered helps them), are settled here. False means "not sure": the group-by-group pass decides."""
+    buckets = _buckets(engine, var, key)
+    if buckets is None:
+        return False
+    spellings: set[str] = set()
+    lowered = raw.lower()
+    for bucket in buckets:
+        if bucket.trigger is None or bucket.trigger.search(raw) is None:
+            if bucket.raw:
+                spellings.add(raw)
+            if bucket.lowered:
+                spellings.add(lowered)
+            for reads_lowered, detect in bucket.plain_injection:
+                value = lowered if reads_lowered else raw
+                if _INJECTION_PLAIN.fullmatch(value) is None and detect(value):
+                    return False
+        else:
+            for chain, detectors in bucket.chains:
+                value = apply_memo(raw, chain, memo)
+                spellings.add(value)
+                if detectors and _INJECTION_PLAIN.fullmatch(value) is None and any(d(value) for d in detectors):
+                    return False
+    scanners = engine.patterns.scanners
+    return not any(_scan(scanner.database, to_bytes(value)) for value in spellings for scanner in scanners)
+
+
 def _first_pass(engine: SignatureEngine, var: str, key: str | None, raw: str, memo: Memo) -> bool:
     """True when some rule's pattern could fire on this one value (a superset of `match_inline`'s first stage)."""
+    if _nothing_found(engine, var, key, raw, memo):
+        return False
     scanners = engine.patterns.scanners
     scanned: dict[tuple[int, bytes], list[int]] = {}
     for group, plan in enumerate(_plan(engine)):
