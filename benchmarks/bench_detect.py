@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,18 @@ def detect_file(log: Path, site: str, live: bool = False) -> tuple[DetectionResu
     return result, lines, time.perf_counter() - started
 
 
+def kinds(truth_dir: Path) -> tuple[str, str]:
+    """Incident kinds in the truth and in the results, counted (e.g. "flood:3 scan:1")."""
+    truth = json.loads((truth_dir / "truth.json").read_text())
+    told: Counter[str] = Counter(i["kind"] for s in truth["sites"] for i in s["incidents"])
+    said: Counter[str] = Counter()
+    for s in truth["sites"]:
+        report = truth_dir / "results" / s["name"] / "report.json"
+        if report.exists():
+            said.update(i["kind"] for i in json.loads(report.read_text())["incidents"])
+    return " ".join(f"{k}:{n}" for k, n in sorted(told.items())), " ".join(f"{k}:{n}" for k, n in sorted(said.items()))
+
+
 def run_case(scenario: str, seed: int, scale: float, work: Path) -> dict[str, Any]:
     truth = work / f"{scenario}-{seed}"
     results = truth / "results"
@@ -106,6 +119,9 @@ def summarise(doc: dict[str, Any]) -> dict[str, Any]:
         "end_err": max((x for x in ends if x is not None), default=None),
         "incidents": f"{_get(overall, 'incidents', 'matched')}/{_get(overall, 'incidents', 'truth')}"
         f"+{_get(overall, 'incidents', 'reported')}",
+        "phases": "{truth}/{reported}/{matched} {boundaries_found}/{boundaries}".format(**overall["phases"])
+        if "phases" in overall
+        else "-",
     }
 
 
@@ -134,7 +150,8 @@ def main() -> int:
         print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
         header = (
             "scenario             seed   F1     P      R     fp:crowd crawl monit readers  "
-            "start_err_max end_err_max incidents(matched/truth+reported)"
+            "start_err_max end_err_max incidents(matched/truth+reported) "
+            "phases(truth/reported/matched boundaries-found/truth)  kinds(truth | reported)"
         )
         print(header)
         for scenario in args.scenarios:
@@ -144,10 +161,12 @@ def main() -> int:
                 if args.json:
                     print(json.dumps(doc, indent=1))
                 fp = s["fp"]
+                told, said = kinds(work / f"{scenario}-{seed}")
                 print(
                     f"{scenario:20} {seed:4} {_fmt(s['f1'])} {_fmt(s['precision'])} {_fmt(s['recall'])}  "
                     f"{_fmt(fp['flash_crowd'])} {_fmt(fp['crawlers'])} {_fmt(fp['monitors'])} {_fmt(fp['readers'])}  "
-                    f"{_fmt(s['start_err'])}        {_fmt(s['end_err'])}      {s['incidents']}"
+                    f"{_fmt(s['start_err'])}        {_fmt(s['end_err'])}      {s['incidents']:8} {s['phases']:15} "
+                    f"{told} | {said}"
                 )
         if args.throughput_lines:
             lines, elapsed, cpu = throughput(args.throughput_lines, work)

@@ -35,6 +35,9 @@ def test_results_made_from_the_truth_score_perfectly(truth_dir: Path, tmp_path: 
     assert overall["incidents"]["recall"] == overall["incidents"]["precision"] == 1.0
     assert overall["vector_agreement"] == overall["markers_found"] == 1.0
     assert set(overall["false_positives"].values()) == {0}
+    phases = overall["phases"]
+    assert phases["truth"] == phases["reported"] == phases["matched"] > 0
+    assert phases["boundaries_found"] == phases["boundaries"] > 0
     campaigns = overall["campaigns"]
     assert campaigns["pairwise_precision"] == campaigns["pairwise_recall"] == campaigns["adjusted_rand_index"] == 1.0
 

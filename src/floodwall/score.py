@@ -32,6 +32,10 @@ __all__ = ["results_from_truth", "score"]
 
 #: A reported incident may start or end this long outside the truth and still be the same incident.
 MATCH_SLACK_S = 300.0
+#: A reported phase is the truth's phase when it starts within 30 s and ends within 2 minutes of it (issue 4's
+#: tolerance for incidents).
+PHASE_START_SLACK_S = 30.0
+PHASE_END_SLACK_S = 120.0
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -190,6 +194,7 @@ def _score_site(site: dict[str, Any], results: Path) -> tuple[dict[str, Any], li
         else 0.0
         for i, t in enumerate(truth)
     ]
+    phases = _phases([(truth[t], reported[r]) for t, r in pairs if truth[t]["kind"] == "flood"], path)
     planted = sorted({m for t in truth for m in t.get("markers", [])})
     said = {str(m).lower() for r in reported for m in r.get("markers", [])}
     markers = {m: _marker_found(m, said) for m in planted}
@@ -213,12 +218,36 @@ def _score_site(site: dict[str, Any], results: Path) -> tuple[dict[str, Any], li
             "end_error_s": _errors(errors_end),
             "pairs": [{"truth": truth[t]["id"], "reported": reported[r]["id"]} for t, r in pairs],
         },
+        "phases": phases,
         "vector_agreement": sum(agreement) / len(agreement) if agreement else 1.0,
         "markers": {"planted": planted, "found": [m for m, ok in markers.items() if ok]},
         "markers_found": _ratio(sum(markers.values()), len(markers), True),
     }
     links = [(name, t["id"], reported[by_truth[i]]["id"] if i in by_truth else None) for i, t in enumerate(truth)]
     return result, links
+
+
+def _phases(pairs: list[tuple[dict[str, Any], dict[str, Any]]], path: Path) -> dict[str, int]:
+    """Phases of matched flood incidents: how many each side has; truth phases matched by a reported one (start within
+    `PHASE_START_SLACK_S`, end within `PHASE_END_SLACK_S`); truth boundaries (a phase's start after the first) that a
+    reported phase starts within `PHASE_END_SLACK_S` of."""
+    counts = {"truth": 0, "reported": 0, "matched": 0, "boundaries": 0, "boundaries_found": 0}
+    for t, r in pairs:
+        told = [p for p in t.get("phases", []) if isinstance(p, dict)]
+        said = [p for p in r.get("phases", []) if isinstance(p, dict)]
+        t_spans = [(_time(p.get("start"), path, "phases.start"), _time(p.get("end"), path, "phases.end")) for p in told]
+        r_spans = [(_time(p.get("start"), path, "phases.start"), _time(p.get("end"), path, "phases.end")) for p in said]
+        counts["truth"] += len(t_spans)
+        counts["reported"] += len(r_spans)
+        counts["matched"] += sum(
+            any(abs(a - ra) <= PHASE_START_SLACK_S and abs(b - rb) <= PHASE_END_SLACK_S for ra, rb in r_spans)
+            for a, b in t_spans
+        )
+        counts["boundaries"] += max(0, len(t_spans) - 1)
+        counts["boundaries_found"] += sum(
+            any(abs(a - ra) <= PHASE_END_SLACK_S for ra, _ in r_spans[1:]) for a, _ in t_spans[1:]
+        )
+    return counts
 
 
 def _errors(values: list[float]) -> dict[str, float] | None:
@@ -301,6 +330,7 @@ def score(truth_dir: Path, results_dir: Path) -> dict[str, Any]:
     n_reported = sum(s["incidents"]["reported"] for s in sites.values())
     n_matched = sum(s["incidents"]["matched"] for s in sites.values())
     agreement = [s["vector_agreement"] * s["incidents"]["truth"] for s in sites.values()]
+    phases = {k: sum(int(s["phases"][k]) for s in sites.values()) for k in next(iter(sites.values()))["phases"]}
     planted = sum(len(s["markers"]["planted"]) for s in sites.values())
     found = sum(len(s["markers"]["found"]) for s in sites.values())
     return {
@@ -318,6 +348,7 @@ def score(truth_dir: Path, results_dir: Path) -> dict[str, Any]:
                 "recall": _ratio(n_matched, n_truth, True),
                 "precision": _ratio(n_matched, n_reported, not n_truth),
             },
+            "phases": phases,
             "vector_agreement": sum(agreement) / n_truth if n_truth else 1.0,
             "markers_found": _ratio(found, planted, True),
             "campaigns": _campaigns(truth, results_dir, links),

@@ -20,12 +20,14 @@ import numpy.typing as npt
 import polars as pl
 
 from floodwall.detect.baseline import MinuteBaseline
+from floodwall.detect.phases import hourly_expectation, phases_from_counts
 from floodwall.detect.settings import DetectSettings
 from floodwall.model import Phase
 
 __all__ = ["Surge", "find_surges", "phases_of"]
 
 _SMOOTH_S = 5
+_MIN_PHASED_MIN = 6  # a surge shorter than this many minutes is one phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,45 +121,10 @@ def find_surges(seconds: pl.DataFrame, baseline: MinuteBaseline, settings: Detec
 
 
 def phases_of(seconds: pl.DataFrame, surge: Surge, attack_share: float = 1.0) -> tuple[Phase, ...]:
-    """The phases of `surge` from its per-second counts: test flood, waves, tail."""
+    """The phases of `surge` from the log's per-second counts `seconds`: test flood, waves, sustained, tail
+    (`floodwall.detect.phases`). The readers' usual rate is taken out hour by hour from the rest of the log."""
     times, counts = _second_series(seconds, surge.start, surge.end)
-    if counts.size < 60:
+    if counts.size < 60 * _MIN_PHASED_MIN:
         return (Phase(surge.start, surge.end, surge.peak_rps, "wave-1"),)
-    minute_rate = np.add.reduceat(counts, np.arange(0, counts.size, 60)) / np.diff(
-        np.append(np.arange(0, counts.size, 60), counts.size)
-    )
-    active = minute_rate > surge.threshold_rps
-    runs = _runs(active)
-    if not runs:
-        return (Phase(surge.start, surge.end, surge.peak_rps, "wave-1"),)
-    peak = float(minute_rate.max())
-    # Split the active runs further where the level steps (a wave starting at 1.5x the previous level or more).
-    pieces: list[tuple[int, int]] = []
-    for a, b in runs:
-        cut = a
-        for i in range(a + 1, b):
-            level = float(np.median(minute_rate[cut:i]))
-            if i + 1 >= b:
-                break
-            pair = minute_rate[i : i + 2]
-            if pair.min() > 1.5 * level or pair.max() < level / 1.5:
-                pieces.append((cut, i))
-                cut = i
-        pieces.append((cut, b))
-    phases: list[Phase] = []
-    wave = 0
-    for k, (a, b) in enumerate(pieces):
-        level = float(np.median(minute_rate[a:b]))
-        high = float(minute_rate[a:b].max())
-        paused_after = k + 1 < len(pieces) and pieces[k + 1][0] > b
-        if k == 0 and len(pieces) > 1 and paused_after and b - a <= 10 and high < 0.7 * peak:
-            label = "test-flood"
-        elif k == len(pieces) - 1 and k > 0 and level <= 0.5 * peak:
-            label = "tail"
-        else:
-            wave += 1
-            label = f"wave-{wave}"
-        start = surge.start if k == 0 else times[a * 60]
-        end = surge.end if k == len(pieces) - 1 else times[min(b * 60, counts.size) - 1]
-        phases.append(Phase(start, end, round(high * attack_share, 1), label))
-    return tuple(phases)
+    expected = hourly_expectation(seconds, surge.start, surge.end, surge.expected_rps)
+    return phases_from_counts(times, counts, expected, surge.start, surge.end, attack_share)
