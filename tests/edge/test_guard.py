@@ -257,3 +257,12 @@ def test_a_broken_engine_fails_open_and_says_so(caplog: pytest.LogCaptureFixture
     verdict = broken.check("GET", "/", "q=1' or '1'='1", READER_HEADERS)
     assert not verdict.blocked and verdict.failed and broken.failures == 1
     assert "inline signatures failed" in caplog.text
+
+
+def test_an_injection_inside_a_json_body_is_read_like_a_form_field(guard: InlineGuard) -> None:
+    headers = [*READER_HEADERS, (b"Content-Type", b"application/json; charset=utf-8")]
+    body = b'{"email": "reader@example.org", "prefs": {"lists": ["daily", "1\' or \'1\'=\'1"]}}'
+    verdict = guard.check("POST", "/api/newsletter", None, headers, body)
+    assert verdict.blocked and verdict.family == "sqli" and verdict.field == "ARGS:json.prefs.lists"
+    assert not guard.check("POST", "/api/newsletter", None, headers, b'{"email": "a@b.c", "n": 3, "x": null}').hits
+    assert not guard.check("POST", "/api/newsletter", None, headers, b"[" * 100_000).failed  # too deep: not read

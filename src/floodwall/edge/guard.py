@@ -4,8 +4,8 @@ origin.
 The same rules, transformations and compiled hyperscan databases as `floodwall analyze`
 (`floodwall.detect.signatures`), through its one-request path (`inline.match_inline`, no DataFrame), on every part
 of the request CRS reads: method, path, query (ARGS_GET), headers (REQUEST_HEADERS, cookies), and the body
-(REQUEST_BODY, and ARGS_POST for form posts). The database is compiled once per process and kept on disk, so a
-worker starts in milliseconds after the first.
+(REQUEST_BODY, and ARGS_POST for form posts and JSON bodies). The database is compiled once per process and kept on
+disk, so a worker starts in milliseconds after the first.
 
 A request is blocked the way CRS blocks, by anomaly scoring: each hit adds its rule's points (5 critical, 4 error,
 3 warning, 2 notice) and a request whose total reaches the inbound threshold (CRS's default: 5, so one critical
@@ -34,6 +34,7 @@ body are read (CRS's `SecRequestBodyNoFilesLimit` plays the same role).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -217,6 +218,8 @@ class InlineGuard:
                 others,
                 text,
             )
+            if text is not None and "json" in lowered.get("content-type", "").lower():
+                values += _json_arguments(text)
             if not self._may_fire(values):
                 return _CLEAN
             self.exact_matches += 1
@@ -239,6 +242,31 @@ _MEMO_ENTRIES: Final = 100_000
 #: Passed to `request_values` on their own; every other header goes in its `headers` mapping.
 _OWN: Final = frozenset({"user-agent", "referer", "host"})
 _WITHOUT_HEADERS: Final = frozenset(request_values("GET", "/", None, None, None, None, None, {}, None))
+
+
+def _json_arguments(text: str) -> list[tuple[str, str | None, str]]:
+    """A JSON body's leaves as ARGS_POST, named the way ModSecurity's JSON body processor names them (`json.a.b`),
+    so an injection inside an API call's JSON is read like one in a form. A body that is not JSON gives none."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    found: list[tuple[str, str | None, str]] = []
+    pending: list[tuple[str, Any]] = [("json", document)]
+    while pending and len(found) < 2 * _JSON_LEAVES:
+        name, node = pending.pop()
+        if isinstance(node, dict):
+            pending += [(f"{name}.{key}", value) for key, value in reversed(node.items())]
+        elif isinstance(node, list):
+            pending += [(name, value) for value in reversed(node)]
+        elif node is not None:
+            value = node if isinstance(node, str) else json.dumps(node)
+            found += [("ARGS_POST", name, value), ("ARGS_POST_NAMES", name, name)]
+    return found
+
+
+#: Most JSON leaves read from one body (a document with more is read up to there).
+_JSON_LEAVES: Final = 1000
 
 
 def _header_values(name: bytes | str, value: bytes | str) -> list[tuple[str, str | None, str]]:
