@@ -15,8 +15,9 @@
    strings, limit_req per address) and the edge (shipped defaults, `query_keep = ["page"]`). The origin serves
    about 500 requests/s (`--origin-slots` at once, `--origin-service-ms` each; the rest wait in line). Readers
    (200 addresses, 127.1.x.y, ~50 requests/s in all, think time between pages, cookies kept) browse from
-   `--warmup` seconds before the flood to its end; the flood (2,000 addresses, 127.2.x.y, several processes,
-   closed loop: as fast as the generator can go) GETs hot pages, half of them with a random query string.
+   `--warmup` seconds before the flood (45 s: the baseline a live detector learns from) to its end; the flood
+   (2,000 addresses, 127.2.x.y, several processes, closed loop: as fast as the generator can go) GETs hot
+   pages, half of them with a random query string.
    Reported: the share of readers' requests answered with the right page during the flood (within the readers'
    5 s timeout, and within 0.5 s), their p50/p99 (a request that timed out counts as the timeout), the origin's
    most open requests and most in service against its slots and its busiest second against its capacity, the
@@ -370,7 +371,9 @@ def main() -> None:
     parser.add_argument("--wrk-duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--fronts", nargs="+", choices=FRONTS, default=list(FRONTS))
     parser.add_argument("--flood-seconds", type=float, default=30.0)
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of readers alone before the flood")
+    parser.add_argument(
+        "--warmup", type=float, default=45.0, help="seconds of readers alone before the flood (the baseline)"
+    )
     parser.add_argument("--readers", type=int, default=200)
     parser.add_argument("--reader-rps", type=float, default=50.0)
     parser.add_argument("--flood-addresses", type=int, default=2000)

@@ -332,7 +332,7 @@ class Load:
     flood_processes: int = 2
     flood_connections: int = 1000  # per process: with 2 processes, about one connection per flood address
     per_connection: int = 20
-    warmup_s: float = 5.0
+    warmup_s: float = 45.0
     flood_s: float = 30.0
     reader_timeout_s: float = 5.0
 
