@@ -155,6 +155,20 @@ def _zero_bits(challenge: str, nonce: int, bits: int) -> bool:
     return int.from_bytes(hashlib.sha256(f"{challenge}:{nonce}".encode()).digest(), "big") >> (256 - bits) == 0
 
 
+def test_under_attack_new_puzzles_are_harder_and_old_ones_keep_their_difficulty() -> None:
+    challenger, _ = _challenger(difficulty_bits=8, under_attack_difficulty_bits=14)
+    easy = _challenge_of(challenger.page("/", "192.0.2.10", UA)[2])
+    challenger.under_attack = True
+    page = challenger.page("/", "192.0.2.10", UA)[2]
+    hard = _challenge_of(page)
+    assert b'data-bits="14"' in page
+    easy_nonce = _solve(easy, 8)
+    assert challenger.answer(VERIFY_PATH, f"c={easy}&n={easy_nonce}", "192.0.2.10", UA)[0] == 303
+    weak = next(n for n in range(10**6) if _zero_bits(hard, n, 8) and not _zero_bits(hard, n, 14))
+    assert challenger.answer(VERIFY_PATH, f"c={hard}&n={weak}", "192.0.2.10", UA)[0] == 429
+    assert challenger.answer(VERIFY_PATH, f"c={hard}&n={_solve(hard, 14)}", "192.0.2.10", UA)[0] == 303
+
+
 def test_without_javascript_the_reader_waits_instead() -> None:
     challenger, clock = _challenger(noscript_wait_s=5)
     _, _, body = challenger.page("/news/1", "192.0.2.10", UA)

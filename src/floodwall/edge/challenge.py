@@ -4,10 +4,10 @@ How it goes. A challenged request gets `page()`: a small self-contained HTML pag
 request to anywhere) carrying a *challenge*, a signed token that holds its expiry, a random salt, the difficulty
 and the page the reader asked for, bound by its signature to the reader's prefix and user agent. The page's script
 finds a nonce such that SHA-256(`challenge:nonce`) begins with `difficulty_bits` zero bits (about
-2**difficulty_bits hashes: 16 bits take a phone well under a second) and goes to
-`/.well-known/floodwall/challenge/verify?c=...&n=...`. `answer()` checks the signature, the expiry, the binding and
-the work, then sets the cookie and redirects back to the page (a path of this site only: the target is inside the
-signed challenge, so no one can make us redirect elsewhere).
+2**difficulty_bits hashes: at 16 bits, a fraction of a second on a desktop, about a second on a modest phone) and
+goes to `/.well-known/floodwall/challenge/verify?c=...&n=...`. `answer()` checks the signature, the expiry, the
+binding and the work, then sets the cookie and redirects back to the page (a path of this site only: the target is
+inside the signed challenge, so no one can make us redirect elsewhere).
 
 The cookie (`verify()`) is `expiry.signature`, the signature an HMAC-SHA256 over the expiry, the client's prefix
 (/24 or /48, so a reader whose phone changes address inside its operator's range keeps its pass) and a hash of its
@@ -175,6 +175,9 @@ class Challenger:
         self.settings = settings
         self.contact = contact
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
+        #: While True, new puzzles ask `under_attack_difficulty_bits` (the switch the limiter has too); puzzles
+        #: already handed out keep the difficulty they were signed with.
+        self.under_attack = False
         self._verified: set[tuple[str, str, str]] = set()  # (cookie value, prefix, agent hash) seen valid; expiry
         # is still checked on every request, since it is part of the value
         self._clock = clock
@@ -185,6 +188,11 @@ class Challenger:
             b"default-src 'none'; script-src 'sha256-" + digest + b"'; style-src 'unsafe-inline'; "
             b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
         )
+
+    @property
+    def difficulty_bits(self) -> int:
+        """The difficulty of the puzzles made now."""
+        return self.settings.under_attack_difficulty_bits if self.under_attack else self.settings.difficulty_bits
 
     # --- signatures -----------------------------------------------------------------------------------------------
 
@@ -246,7 +254,7 @@ class Challenger:
             (
                 str(issued + self.settings.puzzle_ttl_s),
                 str(issued),
-                str(self.settings.difficulty_bits),
+                str(self.difficulty_bits),
                 secrets.token_hex(8),
                 safe_target(target),
             )
@@ -275,7 +283,7 @@ class Challenger:
         challenge = self.make_challenge(target, address, user_agent)
         body = self._template.format(
             challenge=html.escape(challenge),
-            bits=self.settings.difficulty_bits,
+            bits=self.difficulty_bits,
             verify_path=VERIFY_PATH,
             noscript_head=self._noscript_head(challenge),
             noscript_body=self._noscript_body(challenge),

@@ -67,6 +67,8 @@ class ChallengeSettings(_Section):
 
     #: Leading zero bits the browser must find (about 2**difficulty hashes); 16 takes well under a second.
     difficulty_bits: int = Field(default=16, ge=0, le=28)
+    #: Leading zero bits asked while the edge is "under attack" (each bit doubles the work: 18 is four times 16).
+    under_attack_difficulty_bits: int = Field(default=18, ge=0, le=28)
     #: Seconds a solved challenge's cookie stays valid.
     cookie_ttl_s: int = Field(default=3600, ge=60)
     cookie_name: str = "floodwall_pass"
