@@ -36,6 +36,9 @@ __all__ = ["Forwarder", "origin_headers"]
 _FORWARDED: Final = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"content-length", b"expect", b"host"}
 )
+#: Seconds a key whose answer could not be stored is passed straight to the origin, and how many keys are kept.
+PASS_S: Final = 5.0
+_MAX_PASS_KEYS: Final = 10_000
 _CONDITIONAL: Final = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
 )
@@ -113,6 +116,7 @@ class Forwarder:
         self._trusted = trusted if networks else None
         self.origin_host = pool.origin.host_header
         self._clock = time.monotonic
+        self._pass_until: dict[str, float] = {}  # hit-for-pass: keys whose last answer could not be stored
 
     def _trusted_peer(self, request: Request) -> bool:
         return self._trusted is not None and self._trusted(request.peer)
@@ -147,6 +151,8 @@ class Forwarder:
 
     async def answer_later(self, request: Request, conn: EdgeConnection) -> None:
         key = request.cache_key
+        if key is not None and self._pass_until and self._pass_until.get(key, 0.0) > self._clock():
+            request.cache_key = key = None
         if key is not None and self.cache is not None:
             await self._cached(request, key, self.cache, conn)
         else:
@@ -204,7 +210,17 @@ class Forwarder:
                 claim.streaming = None
         if status is CacheStatus.MISS:
             request.upstream_s = time.monotonic() - started
+            if entry.status < 500 and cache.get(key) is None:
+                self._remember_pass(key)
         conn.send_answer(request, self._from_cache(entry, status))
+
+    def _remember_pass(self, key: str) -> None:
+        """The origin said this answer may not be shared (no-store, private, a cookie): for `PASS_S` seconds,
+        requests for the key stream straight through instead of queueing behind one another to learn it again
+        (Varnish's "hit-for-pass"). Server errors are not remembered: under a flood, coalescing must stay on."""
+        if len(self._pass_until) >= _MAX_PASS_KEYS:
+            self._pass_until.clear()
+        self._pass_until[key] = self._clock() + PASS_S
 
     # -- origin ----------------------------------------------------------------------------------------------
 
@@ -227,20 +243,25 @@ class Forwarder:
         self, request: Request, response: OriginResponse, conn: EdgeConnection, first: list[bytes]
     ) -> None:
         """Relay `response` (with `first`, already read) to the client as it comes."""
+        started = False
         try:
             request.cache_status = "MISS"
             request.outcome = outcomes.MISS if request.cache_key is not None else outcomes.SERVED
             length = response.content_length()
             headers = [(n, v) for n, v in response.headers if n != b"content-length"]
-            conn.start(request, response.status, headers, length)
-            if request.method != "HEAD":
-                for chunk in first:
-                    conn.write(chunk)
-                while chunk := await response.read():
-                    conn.write(chunk)
-                    await conn.flush()
-        except OriginError:
-            conn.abort()  # the head is out: the only way left to say the answer is incomplete
+            # The head goes out with the first piece of the body: one write for most answers.
+            pending = b"" if request.method == "HEAD" else (b"".join(first) if first else await response.read())
+            conn.start(request, response.status, headers, length, first=pending)
+            started = True
+            while pending:
+                pending = await response.read()
+                conn.write(pending)
+                await conn.flush()
+        except OriginError as error:
+            if started:
+                conn.abort()  # the head is out: the only way left to say the answer is incomplete
+            else:
+                self._failed(request, error, conn)
             return
         finally:
             response.release()

@@ -418,13 +418,25 @@ class EdgeConnection(asyncio.Protocol):
         request.cache_status = answer.cache
         request.outcome = answer.outcome
         body = answer.body
-        self.start(request, answer.status, answer.headers, len(body), date=answer.cache is None)
-        if request.method != "HEAD" and answer.status not in _NO_BODY_STATUS:
-            self.write(body)
+        send = request.method != "HEAD" and answer.status not in _NO_BODY_STATUS
+        self.start(
+            request, answer.status, answer.headers, len(body), date=answer.cache is None, first=body if send else b""
+        )
         self.finish(request, logged=logged_request)
 
-    def start(self, request: Request, status: int, headers: Headers, length: int | None, *, date: bool = False) -> None:
-        """Write the head of an answer. `length` None means unknown: chunked to HTTP/1.1 clients, else close."""
+    def start(
+        self,
+        request: Request,
+        status: int,
+        headers: Headers,
+        length: int | None,
+        *,
+        date: bool = False,
+        first: bytes = b"",
+    ) -> None:
+        """Write the head of an answer, with `first`, the body or its first piece, in the same write (one system
+        call, one packet for a small answer). `length` None means unknown: chunked to HTTP/1.1 clients, else the
+        connection's end marks the body's."""
         fields = list(headers)
         no_body = request.method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200
         self._chunked = False
@@ -446,8 +458,14 @@ class EdgeConnection(asyncio.Protocol):
         elif request.version == "1.0":
             fields.append((b"connection", b"keep-alive"))
         self._status = status
-        self._sent = 0
-        self._write(render_head(status, fields))
+        self._sent = len(first)
+        head = render_head(status, fields)
+        if not first:
+            self._write(head)
+        elif self._chunked:
+            self._write(b"%b%x\r\n%b\r\n" % (head, len(first), first))
+        else:
+            self._write(head + first)
 
     def write(self, chunk: bytes) -> None:
         """Write a piece of the body (framed as a chunk when the length is unknown)."""

@@ -178,20 +178,30 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         return self._head
 
+    @property
+    def ready(self) -> bool:
+        """`take()` has something to say without waiting: a piece, the end, or an error."""
+        return bool(self._chunks) or self._done or self._error is not None
+
+    def take(self) -> bytes:
+        """The next piece when `ready`: b"" at the end; raises the error."""
+        if self._chunks:
+            chunk = self._chunks.popleft()
+            self._buffered -= len(chunk)
+            if self._paused and self._buffered < _HIGH_WATER // 4 and self.transport is not None:
+                self._paused = False
+                self.transport.resume_reading()
+            return chunk
+        if self._done:
+            return b""
+        assert self._error is not None
+        raise self._error
+
     async def read(self) -> bytes:
         """The next piece of the body; b"" at its end. Raises OriginError."""
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered < _HIGH_WATER // 4 and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                return chunk
-            if self._done:
-                return b""
-            if self._error is not None:
-                raise self._error
+            if self.ready:
+                return self.take()
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -220,6 +230,9 @@ class OriginResponse:
 
     async def read(self) -> bytes:
         """The next piece of the body, b"" at its end; waits at most the origin timeout for each piece."""
+        conn = self._conn
+        if conn.ready:  # most small answers arrive with their head: no timer to set
+            return conn.take()
         try:
             async with asyncio.timeout(self._pool.timeout_s):
                 return await self._conn.read()
