@@ -8,8 +8,11 @@
 --repeat times by `floodwall analyze` run as a child under GNU time, which reports wall and CPU seconds and the
 child's peak RSS (`%M`). GNU time is used because Linux carries a process's RSS high-water mark across fork and
 exec: the children are started from this small process, never from one that held a log. Attacker precision and
-recall come from `floodwall score` against the simulation's truth.json. `analyze` reports no phase timings, so
-there is no time split.
+recall come from `floodwall score` against the simulation's truth.json. Each run is made with `--verbose`, and the
+stage times analyze then logs (reading, detecting, judging, deciding, spooling, forensics, writing) are printed as
+medians, with the share of the last three (issue 5 wants at most 30%). `--also-scales 0.12` adds a ~1M-line log of
+the same scenario (peak memory against log length); `--baseline-src DIR` runs another version's `src` (say, a
+`git worktree` of an older commit, its C scanner copied in) alternately with this one, under the same load.
 
 CrowdSec (Debian's `crowdsec` 1.4.6, installed here through scripts/ensure-debian-packages) replays a log in its
 time-machine mode, offline, with the parsers and scenarios Debian enables from the hub copy it ships (the nginx,
@@ -33,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -59,6 +63,7 @@ class Run:
     wall_s: float
     cpu_s: float
     peak_rss_mb: float
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage: (wall s, CPU s), from --verbose
 
 
 @dataclass
@@ -83,15 +88,40 @@ class Row:
     def peak_rss_mb(self) -> float:
         return max(r.peak_rss_mb for r in self.runs)
 
+    def stage_medians(self) -> dict[str, tuple[float, float]]:
+        """Median wall and CPU seconds per stage over the runs that reported stages."""
+        names = [name for name in STAGES if all(name in r.stages for r in self.runs)]
+        return {
+            name: (
+                statistics.median(r.stages[name][0] for r in self.runs),
+                statistics.median(r.stages[name][1] for r in self.runs),
+            )
+            for name in names
+        }
 
-def timed(argv: list[str], *, log_to: Path, timeout_s: float | None = None) -> Run:
+
+#: analyze's stages as its `--verbose` "stage times:" line names them; the last three are issue 5's 30% budget.
+STAGES = ("reading", "detecting", "judging", "deciding", "spooling", "forensics", "writing")
+FORENSIC_STAGES = ("spooling", "forensics", "writing")
+_STAGE = re.compile(r"(\w+) ([0-9.]+) s \(cpu ([0-9.]+) s\)")
+
+
+def stage_times(output: str) -> dict[str, tuple[float, float]]:
+    """The (wall, CPU) seconds per stage of analyze's `stage times:` line in `output`, or {} when it has none."""
+    for line in output.splitlines():
+        if "stage times:" in line:
+            return {name: (float(wall), float(cpu)) for name, wall, cpu in _STAGE.findall(line)}
+    return {}
+
+
+def timed(argv: list[str], *, log_to: Path, timeout_s: float | None = None, env: dict[str, str] | None = None) -> Run:
     """Runs `argv` under GNU time; its stdout and stderr go to `log_to`. Raises with the log's tail on failure.
 
     On a timeout the whole process group (GNU time and the tool) is killed, and RuntimeError says so.
     """
     with tempfile.NamedTemporaryFile(suffix=".time") as measure, log_to.open("wb") as out:
         command = [str(GNU_TIME), "-f", "%e %U %S %M", "-o", measure.name, *argv]
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -104,7 +134,8 @@ def timed(argv: list[str], *, log_to: Path, timeout_s: float | None = None) -> R
         tail = log_to.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}:\n{tail}")
     wall, user, system, peak_kb = fields[-4:]
-    return Run(float(wall), float(user) + float(system), int(peak_kb) / 1024)
+    stages = stage_times(log_to.read_text(errors="replace"))
+    return Run(float(wall), float(user) + float(system), int(peak_kb) / 1024, stages)
 
 
 def ensure_gnu_time() -> None:
@@ -143,16 +174,30 @@ def attacker_scores(truth_dir: Path, results: Path, site: str) -> tuple[float, f
     return float(attackers["precision"]), float(attackers["recall"])
 
 
-def measure_floodwall(truth_dir: Path, site: str, log: Path, lines: int, repeat: int, workdir: Path) -> Row:
-    results = workdir / f"results-{truth_dir.name}"
-    runs = []
+def measure_floodwall(
+    truth_dir: Path, site: str, log: Path, lines: int, repeat: int, workdir: Path, baseline_src: Path | None = None
+) -> list[Row]:
+    """`floodwall analyze` on `log`, `repeat` times; with `baseline_src` (another version's `src` folder), that
+    version is run too, alternating with this one, so both see the same machine load."""
+    versions: list[tuple[str, dict[str, str] | None]] = [("floodwall analyze", None)]
+    if baseline_src is not None:
+        versions.append(("baseline analyze", {**os.environ, "PYTHONPATH": str(baseline_src.resolve())}))
+    runs: dict[str, list[Run]] = {name: [] for name, _ in versions}
+    scores: dict[str, tuple[float, float]] = {}
     for i in range(repeat):
-        shutil.rmtree(results / site, ignore_errors=True)
-        argv = [str(FLOODWALL), "analyze", str(log), "--site", site, "--out", str(results / site), "--quiet"]
-        runs.append(timed(argv, log_to=workdir / "analyze.out"))
-        print(f"  floodwall analyze run {i + 1}/{repeat}: {runs[-1].wall_s:.1f} s", file=sys.stderr)
-    precision, recall = attacker_scores(truth_dir, results, site)
-    return Row("floodwall analyze", log.name, lines, runs, precision, recall, ["no phase timings reported"])
+        for name, env in versions:
+            results = workdir / f"results-{truth_dir.name}" / name.split()[0]
+            shutil.rmtree(results / site, ignore_errors=True)
+            argv = [sys.executable, "-m", "floodwall", "analyze", str(log), "--site", site]
+            argv += ["--out", str(results / site), "--verbose"]  # --verbose: the stage times line
+            runs[name].append(timed(argv, log_to=workdir / "analyze.out", env=env))
+            print(f"  {name} run {i + 1}/{repeat}: {runs[name][-1].wall_s:.1f} s", file=sys.stderr)
+            if i == 0:
+                scores[name] = attacker_scores(truth_dir, results, site)
+    return [
+        Row(name, log.name, lines, runs[name], *scores[name], [] if runs[name][0].stages else ["no stage times"])
+        for name, _ in versions
+    ]
 
 
 # -- CrowdSec ---------------------------------------------------------------------------------------------------
@@ -347,6 +392,20 @@ def print_table(rows: list[Row]) -> None:
             print(f"{'':<20}{note}")
 
 
+def print_stages(rows: list[Row]) -> None:
+    """Per analyze row: median wall and CPU seconds per stage and the share of forensics and writing."""
+    for row in rows:
+        stages = row.stage_medians() if row.runs else {}
+        if not stages:
+            continue
+        total = sum(wall for wall, _ in stages.values()) or 1.0
+        print(f"\n{row.tool} on {row.log} ({row.lines:,} lines): median seconds per stage")
+        for name, (wall, cpu) in stages.items():
+            print(f"  {name:<10} {wall:>8.2f} s wall {wall / total:>6.1%}  {cpu:>8.2f} s CPU")
+        forensic = sum(stages[name][0] for name in FORENSIC_STAGES if name in stages)
+        print(f"  forensics + writing (spooling, forensics, writing): {forensic / total:.1%} (issue 5: at most 30%)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/floodwall-bench/analyze"))
@@ -360,6 +419,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crowdsec-timeout", type=float, default=900, help="seconds before a replay is given up")
     parser.add_argument("--skip-crowdsec", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--also-scales",
+        type=float,
+        nargs="*",
+        default=[],
+        help="more scales to analyse, for peak memory against log length (0.12 gives ~1M lines)",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another version's src folder (e.g. from `git worktree add`, with its C scanner built), run alternately",
+    )
     args = parser.parse_args(argv)
 
     ensure_gnu_time()
@@ -370,12 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     truth_dir, site, log, lines = simulated(args.workdir, args.scenario, args.seed, args.scale)
     subprocess.run(["cat", str(log)], stdout=subprocess.DEVNULL, check=False)  # into the page cache
-    rows.append(measure_floodwall(truth_dir, site, log, lines, args.repeat, args.workdir))
+    rows += measure_floodwall(truth_dir, site, log, lines, args.repeat, args.workdir, args.baseline_src)
+    for scale in args.also_scales:
+        other = simulated(args.workdir, args.scenario, args.seed, scale)
+        rows += measure_floodwall(*other, args.repeat, args.workdir, args.baseline_src)
     if not args.skip_crowdsec:
         small_truth, small_site, small_log, small_lines = simulated(
             args.workdir, args.scenario, args.seed, args.crowdsec_scale, args.crowdsec_site
         )
-        rows.append(measure_floodwall(small_truth, small_site, small_log, small_lines, args.repeat, args.workdir))
+        rows += measure_floodwall(small_truth, small_site, small_log, small_lines, args.repeat, args.workdir)
         try:
             rows.append(
                 measure_crowdsec(
@@ -392,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(Row("crowdsec replay", small_log.name, small_lines, [], notes=[f"failed: {error}"]))
     info["load_at_end"] = os.getloadavg()
     print_table(rows)
+    print_stages(rows)
     print(f"\nload average at end {info['load_at_end']} (a shared machine: medians of {args.repeat} runs)")
     if args.json is not None:
         payload = {

@@ -130,3 +130,20 @@ def test_stdin_gets_the_same_account_and_leaves_no_spool(scanner_run: tuple[Path
     without_source = [({**m, "evidence": m["evidence"]["line"]}) for m in piped["markers"]]
     assert without_source == [({**m, "evidence": m["evidence"]["line"]}) for m in from_file["markers"]]
     assert list(spool_parent.iterdir()) == []
+
+
+def test_stage_times_cover_every_stage_once_per_step(tmp_path: Path) -> None:
+    """`--verbose` and the benchmarks read where the time went: each stage is timed where it runs (a fake clock
+    that ticks once per reading makes the count of timed steps visible)."""
+    from floodwall.analyze import STAGES, StageTimes
+
+    ticks = iter(range(10_000))
+    times = StageTimes(clock=lambda: float(next(ticks)), cpu_clock=lambda: 0.0)
+    log = _write(tmp_path / "access.log", [_line(i, client=f"198.51.100.{i % 50 + 1}") for i in range(3000)])
+    result = analyze([log], site="timed", out_dir=tmp_path / "out", times=times)
+    assert result.times is times
+    assert set(times.wall) == set(STAGES)
+    batches = times.wall["detecting"]  # one tick per batch fed
+    assert batches >= 1 and times.wall["spooling"] == batches and times.wall["reading"] == batches + 1
+    assert all(times.wall[name] == 1.0 for name in ("judging", "deciding", "forensics", "writing"))
+    assert "forensics and writing" in times.describe()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import platform
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
@@ -32,15 +34,57 @@ from floodwall.logs import InputStats, LogReader
 from floodwall.logs.frame import client_networks
 from floodwall.model import Action, Decision, Incident
 from floodwall.report import write_atomic, write_json
+from floodwall.report.account import Account
 from floodwall.report.jsonreport import blocklist_text, report_document
 from floodwall.report.outputs import account_files, apply_account, write_account
 
-__all__ = ["AnalysisResult", "ProgressEvent", "analyze"]
+__all__ = ["FORENSIC_STAGES", "STAGES", "AnalysisResult", "ProgressEvent", "StageTimes", "analyze"]
 
 log = logging.getLogger(__name__)
 
 #: (phase, done, total): phase is "reading", "detecting" or "writing"; total may be None when unknown.
 ProgressEvent = Callable[[str, int, int | None], None]
+
+
+#: analyze's stages, in order; the last four are the forensic account and its writing (issue 5's "at most 30%").
+STAGES: Final = ("reading", "detecting", "judging", "deciding", "spooling", "forensics", "writing")
+FORENSIC_STAGES: Final = ("spooling", "forensics", "writing")
+
+
+@dataclass
+class StageTimes:
+    """Wall and CPU seconds spent per stage (`STAGES`), for benchmarks and `--verbose`. `clock` and `cpu_clock` are
+    injectable for tests; CPU time is the whole process's (the reader's and Polars' threads included)."""
+
+    clock: Callable[[], float] = time.perf_counter
+    cpu_clock: Callable[[], float] = time.process_time
+    wall: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    cpu: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        wall, cpu = self.clock(), self.cpu_clock()
+        try:
+            yield
+        finally:
+            self.wall[name] += self.clock() - wall
+            self.cpu[name] += self.cpu_clock() - cpu
+
+    def timed(self, name: str, frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        """`frames`, with the time spent producing each counted to `name`."""
+        iterator = iter(frames)
+        while True:
+            with self.stage(name):
+                frame = next(iterator, None)
+            if frame is None:
+                return
+            yield frame
+
+    def describe(self) -> str:
+        total = sum(self.wall.values()) or 1.0
+        forensic = sum(self.wall[name] for name in FORENSIC_STAGES)
+        parts = [f"{name} {self.wall[name]:.2f} s (cpu {self.cpu[name]:.2f} s)" for name in STAGES]
+        return f"stage times: {', '.join(parts)}; forensics and writing {forensic / total:.1%} of {total:.2f} s"
 
 
 @dataclass
@@ -52,6 +96,7 @@ class AnalysisResult:
     detection: DetectionResult
     decisions: list[Decision]
     files: dict[str, Path] = field(default_factory=dict)
+    times: StageTimes = field(default_factory=StageTimes)
 
     @property
     def incidents(self) -> list[Incident]:
@@ -70,6 +115,7 @@ def analyze(
     command_line: Sequence[str] | None = None,
     coalition_key: bytes | None = None,
     public: bool = False,
+    times: StageTimes | None = None,
 ) -> AnalysisResult:
     """Analyse `logs` of one site and write into `out_dir` the files of CONTRACT.md: report.json, report.html,
     report.md (and their `--public` twins), indicators.stix.json, blocklist.txt, evidence.json and bundle.json.
@@ -90,50 +136,93 @@ def analyze(
         batch_rows=settings.logs.batch_rows,
         progress=lambda done, total: report("reading", done, total),
     )
+    times = times or StageTimes()
     engine = Engine(site, settings.detect, live=False)
     with FrameSpool(columns=FORENSIC_COLUMNS) as spool:
         # The parsed columns the forensic pass needs go to disk as they are read: attackers are known only after
         # detection, and reading the spool back costs a fraction of parsing the log again (stdin included).
-        for frame in reader:
-            engine.feed(frame)
-            spool.add(frame)
-        detection = engine.finish()
-        del engine  # its per-window tables are no longer needed: free them before the forensic pass
+        for frame in times.timed("reading", reader):
+            with times.stage("detecting"):
+                engine.feed(frame)
+            with times.stage("spooling"):
+                spool.add(frame)
+        with times.stage("judging"):
+            detection = engine.finish()
+            del engine  # its per-window tables are no longer needed: free them before the forensic pass
 
-        policy = Policy(allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)))
-        decisions = policy.decide(detection.findings, now=detection.window_end or started, site=site)
+        with times.stage("deciding"):
+            policy = Policy(allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)))
+            decisions = policy.decide(detection.findings, now=detection.window_end or started, site=site)
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        report("writing", 0, 3)
-        sources, geo_database = incident_sources(detection.incidents)
-        document = report_document(
+        with times.stage("forensics"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            report("writing", 0, 3)
+            sources, geo_database = incident_sources(detection.incidents)
+            document = report_document(
+                site=site,
+                inputs=reader.inputs,
+                detection=detection,
+                decisions=decisions,
+                version=__version__,
+                sources=sources,
+            )
+            document["geo_database"] = geo_database
+            # The attackers' request shapes for bundle.json are counted on the same pass, over their requests alone.
+            fingerprints = FingerprintAccumulator(clients=detection.attacker_addresses)
+
+            def spooled() -> Iterator[pl.DataFrame]:
+                done = 0
+                for frame in spool.frames():
+                    fingerprints.feed(frame)
+                    done += frame.height
+                    report("forensics", done, spool.rows)
+                    yield frame
+
+            account = account_from_logs(
+                spooled,
+                site=site,
+                detection=detection,
+                first_pass=reader.inputs,
+                timezone=settings.site.timezone,
+                spooled=True,
+            )
+    with times.stage("writing"):
+        files, detection = _write_outputs(
+            out_dir,
             site=site,
-            inputs=reader.inputs,
+            document=document,
+            account=account,
             detection=detection,
             decisions=decisions,
-            version=__version__,
-            sources=sources,
+            inputs=reader.inputs,
+            fingerprints=fingerprints,
+            command_line=command_line or sys.argv,
+            coalition_key=coalition_key,
+            public=public,
+            started=started,
         )
-        document["geo_database"] = geo_database
-        # The attackers' request shapes for bundle.json are counted on the same pass, over their requests alone.
-        fingerprints = FingerprintAccumulator(clients=detection.attacker_addresses)
+    report("writing", 3, 3)
+    log.debug("%s", times.describe())
+    return AnalysisResult(out_dir, reader.inputs, detection, decisions, files, times)
 
-        def spooled() -> Iterator[pl.DataFrame]:
-            done = 0
-            for frame in spool.frames():
-                fingerprints.feed(frame)
-                done += frame.height
-                report("forensics", done, spool.rows)
-                yield frame
 
-        account = account_from_logs(
-            spooled,
-            site=site,
-            detection=detection,
-            first_pass=reader.inputs,
-            timezone=settings.site.timezone,
-            spooled=True,
-        )
+def _write_outputs(
+    out_dir: Path,
+    *,
+    site: str,
+    document: dict[str, object],
+    account: Account,
+    detection: DetectionResult,
+    decisions: list[Decision],
+    inputs: list[InputStats],
+    fingerprints: FingerprintAccumulator,
+    command_line: Sequence[str],
+    coalition_key: bytes | None,
+    public: bool,
+    started: datetime,
+) -> tuple[dict[str, Path], DetectionResult]:
+    """Every file of CONTRACT.md into `out_dir`; returns their paths by name, and `detection` with the markers the
+    account found."""
     apply_account(document, account)
     # The markers the account found belong to the incidents everywhere they are shared (bundle.json too).
     markers = {entry["id"]: tuple(entry.get("markers", ())) for entry in document["incidents"]}  # type: ignore[attr-defined]
@@ -149,15 +238,11 @@ def analyze(
     }
     write_json(files["report.json"], document)
     write_atomic(files["blocklist.txt"], blocklist_text(site, detection, decisions, generated=started))
-    write_json(
-        files["evidence.json"],
-        evidence_document(reader.inputs, command_line or sys.argv, started),
-    )
+    write_json(files["evidence.json"], evidence_document(inputs, command_line, started))
     bundle = shareable_bundle(site, detection, fingerprints, coalition_key, version=__version__, generated=started)
     write_json(files["bundle.json"], bundle)
     write_account(out_dir, account, detection.incidents, detection.attackers, public=public, created=started)
-    report("writing", 3, 3)
-    return AnalysisResult(out_dir, reader.inputs, detection, decisions, files)
+    return files, detection
 
 
 def incident_sources(incidents: Sequence[Incident]) -> tuple[dict[str, dict[str, Any]], dict[str, object] | None]:
