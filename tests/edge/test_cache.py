@@ -315,6 +315,34 @@ def test_stale_if_error_serves_the_last_good_page_when_the_origin_fails() -> Non
     assert calls[0] == 3
 
 
+def test_while_one_request_waits_on_a_slow_origin_the_others_get_the_last_good_page() -> None:
+    cache, clock = _cache(stale_while_revalidate_s=0, stale_if_error_s=600)
+    ten = [*HTML, (b"Cache-Control", b"max-age=10")]
+    answers = iter([b"v1", b"v2"])
+    origin_slow = asyncio.Event()
+
+    async def fetch() -> Origin:
+        body = next(answers)
+        if body == b"v2":
+            await origin_slow.wait()  # the origin answers only when the test says so
+        return 200, ten, body
+
+    async def scenario() -> None:
+        await cache.serve("k", fetch)
+        clock.now += 100
+        first = asyncio.create_task(cache.serve("k", fetch))
+        while not cache.fetching("k"):
+            await asyncio.sleep(0)
+        others = await asyncio.gather(*(cache.serve("k", fetch) for _ in range(20)))
+        assert {(entry.body, status) for entry, status in others} == {(b"v1", CacheStatus.STALE)}
+        assert not first.done()
+        origin_slow.set()
+        entry, status = await first
+        assert (entry.body, status) == (b"v2", CacheStatus.MISS)
+
+    asyncio.run(scenario())
+
+
 def test_a_refresh_that_fails_keeps_the_stale_page_and_is_counted() -> None:
     cache, clock = _cache(stale_while_revalidate_s=30)
     fetch, calls = _origin([(200, [*HTML, (b"Cache-Control", b"max-age=10")], b"v1"), ConnectionResetError()])

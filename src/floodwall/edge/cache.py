@@ -15,8 +15,9 @@ A shared cache in the sense of RFC 9111, deliberately small:
   fragment the cache through `Accept-Encoding`). That last part is what makes `Vary: Accept-Encoding` safe to store;
   any other `Vary` is not stored.
 - **Stale pages.** Past its lifetime a page is still served for `stale-while-revalidate` seconds while one
-  background request refreshes it, and for `stale-if-error` seconds when the origin fails (RFC 5861; the origin's
-  own directives win over the settings, and `must-revalidate` turns both off). A newsroom would rather serve a page
+  background request refreshes it, and for `stale-if-error` seconds when the origin fails, or while one request is
+  already waiting on a slow origin for it (RFC 5861; the origin's own directives win over the settings, and
+  `must-revalidate` turns both off). A newsroom would rather serve a page
   ten minutes old than an error.
 - **Coalescing.** Concurrent misses on one key make one origin request; the others wait for its result (nginx's
   `proxy_cache_lock`). When that result may not be stored (a session cookie, `private`), each waiter fetches its
@@ -272,6 +273,11 @@ class EdgeCache:
                     task = asyncio.ensure_future(self._refresh(key, fetch, request_headers))
                     self._refreshing.add(task)
                     task.add_done_callback(self._refreshing.discard)
+                return entry, CacheStatus.STALE
+            if state is Freshness.STALE_IF_ERROR and self.fetching(key):
+                # One request is already asking a slow origin: the others get the last good page rather than
+                # queue behind it (nginx's `proxy_cache_use_stale updating`).
+                self.stats["stale"] += 1
                 return entry, CacheStatus.STALE
         self.stats["misses"] += 1
         leader = not self.fetching(key)
