@@ -28,6 +28,7 @@ import uvloop
 from floodwall.config import Settings
 from floodwall.edge.accesslog import AccessLog
 from floodwall.edge.job import WorkerParts, bind_listener, build_server, serve_worker
+from floodwall.edge.metrics import Metrics
 from floodwall.edge.pipeline import Guard
 from floodwall.store.cache import DecisionCache
 
@@ -129,8 +130,10 @@ class EdgeUnderTest:
         access_log: Path | None = None,
         challenge_secret: bytes | None = None,
         guard: Guard | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.decisions = decisions
         self.challenge_secret = challenge_secret
         self.guard = guard
@@ -158,6 +161,7 @@ class EdgeUnderTest:
                 access_log=log,
                 challenge_secret=self.challenge_secret,
                 guard=self.guard,
+                metrics=self.metrics,
             )
             await serve_worker(self.worker, self.sock, self._stop, ready=self._ready.set, grace_s=2.0)
 

@@ -15,6 +15,7 @@ from floodwall.edge.clientaddr import ClientAddress
 from floodwall.edge.forward import Forwarder
 from floodwall.edge.guard import InlineGuard
 from floodwall.edge.http import Request
+from floodwall.edge.metrics import Metrics
 from floodwall.edge.pipeline import Pipeline, default_parts
 from floodwall.edge.settings import ChallengeSettings
 from floodwall.edge.upstream import OriginPool, parse_origin
@@ -155,3 +156,18 @@ def test_parts_are_listed_in_the_documented_order() -> None:
     )
     assert [p.name for p in parts] == ["client address", "challenge route", "decision"]
     assert [p.name for p in before_origin] == ["signatures"]
+
+
+def test_outcomes_are_counted_for_prometheus(origin: Origin) -> None:
+    metrics = Metrics()
+    decisions = _decisions(("203.0.113.66", Action.BAN))
+    settings = edge_settings(origin.url, trusted_proxies=["127.0.0.0/8"])
+    with EdgeUnderTest(settings, decisions=decisions, metrics=metrics) as edge:
+        edge.get("/cached/a", headers=_as("192.0.2.1"))
+        edge.get("/cached/a", headers=_as("192.0.2.1"))
+        edge.get("/plain", headers=_as("192.0.2.1", Cookie="s=1"))
+        edge.get("/", headers=_as("203.0.113.66"))
+    text = metrics.render().decode()
+    for outcome, count in (("miss", 1), ("hit", 1), ("served", 1), ("banned", 1)):
+        assert f'floodwall_requests_total{{outcome="{outcome}"}} {count}' in text
+    assert "floodwall_origin_inflight 0" in text

@@ -267,3 +267,52 @@ def test_access_log_is_read_by_floodwall_analyze(origin: Origin, tmp_path: Path)
     assert (second["cache_status"], second["upstream_status"]) == ("HIT", None)
     assert second["user_agent"] == "say \\x22hi\\x22 caf\\xE9"  # escaped as nginx does: no forged fields
     assert broken["status"] == 400 and broken["method"] is None
+
+
+def test_expect_100_continue_is_answered_before_the_body(origin: Origin) -> None:
+    with (
+        EdgeUnderTest(edge_settings(origin.url)) as edge,
+        socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        reply = _read_responses(sock, 1)[0]
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["body"] == "hello"
+
+
+def test_slow_post_body_is_closed(origin: Origin) -> None:
+    with (
+        EdgeUnderTest(edge_settings(origin.url, limits={"body_timeout_s": 1.0})) as edge,
+        socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 8:
+            try:
+                sock.sendall(b"x")  # a byte now and then, never the whole body
+                sock.settimeout(0.5)
+                if sock.recv(1024) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+    assert closed
+    assert "/echo" not in origin.hits
+
+
+def test_head_of_a_private_page_is_relayed_as_head(origin: Origin) -> None:
+    with EdgeUnderTest(edge_settings(origin.url)) as edge:
+        conn = edge.connection()
+        conn.request("HEAD", "/private", headers={"Cookie": "session=1"})
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+        assert response.getheader("content-length") == str(len(b"origin saw /private"))
+        conn.request("GET", "/private", headers={"Cookie": "session=1"})
+        assert conn.getresponse().read() == b"origin saw /private"
+        conn.close()
+    assert [seen[0] for seen in origin.seen] == ["HEAD", "GET"]

@@ -13,7 +13,6 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -24,6 +23,7 @@ from floodwall.edge.challenge import Challenger, secret_from_settings
 from floodwall.edge.clientaddr import ClientAddress
 from floodwall.edge.forward import Forwarder
 from floodwall.edge.limits import Limiter
+from floodwall.edge.live import LiveRecorder
 from floodwall.edge.metrics import Metrics
 from floodwall.edge.pipeline import Guard, Pipeline, default_parts
 from floodwall.edge.server import EdgeServer
@@ -89,7 +89,7 @@ def build_server(
     decisions: DecisionCache | None = None,
     metrics: Metrics | None = None,
     access_log: AccessLog | None = None,
-    recorder: Any | None = None,
+    recorder: LiveRecorder | None = None,
     challenge_secret: bytes | None = None,
     guard: Guard | None = None,
     under_attack: Callable[[], bool] | None = None,
@@ -113,7 +113,9 @@ def build_server(
         from floodwall.edge.cache import EdgeCache
 
         cache = EdgeCache(edge.cache, challenge_cookie=edge.challenge.cookie_name)
-    pool = OriginPool(origin, concurrency=edge.limits.origin_concurrency, timeout_s=edge.limits.origin_timeout_s)
+    pool = OriginPool(
+        origin, concurrency=edge.limits.origin_concurrency, timeout_s=edge.limits.origin_timeout_s, metrics=metrics
+    )
     challenger = None
     if decisions is not None:
         secret = challenge_secret if challenge_secret is not None else secret_from_settings(edge.challenge)

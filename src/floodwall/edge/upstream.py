@@ -22,6 +22,7 @@ import httptools
 
 from floodwall.edge.http import HOP_BY_HOP, Headers
 from floodwall.edge.limits import OriginGate
+from floodwall.edge.metrics import Metrics
 from floodwall.errors import ConfigError
 
 __all__ = ["Origin", "OriginError", "OriginPool", "OriginResponse", "parse_origin"]
@@ -270,8 +271,9 @@ class OriginResponse:
 class OriginPool:
     """Keep-alive connections to one origin, at most `concurrency` requests in flight; see the module docstring."""
 
-    def __init__(self, origin: Origin, *, concurrency: int, timeout_s: float) -> None:
+    def __init__(self, origin: Origin, *, concurrency: int, timeout_s: float, metrics: Metrics | None = None) -> None:
         self.origin = origin
+        self.metrics = metrics  # its in-flight gauge follows the slots taken
         self.timeout_s = timeout_s
         self.concurrency = concurrency
         self.gate = OriginGate(concurrency)
@@ -320,10 +322,12 @@ class OriginPool:
         data = self.request_bytes(method, target, headers, body)
         if not await self.gate.acquire(self.timeout_s):
             raise OriginError(503, "too many requests already waiting for the origin")
+        if self.metrics is not None:
+            self.metrics.origin_started()
         try:
             return await self._exchange(method, data)
         except BaseException:
-            self.gate.release()
+            self._release_slot()
             raise
 
     async def _exchange(self, method: str, data: bytes) -> OriginResponse:
@@ -347,8 +351,13 @@ class OriginPool:
             return OriginResponse(self, conn, status, [(n, v) for n, v in headers if n not in HOP_BY_HOP])
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _give_back(self, conn: _Connection) -> None:
+    def _release_slot(self) -> None:
         self.gate.release()
+        if self.metrics is not None:
+            self.metrics.origin_finished()
+
+    def _give_back(self, conn: _Connection) -> None:
+        self._release_slot()
         if conn.reusable and not self._closed and len(self._idle) < _MAX_IDLE:
             conn.reused = False
             self._idle.append(conn)
