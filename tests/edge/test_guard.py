@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from floodwall.config import DetectSettings
 from floodwall.detect.signatures import load_engine, match_request
 from floodwall.detect.signatures.families import CRS_FILES, family_of
-from floodwall.detect.signatures.regression import _RULE_ID
+from floodwall.detect.signatures.regression import _RULE_ID, load_cases
 from floodwall.edge.guard import CRS_INBOUND_THRESHOLD, InlineGuard
 
 SUITE = Path(__file__).resolve().parents[3] / "shared/data/crs-3.3.4-regression/tests/regression/tests"
@@ -134,7 +134,7 @@ def test_must_not_fire_cases_are_left_alone(cases: list[WholeCase], guard4: Inli
 
 def test_the_first_pass_never_changes_a_verdict(cases: list[WholeCase], guard4: InlineGuard) -> None:
     engine = load_engine(paranoia=4)
-    for case in cases[::3]:
+    for case in cases:
         path, mark, query = case.uri.partition("?")
         headers = dict(case.headers)
         lowered = {k.lower(): v for k, v in headers.items()}
@@ -266,3 +266,33 @@ def test_an_injection_inside_a_json_body_is_read_like_a_form_field(guard: Inline
     assert verdict.blocked and verdict.family == "sqli" and verdict.field == "ARGS:json.prefs.lists"
     assert not guard.check("POST", "/api/newsletter", None, headers, b'{"email": "a@b.c", "n": 3, "x": null}').hits
     assert not guard.check("POST", "/api/newsletter", None, headers, b"[" * 100_000).failed  # too deep: not read
+
+
+def test_the_first_pass_never_changes_a_verdict_on_the_uri_and_agent_cases(guard4: InlineGuard) -> None:
+    if not SUITE.is_dir():
+        pytest.skip(f"CRS regression suite not found at {SUITE}")
+    engine = load_engine(paranoia=4)
+    uri_cases, _ = load_cases(SUITE)
+    fired = 0
+    for case in uri_cases:
+        path, mark, query = case.uri.partition("?")
+        headers = [
+            (name, value.encode("utf-8", "surrogateescape"))
+            for name, value in ((b"User-Agent", case.user_agent), (b"Referer", case.referer), (b"Host", case.host))
+            if value is not None
+        ]
+        exact = match_request(
+            case.method,
+            path,
+            query if mark else None,
+            protocol=case.protocol,
+            user_agent=case.user_agent,
+            referer=case.referer,
+            host=case.host,
+            engine=engine,
+        )
+        assert guard4.check(case.method, path, query if mark else None, headers, None, case.protocol).hits == tuple(
+            exact
+        ), case.title
+        fired += bool(exact)
+    assert fired > 250
