@@ -84,6 +84,8 @@ def test_the_page_is_a_self_contained_429_with_the_contact_line() -> None:
     assert b"default-src 'none'" in fields[b"Content-Security-Policy"]
     text = body.decode()
     assert "desk@news.example" in text and "<noscript>" in text
+    challenge = _challenge_of(body)
+    assert text.count(challenge) == 3 and "FLOODWALL" not in text  # attribute, refresh URL, form field
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", text)  # nothing fetched from anywhere
     script = re.search(r"<script>(.*)</script>", text, re.S)
     assert script is not None

@@ -57,6 +57,8 @@ SECRET_BYTES: Final = 32
 _MAX_NONCE_DIGITS: Final = 20
 _MAX_TARGET: Final = 2048
 _VERIFIED_ENTRIES: Final = 100_000
+#: Where the challenge goes in a rendered page: letters only, so escaping and URL quoting leave it as it is.
+_MARK: Final = b"FLOODWALLCHALLENGEGOESHERE"
 
 _log = logging.getLogger(__name__)
 
@@ -188,6 +190,13 @@ class Challenger:
             b"default-src 'none'; script-src 'sha256-" + digest + b"'; style-src 'unsafe-inline'; "
             b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
         )
+        self._pages: dict[int, bytes] = {}  # difficulty -> the page with `_MARK` where the challenge goes
+        self._page_headers = (
+            (b"Content-Type", b"text/html; charset=utf-8"),
+            (b"Cache-Control", b"no-store"),
+            (b"Content-Security-Policy", self._csp),
+            (b"X-Robots-Tag", b"noindex"),
+        )
 
     @property
     def difficulty_bits(self) -> int:
@@ -279,24 +288,28 @@ class Challenger:
     # --- the page and its answer ----------------------------------------------------------------------------------
 
     def page(self, target: str, address: str, user_agent: str) -> Reply:
-        """The challenge page for a request to `target` (its path and query): status 429, never cached."""
+        """The challenge page for a request to `target` (its path and query): status 429, never cached.
+
+        Under a flood this is what most bots get, so the page is rendered once per difficulty and only the challenge
+        is put in per request (it is base64url and dots: the same text in an attribute, a URL and a form field)."""
         challenge = self.make_challenge(target, address, user_agent)
-        body = self._template.format(
-            challenge=html.escape(challenge),
-            bits=self.difficulty_bits,
-            verify_path=VERIFY_PATH,
-            noscript_head=self._noscript_head(challenge),
-            noscript_body=self._noscript_body(challenge),
-            contact=html.escape(self.contact),
-            script=self._script,
-        ).encode("utf-8")
-        headers = [
-            (b"Content-Type", b"text/html; charset=utf-8"),
-            (b"Cache-Control", b"no-store"),
-            (b"Content-Security-Policy", self._csp),
-            (b"X-Robots-Tag", b"noindex"),
-        ]
-        return 429, headers, body
+        body = self._rendered(self.difficulty_bits).replace(_MARK, challenge.encode("ascii"))
+        return 429, list(self._page_headers), body
+
+    def _rendered(self, bits: int) -> bytes:
+        page = self._pages.get(bits)
+        if page is None:
+            marker = _MARK.decode("ascii")
+            page = self._pages[bits] = self._template.format(
+                challenge=marker,
+                bits=bits,
+                verify_path=VERIFY_PATH,
+                noscript_head=self._noscript_head(marker),
+                noscript_body=self._noscript_body(marker),
+                contact=html.escape(self.contact),
+                script=self._script,
+            ).encode("utf-8")
+        return page
 
     def _noscript_head(self, challenge: str) -> str:
         if not self.settings.noscript:
