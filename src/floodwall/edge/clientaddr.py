@@ -69,6 +69,7 @@ class ClientAddress:
                 raise ConfigError(f"key 'edge.trusted_proxies' = {value!r}: not an address or CIDR") from None
         self._networks: tuple[Network, ...] = tuple(networks)
         self._verdicts: dict[Address, bool] = {}  # remembered: a CDN's few edge addresses come back all the time
+        self._resolved: dict[tuple[str, bytes | str], str] = {}  # (peer, header) -> client: a reader's next request
 
     @property
     def trusts_proxies(self) -> bool:
@@ -87,6 +88,16 @@ class ClientAddress:
         commas, as RFC 9110 section 5.3 allows); it is read only when the peer is a trusted proxy."""
         if not self._networks or not x_forwarded_for:
             return canonical_address(peer) or peer  # not an address (a Unix socket): nothing better to say
+        remembered = self._resolved.get((peer, x_forwarded_for))
+        if remembered is not None:
+            return remembered
+        result = self._resolve(peer, x_forwarded_for)
+        if len(self._resolved) >= 65_536:
+            self._resolved.clear()
+        self._resolved[(peer, x_forwarded_for)] = result
+        return result
+
+    def _resolve(self, peer: str, x_forwarded_for: bytes | str) -> str:
         peer_address = _parse(peer)
         if peer_address is None:
             return peer
