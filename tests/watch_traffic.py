@@ -1,14 +1,26 @@
 """Access-log lines for the watcher's tests and benchmark: readers, and a cache-busting GET flood.
 
 Plain nginx `combined` lines, seeded, with the time stamps asked for, so a test can write a simulated history and a
-flood into a log that a real nginx also writes. Readers fetch a page and its three assets from a pool of addresses
-in 10.0.0.0/8; a flood sends bare GETs of the front page with random query values and rotating forged agents.
+flood into a log that a real nginx also writes. `reader_lines`: readers fetch a page and its three assets from a
+small pool of addresses in 10.0.0.0/8 (quick, for tests). `simulated_readers`: the simulator's readers
+(`floodwall.simulate.traffic`: its pool of home and diaspora addresses, IPv6 included, browsers' agents, visits of
+one to a few pages with referers, assets, redirects and 404s), each address making about one visit over the span,
+for the benchmark's rate. A flood sends bare GETs of the front page with random query values and rotating forged
+agents.
 """
 
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from floodwall.simulate.scenario import SiteSpec
+from floodwall.simulate.sites import build_content
+from floodwall.simulate.traffic import build_pool, sample_pages, visits
+from floodwall.simulate.writer import format_lines
 
 READER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"
 FLOOD_AGENTS = tuple(
@@ -57,3 +69,39 @@ def flood_lines(rng: random.Random, start: float, seconds: int, rps: float, addr
         line(rng.choice(addresses), at, f"/?k{rng.randrange(10**5)}={rng.randrange(10**9)}", rng.choice(FLOOD_AGENTS))
         for at in times
     ]
+
+
+_LINES_PER_VISIT = 5.5  # measured on this generator: pages (1.7 a visit), assets, images, redirects
+
+
+def simulated_readers(start_s: float, seconds: int, lines_per_s: int, seed: int = 3) -> tuple[np.ndarray, list[str]]:
+    """(epoch seconds of each line, the lines), time-ordered: `seconds` of readers from `start_s` at about
+    `lines_per_s`, from a pool large enough that a reader makes about one visit in that span."""
+    rng = np.random.default_rng(seed)
+    begin = datetime.fromtimestamp(start_s, UTC)
+    site = SiteSpec(
+        name="example-news",
+        host="example-news.test",
+        start=begin - timedelta(days=1),
+        end=begin + timedelta(seconds=seconds, days=1),
+    )
+    content = build_content(site, [], rng, start_s, start_s + seconds)
+    # Visits that began before the span still bring later pages into it: start them up to two minutes early.
+    lead_s = 120
+    count = int(lines_per_s * (seconds + lead_s) / _LINES_PER_VISIT)
+    pool = build_pool(site, count, rng, set())
+    ts = start_s - lead_s + rng.random(count) * (seconds + lead_s)
+    who = (
+        rng.permutation(len(pool.addresses))[:count]
+        if len(pool.addresses) >= count
+        else rng.integers(0, len(pool.addresses), count)
+    )
+    pages = sample_pages(content, count, start_s, rng)
+    frame = visits(content, ts, pool.addresses.gather(who), pool.agents.gather(who), pages, False, start_s, rng)
+    frame = (
+        frame.filter(pl.col("ts").is_between(int(start_s * 1e6), int((start_s + seconds) * 1e6), closed="left"))
+        .with_columns(protocol=pl.lit("HTTP/2.0"))
+        .sort("ts")
+    )
+    lines = format_lines(frame, "UTC").get_column("line") + "\n"
+    return (frame.get_column("ts").to_numpy() / 1e6), lines.to_list()

@@ -92,6 +92,10 @@ class DetectSettings(_Section):
     live_horizon_s: int = Field(default=60, ge=5, le=600)
     #: Consecutive seconds above the live threshold before a surge is declared.
     live_confirm_s: int = Field(default=3, ge=1, le=30)
+    #: A single second above its own threshold (twice the baseline and `surge_mads` deviations of one second) is
+    #: enough when it holds this many requests above the baseline: a flood of thousands a second needs no three
+    #: seconds to be told from noise, while a small site's page view and its assets never reach it.
+    live_confirm_requests: int = Field(default=1000, ge=1)
 
     # --- breach attempts -----------------------------------------------------------------------------------------
     #: Run the CRS signatures (needs hyperscan and the rules); off, breach incidents are not reported.
