@@ -54,6 +54,7 @@ __all__ = ["CRS_INBOUND_THRESHOLD", "GuardVerdict", "InlineGuard"]
 CRS_INBOUND_THRESHOLD: Final = 5
 _log = logging.getLogger(__name__)
 
+Occurrence = tuple[str, str | None, str]
 HeaderPairs = Iterable[tuple[bytes | str, bytes | str]] | Mapping[str, str]
 
 
@@ -138,11 +139,15 @@ class InlineGuard:
         """The guard the config asks for; loads (or compiles once, then caches on disk) the CRS database."""
         return cls(load_engine(paranoia=paranoia) if settings.signatures else None, threshold)
 
-    def _may_fire(self, values: list[tuple[str, str | None, str]]) -> bool:
+    def _may_fire(self, values: list[Occurrence], *, all_of_them: bool = False) -> list[Occurrence]:
+        """The values some rule may fire on: the first one found, or with `all_of_them` every one (what the exact
+        match then scans; the others only feed its chained conditions)."""
         assert self.engine is not None
         memo: Memo = {}
         clear = self._clear
-        for var, key, raw in values:
+        found: list[Occurrence] = []
+        for occurrence in values:
+            var, key, raw = occurrence
             lower = key.lower() if key is not None else None
             entry = (var, lower, raw)
             verdict = clear.get(entry)
@@ -153,8 +158,10 @@ class InlineGuard:
                         clear.clear()
                     clear[entry] = verdict
             if verdict:
-                return True
-        return False
+                found.append(occurrence)
+                if not all_of_them:
+                    break
+        return found
 
     def _clear_without_body(
         self, method: str, path: str, query: str | None, headers: HeaderPairs, protocol: str | None
@@ -220,10 +227,11 @@ class InlineGuard:
             )
             if text is not None and "json" in lowered.get("content-type", "").lower():
                 values += _json_arguments(text)
-            if not self._may_fire(values):
+            maybe = self._may_fire(values, all_of_them=True)
+            if not maybe:
                 return _CLEAN
             self.exact_matches += 1
-            hits = match_inline(self.engine, values)
+            hits = match_inline(self.engine, values, scan=maybe)
         except Exception:
             self.failures += 1
             _log.exception("inline signatures failed on a request; let through")

@@ -176,13 +176,14 @@ def _plan(engine: SignatureEngine) -> tuple[_GroupPlan, ...]:
     return tuple(plans)
 
 
-def match_inline(engine: SignatureEngine, values: list[Occurrence]) -> list[Hit]:
-    """The hits `engine.match` would give for a request with these variables, as `Hit`s sorted by rule id."""
+def match_inline(engine: SignatureEngine, values: list[Occurrence], scan: list[Occurrence] | None = None) -> list[Hit]:
+    """The hits `engine.match` would give for a request with these variables, as `Hit`s sorted by rule id. `scan`: the
+    values that may match at all, in `values`' order (the edge's guard knows; none: all); the rest only feed chains."""
     memo: Memo = {}
     scanners = engine.patterns.scanners
     scanned: list[dict[bytes, list[int]]] = [{} for _ in scanners]
     verdicts: dict[tuple[str, str], bool] = {}
-    lowered = [(var, key, key.lower() if key is not None else None, raw) for var, key, raw in values]
+    lowered = [(var, key, key.lower() if key is not None else None, raw) for var, key, raw in scan or values]
     hits: dict[str, tuple[str, str | None, str, str, str | None]] = {}  # rule id -> (var, key, text, matched, capture)
     for group_index, plan in enumerate(_plan(engine)):
         signatures = engine.groups[group_index].signatures
