@@ -296,3 +296,63 @@ def test_the_first_pass_never_changes_a_verdict_on_the_uri_and_agent_cases(guard
         ), case.title
         fired += bool(exact)
     assert fired > 250
+
+
+fragments = st.sampled_from(
+    [
+        "'",
+        '"',
+        " or ",
+        "1=1",
+        "--",
+        "/*",
+        "*/",
+        "<",
+        ">",
+        "script",
+        "alert(",
+        ")",
+        "../",
+        "..\\",
+        "%2e%2e%2f",
+        "%27",
+        "+",
+        "&#",
+        "\\x3c",
+        "union",
+        " select ",
+        "etc/passwd",
+        ";",
+        "|",
+        "$(",
+        "`",
+        "${",
+        "cmd",
+        "eval(",
+        "php://",
+        "http://",
+        "=",
+        "&",
+        "a",
+        "Z",
+        "0",
+        " ",
+        "\t",
+        "é",
+        "base64,",
+        "AAAA",
+        "%00",
+    ]
+)
+texts = st.lists(fragments, max_size=8).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(query=texts, header=texts, cookie=texts, path=texts)
+def test_the_first_pass_agrees_with_the_exact_match_on_generated_requests(
+    guard: InlineGuard, query: str, header: str, cookie: str, path: str
+) -> None:
+    headers = {"X-Note": header, "Cookie": f"pref={cookie}"}
+    raw = [(b"Host", b"news.example"), *((k.encode(), v.encode()) for k, v in headers.items())]
+    exact = match_request("GET", "/" + path, query or None, host="news.example", headers=headers)
+    assert guard.check("GET", "/" + path, query or None, raw).hits == tuple(exact)
