@@ -174,3 +174,8 @@ def test_a_waiter_that_times_out_or_is_cancelled_leaves_no_slot_behind() -> None
         assert gate.in_flight == 0
 
     asyncio.run(scenario())
+
+
+def test_the_gate_takes_its_sizes_from_the_settings() -> None:
+    gate = OriginGate.from_settings(LimitSettings(origin_concurrency=3, origin_queue=7))
+    assert (gate.concurrency, gate.max_queue) == (3, 7)

@@ -171,6 +171,10 @@ class OriginGate:
         self._in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
+    @classmethod
+    def from_settings(cls, settings: LimitSettings) -> OriginGate:
+        return cls(settings.origin_concurrency, settings.origin_queue)
+
     @property
     def in_flight(self) -> int:
         return self._in_flight

@@ -48,6 +48,8 @@ class LimitSettings(_Section):
     prefix_burst: float = Field(default=600.0, ge=1)
     #: Most requests in flight to the origin at once, per worker.
     origin_concurrency: int = Field(default=64, ge=1)
+    #: Most requests waiting for one of those slots, per worker; more are answered 503 (or stale) at once.
+    origin_queue: int = Field(default=1024, ge=0)
     #: Most bytes of request line plus headers, and of a request body.
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
