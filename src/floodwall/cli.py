@@ -404,8 +404,9 @@ def watch(
         typer.Option(
             "--enforce",
             help="Where decisions take effect, repeatable: nginx-map:PATH (a geo include; `nginx -t`, then "
-            "`nginx -s reload` at most every 5 s) or nftables:FAMILY/TABLE/SET (sets with timeouts, e.g. "
-            "inet/floodwall/banned). Without one, decisions are only stored and printed.",
+            "`nginx -s reload` at most every --reload-min-interval seconds) or nftables:FAMILY/TABLE/SET (sets with "
+            "timeouts, e.g. inet/floodwall/banned). Replaces [watch] enforce. Without any, decisions are only "
+            "stored and printed.",
         ),
     ] = None,
     store_url: Annotated[
@@ -413,12 +414,29 @@ def watch(
         typer.Option(
             "--store",
             help="Where decisions live: sqlite:///PATH, redis://HOST, memory:// "
-            "(default: sqlite in --state-dir, STATE_DIR/floodwall-state.db).",
+            "(default: [watch] store, else sqlite in --state-dir, STATE_DIR/floodwall-state.db).",
         ),
     ] = None,
     state_dir: Annotated[
         Path, typer.Option("--state-dir", help="Folder of the default store.", file_okay=False)
     ] = Path(),
+    reload_min_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--reload-min-interval",
+            help="Fewest seconds between nginx reloads (default: [watch] reload_min_interval_s, 5).",
+            min=0,
+        ),
+    ] = None,
+    decision_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--decision-endpoint",
+            help="Serve nginx's auth_request decision endpoint (ban 403, challenge 401 and the challenge page, "
+            "allow 204; from memory) on this loopback HOST:PORT, or `on` for [watch] decision_endpoint_listen "
+            "(127.0.0.1:9181); `off` turns off [watch] decision_endpoint.",
+        ),
+    ] = None,
     fmt: FormatOption = LogFormatChoice.auto,
     tz: TzOption = None,
     config: ConfigOption = None,
@@ -428,19 +446,39 @@ def watch(
     """Follow a live access log, detect floods as they start, and enforce bans until Ctrl-C.
 
     Decisions are kept in the store, so a restart re-applies them; they expire on time. Prints one line per new
-    decision and a summary on exit.
+    decision and a summary on exit. Options override the config file's [watch] section.
 
     Example: floodwall watch /var/log/nginx/access.log --site example-news
     --enforce nginx-map:/etc/nginx/floodwall/banned.conf --enforce nftables:inet/floodwall/banned
+    --decision-endpoint 127.0.0.1:9181
     """
     import signal
 
+    from floodwall.authz import DecisionEndpoint, parse_listen
+    from floodwall.edge.challenge import Challenger, secret_from_settings
     from floodwall.enforce import enforcer_from_target
-    from floodwall.store import store_from_url
+    from floodwall.store import DecisionCache, store_from_url
+    from floodwall.types import Enforcer
     from floodwall.watch import Watcher, WatchEvent
 
     settings = _setup(config, quiet, verbose)
-    enforcers = [enforcer_from_target(target) for target in enforce or []]
+    options = settings.watch
+    interval = options.reload_min_interval_s if reload_min_interval is None else reload_min_interval
+    targets = enforce if enforce else options.enforce
+    enforcers: list[Enforcer] = [enforcer_from_target(target, min_interval_s=interval) for target in targets]
+    listen: str | None = options.decision_endpoint_listen if options.decision_endpoint else None
+    if decision_endpoint is not None:
+        choice = decision_endpoint.strip().lower()
+        listen = None if choice == "off" else options.decision_endpoint_listen if choice == "on" else decision_endpoint
+    endpoint: DecisionEndpoint | None = None
+    if listen is not None:
+        parse_listen(listen, "--decision-endpoint")  # a bad address is bad usage, before anything starts
+        cache = DecisionCache()
+        challenge = settings.edge.challenge
+        challenger = Challenger(challenge, settings.site.contact, secret_from_settings(challenge))
+        endpoint = DecisionEndpoint(listen, cache, challenger)
+        enforcers.append(cache)  # kept current by the watcher like every enforcer: restored, decided, expired
+    store_url = store_url or options.store
     if store_url is None:
         state_dir.mkdir(parents=True, exist_ok=True)
         store_url = f"sqlite:///{state_dir / 'floodwall-state.db'}"
@@ -473,13 +511,19 @@ def watch(
         on_event=show,
     )
     previous = {sig: signal.signal(sig, lambda *_: watcher.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    if not quiet:
-        out.print(f"watching {log} for {site}; decisions in {store.url}; Ctrl-C to stop", markup=False)
     try:
+        if endpoint is not None:
+            endpoint.start()
+        if not quiet:
+            out.print(f"watching {log} for {site}; decisions in {store.url}; Ctrl-C to stop", markup=False)
+            if endpoint is not None:
+                out.print(f"decision endpoint for nginx auth_request on {endpoint.host}:{endpoint.port}", markup=False)
         summary = watcher.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if endpoint is not None:
+            endpoint.stop()
         store.close()
     if not quiet:
         made = ", ".join(f"{count:,} {action}" for action, count in sorted(summary.decisions.items())) or "none"
@@ -506,6 +550,14 @@ def nginx_config(
         Path, typer.Option("--log-path", help="The access log, in the format `watch` reads best.")
     ] = Path("/var/log/nginx/floodwall-access.log"),
     listen: Annotated[str, typer.Option("--listen", help="nginx `listen` value, e.g. 80 or 127.0.0.1:8081.")] = "80",
+    auth_request: Annotated[
+        str | None,
+        typer.Option(
+            "--auth-request",
+            help="Put every request to `watch --decision-endpoint HOST:PORT` first (auth_request): bans refused, "
+            "challenged clients sent to the challenge page it serves.",
+        ),
+    ] = None,
 ) -> None:
     """Print nginx configuration for the http {} context: log format, cache, limits, the deny include, a server.
 
@@ -525,6 +577,7 @@ def nginx_config(
         cache_path=str(cache_path),
         log_path=str(log_path),
         listen=listen,
+        auth_request=auth_request,
     )
     text = render_site(site)
     if not deny_include.exists():

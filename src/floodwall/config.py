@@ -6,16 +6,25 @@ module reads the environment or globals for settings: the CLI loads a `Settings`
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from floodwall.edge.settings import EdgeSettings
 from floodwall.errors import ConfigError, InputError
 
-__all__ = ["DetectSettings", "LogSettings", "Settings", "SiteSettings", "load_settings", "read_toml"]
+__all__ = [
+    "DetectSettings",
+    "LogSettings",
+    "Settings",
+    "SiteSettings",
+    "WatchSettings",
+    "load_settings",
+    "read_toml",
+]
 
 LogFormatName = Literal["auto", "combined", "common", "vhost_combined", "json"]
 
@@ -106,6 +115,43 @@ class DetectSettings(_Section):
     bruteforce_min: int = Field(default=6, ge=2)
 
 
+class WatchSettings(_Section):
+    """`floodwall watch` (sidecar mode); its command-line options override the keys here."""
+
+    #: Where decisions live: sqlite:///PATH, redis://HOST, memory://; unset, sqlite in `--state-dir`.
+    store: str | None = None
+    #: Where decisions take effect: nginx-map:PATH and nftables:FAMILY/TABLE/SET targets (`--enforce` replaces them).
+    enforce: list[str] = Field(default_factory=list)
+    #: Fewest seconds between two nginx reloads of the nginx-map include (changes in between are coalesced).
+    reload_min_interval_s: float = Field(default=5.0, ge=0, le=3600)
+    #: Serve the nginx `auth_request` decision endpoint (bans, challenges and the challenge page, from memory).
+    decision_endpoint: bool = False
+    #: Where it listens: loopback only, beside nginx (it believes the client address nginx sends it).
+    decision_endpoint_listen: str = "127.0.0.1:9181"
+
+    @field_validator("enforce")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for target in value:
+            kind, _, rest = target.partition(":")
+            if kind not in ("nginx-map", "nftables") or not rest:
+                raise ValueError(f"{target!r}: expected nginx-map:PATH or nftables:FAMILY/TABLE/SET")
+        return value
+
+    @field_validator("decision_endpoint_listen")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not sep or not port.isdigit() or int(port) > 65535 or not loopback:
+            raise ValueError("expected a loopback HOST:PORT such as 127.0.0.1:9181 or [::1]:9181")
+        return value
+
+
 class Settings(_Section):
     """Everything Floodwall can be told in its one config file."""
 
@@ -113,6 +159,7 @@ class Settings(_Section):
     site: SiteSettings = Field(default_factory=SiteSettings)
     detect: DetectSettings = Field(default_factory=DetectSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
 
 
 def _describe(error: dict[str, object]) -> str:
