@@ -20,7 +20,8 @@
    pages, half of them with a random query string.
    Reported: the share of readers' requests answered with the right page during the flood (within the readers'
    5 s timeout, and within 0.5 s), their p50/p99 (a request that timed out counts as the timeout), the origin's
-   most open requests and most in service against its slots and its busiest second against its capacity, the
+   most open requests (waiting + in service) before and during the flood, its most in service against its
+   slots, and its busiest second during the flood against its capacity, the
    flood's rate and answers, and the seconds from the flood's start until 90% and all of its addresses were
    refused (403, 429 or a challenge page; for nginx that is limit_req's 429), blocked (403 or a challenge) and,
    for the edge, decided (a ban or challenge covering the address in the admin decision list, polled every
@@ -172,6 +173,23 @@ def _until(first: Mapping[Any, float], total: int, share: float) -> str:
     return f"never ({100 * len(times) / total:.0f}%)"
 
 
+def _origin_figures(stats: OriginStats, run_times: tuple[float, float, float]) -> dict[str, Any]:
+    start_at, flood_at, end_at = run_times
+    open_before, _ = stats.between(start_at, flood_at - 1)
+    open_during, busiest_during = stats.between(flood_at, end_at)
+    return {
+        "slots": stats.slots,
+        "capacity_rps": stats.capacity_rps,
+        "max_open": stats.max_open,
+        "max_open_before": open_before,
+        "max_open_during": open_during,
+        "max_in_service": stats.max_in_service,
+        "peak_rps": stats.peak_rps,
+        "peak_rps_during": busiest_during,
+        "answered": stats.answered,
+    }
+
+
 def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Load) -> dict[str, Any] | None:
     folder = tmp / f"flood-{front}"
     decided: dict[str, dict[str, float]] | None
@@ -187,6 +205,7 @@ def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Loa
                 part.start()
             port = part.port if part is not None else origin.port
             run = loadgen.LoadRun(load, "127.0.0.1", port, is_challenge, args.solve)
+            run_times = (run.start_at, run.flood_at, run.end_at)
             run.start()
             if isinstance(part, Edge):
                 groups = {
@@ -233,16 +252,7 @@ def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Loa
         "decided_all": "-" if decided is None else _until(decided["flood"], load.flood_addresses, 1.0),
         "readers_decided": None if decided is None else len(decided["readers"]),
         "challenges_solved": readers.challenges_solved,
-        "origin": None
-        if stats is None
-        else {
-            "slots": stats.slots,
-            "capacity_rps": stats.capacity_rps,
-            "max_open": stats.max_open,
-            "max_in_service": stats.max_in_service,
-            "peak_rps": stats.peak_rps,
-            "answered": stats.answered,
-        },
+        "origin": None if stats is None else _origin_figures(stats, run_times),
     }
 
 
@@ -284,8 +294,9 @@ def flood(args: argparse.Namespace, tmp: Path, edge_reason: str | None, results:
                 f"{100 * r['readers_ok_share_before']:.1f}%",
                 ms(r["readers_p50_s"]),
                 ms(r["readers_p99_s"]),
-                f"{origin.get('max_open', '-')} / {origin.get('max_in_service', '-')} of {origin.get('slots', '-')}",
-                f"{origin.get('peak_rps', '-')} / {origin.get('capacity_rps', 0):.0f}",
+                f"{origin.get('max_open_before', '-')} / {origin.get('max_open_during', '-')}",
+                f"{origin.get('max_in_service', '-')} / {origin.get('slots', '-')}",
+                f"{origin.get('peak_rps_during', '-')} / {origin.get('capacity_rps', 0):.0f}",
                 f"{r['flood_rps']:,.0f}",
                 f"{r['refused_90']} / {r['refused_all']}",
                 f"{r['blocked_90']} / {r['blocked_all']}",
@@ -302,8 +313,9 @@ def flood(args: argparse.Namespace, tmp: Path, edge_reason: str | None, results:
                 "ok before",
                 "p50 ms",
                 "p99 ms",
-                "origin open/in service",
-                "origin peak/s / cap",
+                "origin open before/flood",
+                "in service/slots",
+                "origin busiest s/cap",
                 "flood req/s",
                 "refused 90%/all s",
                 "blocked 90%/all s",

@@ -113,8 +113,14 @@ class Edge:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"floodwall edge exited with {self.process.returncode}: {self.stderr_tail()}")
-            if self.admin_get(HEALTH) is not None:
-                wait_listening(self.port, max(1.0, deadline - time.monotonic()), "floodwall edge")
+            health = self.admin_get(HEALTH)
+            if health is not None:
+                try:
+                    wait_listening(self.port, max(1.0, deadline - time.monotonic()), "floodwall edge")
+                except RuntimeError as error:
+                    self.stop()
+                    tail = self.stderr_tail()
+                    raise RuntimeError(f"{error}; health {health.decode(errors='replace')}: {tail}") from None
                 return
             time.sleep(0.1)
         self.stop()

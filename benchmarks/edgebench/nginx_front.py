@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,10 +24,19 @@ PASS_PAGE = "/nocache/story-1.html"  # Cache-Control: no-store at the static ori
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A free loopback port below Linux's ephemeral range (32768-60999): the load generators open thousands of
+    client connections, and a listening port picked from that range can be taken by one of them (or by a front's
+    own connection to its origin) between the pick and the server's bind."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port between 20000 and 32000")
 
 
 def wait_listening(port: int, timeout_s: float, what: str) -> None:

@@ -43,7 +43,8 @@ class OriginStats:
     answered: int = 0
     max_open: int = 0  # requests read and not yet answered (waiting + in service), the most at once
     max_in_service: int = 0
-    answered_per_s: list[int] = field(default_factory=list)  # answers in each whole second since the start
+    answered_by_s: dict[int, int] = field(default_factory=dict)  # wall-clock second -> answers in it
+    max_open_by_s: dict[int, int] = field(default_factory=dict)  # wall-clock second -> most open requests in it
 
     @property
     def capacity_rps(self) -> float:
@@ -51,7 +52,15 @@ class OriginStats:
 
     @property
     def peak_rps(self) -> int:
-        return max(self.answered_per_s, default=0)
+        return max(self.answered_by_s.values(), default=0)
+
+    def between(self, start: float, end: float) -> tuple[int, int]:
+        """(most open requests, most answers in one second) over the whole seconds from `start` to `end`."""
+        seconds = range(int(start), int(end) + 1)
+        return (
+            max((self.max_open_by_s.get(s, 0) for s in seconds), default=0),
+            max((self.answered_by_s.get(s, 0) for s in seconds), default=0),
+        )
 
 
 class _Origin:
@@ -61,20 +70,18 @@ class _Origin:
         self.service_s = service_s
         self.open = 0
         self.in_service = 0
-        self.started = time.monotonic()
 
     def _count_answer(self) -> None:
         self.stats.answered += 1
-        second = int(time.monotonic() - self.started)
-        per_s = self.stats.answered_per_s
-        if second >= len(per_s):
-            per_s.extend([0] * (second + 1 - len(per_s)))
-        per_s[second] += 1
+        second = int(time.time())
+        self.stats.answered_by_s[second] = self.stats.answered_by_s.get(second, 0) + 1
 
     async def _answer(self, target: bytes) -> bytes:
         path = target.split(b"?", 1)[0].decode("latin-1")
         self.open += 1
         self.stats.max_open = max(self.stats.max_open, self.open)
+        second = int(time.time())
+        self.stats.max_open_by_s[second] = max(self.stats.max_open_by_s.get(second, 0), self.open)
         try:
             async with self.slots:
                 self.in_service += 1
@@ -108,6 +115,8 @@ class _Origin:
                 writer.write(answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            return
+        except asyncio.CancelledError:  # the origin stops with requests still waiting in line: drop them quietly
             return
         finally:
             writer.close()

@@ -42,6 +42,7 @@ def test_the_readers_solver_passes_the_edges_real_challenge() -> None:
     assert pow_verify_target(b"<html>no puzzle here</html>") is None
 
 
+@pytest.mark.slow
 def test_a_tiny_run_of_every_part(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     parts = ["flood", "latency"] + (["throughput"] if shutil.which("wrk") else [])
