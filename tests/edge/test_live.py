@@ -71,7 +71,8 @@ def run(flood_from: int | None, seconds: int) -> tuple[list[tuple[int, list[Deci
     clock = FakeClock(START)
     store = MemoryStore(clock=clock)
     recorder = LiveRecorder(capacity=5000)
-    detector = LiveDetector("example-news", store, settings=SETTINGS, clock=clock)
+    told: list[list[Decision]] = []
+    detector = LiveDetector("example-news", store, settings=SETTINGS, clock=clock, on_decisions=told.append)
     decided: list[tuple[int, list[Decision]]] = []
     flooders: set[str] = set()
     for second in range(seconds):
@@ -85,6 +86,7 @@ def run(flood_from: int | None, seconds: int) -> tuple[list[tuple[int, list[Deci
         stored = detector.step()
         if stored:
             decided.append((second, stored))
+    assert told == [batch for _, batch in decided]  # what the CLI is told is what was stored
     return decided, store, flooders
 
 

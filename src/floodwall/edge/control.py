@@ -35,6 +35,7 @@ from floodwall.edge.admin import AdminServer, AdminThread
 from floodwall.edge.decisions import LiveDetector
 from floodwall.edge.live import LiveRecorder, LiveShipper
 from floodwall.edge.metrics import Metrics, MetricsBoard
+from floodwall.model import Decision
 from floodwall.store import CacheSync, DecisionCache, store_from_url
 from floodwall.types import Clock, Store
 
@@ -109,8 +110,10 @@ class EdgeControl:
         live_workers: Callable[[], int] | None = None,
         clock: Clock | None = None,
         mp_context: Any = None,
+        on_decisions: Callable[[list[Decision]], None] | None = None,
     ) -> None:
-        """`mp_context`: the multiprocessing context the workers are started with (its queue must match)."""
+        """`mp_context`: the multiprocessing context the workers are started with (its queue must match).
+        `on_decisions`: told of the decisions the detector wrote (on the detector's thread), e.g. to print them."""
         self.settings = settings
         self.workers = workers
         self.store_url = default_store_url(settings, state_dir)
@@ -134,6 +137,7 @@ class EdgeControl:
                 metrics=self.board.slot(2 * workers),
                 clock=clock,
                 hold_back_s=live.hold_back_s,
+                on_decisions=on_decisions,
             )
             if live.enabled
             else None
