@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from floodwall.edge.admin import AdminServer, AdminThread, parse_listen
 from floodwall.edge.metrics import HIT, MetricsBoard
@@ -212,4 +214,26 @@ def test_hostile_requests_get_an_answer_and_do_not_stop_the_listener(admin: Admi
             connection.sendall(raw)
             answer = connection.recv(200)
             assert answer.startswith(b"HTTP/1.1 4"), answer
+    assert admin.call("GET", "health")[0] == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    raw=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda method, path, tail: f"{method} {BASE}{path} HTTP/1.1\r\n".encode() + tail,
+            st.sampled_from(["GET", "POST", "DELETE", "PUT", "get", ""]),
+            st.text(max_size=40),
+            st.binary(max_size=120),
+        ),
+    )
+)
+def test_random_bytes_never_stop_the_listener_nor_change_anything(admin: Admin, raw: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", admin.server.port), timeout=10) as connection:
+        connection.sendall(raw)
+        connection.shutdown(socket.SHUT_WR)
+        answer = connection.recv(64)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 ")
+    assert len(admin.store.active()) == 2  # no revoke slipped through
     assert admin.call("GET", "health")[0] == 200
