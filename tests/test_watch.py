@@ -4,6 +4,7 @@ decisions; decisions expire on time; revokes by an operator reach the enforcers.
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import signal
@@ -14,13 +15,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from floodwall.authz import DecisionEndpoint
+from floodwall.edge.challenge import Challenger
+from floodwall.edge.settings import ChallengeSettings
 from floodwall.enforce import NginxMapEnforcer
 from floodwall.model import Action
-from floodwall.store import store_from_url
+from floodwall.store import DecisionCache, store_from_url
 from floodwall.testing import make_decision, wait_until
 from floodwall.types import Store
 from floodwall.watch import Watcher, WatchEvent
-from nginx_run import NginxUnderTest
+from nginx_run import NginxUnderTest, free_port
 from watch_traffic import flood_addresses, flood_lines, reader_lines
 
 READER = "198.51.100.23"
@@ -150,3 +154,42 @@ def test_the_command_prints_decisions_and_a_summary_on_ctrl_c(tmp_path: Path) ->
     assert proc.returncode == 0, errors
     assert "decisions: 10 ban" in rest.splitlines()[-1]
     assert (tmp_path / "state" / "floodwall-state.db").exists()
+
+
+def test_the_decision_endpoint_answers_from_the_watchers_memory(tmp_path: Path) -> None:
+    """`watch --decision-endpoint`: the watcher keeps a DecisionCache current like any enforcer, and nginx's
+    auth_request subrequests are answered from it: a flood's addresses 403, a reader 204."""
+    log = tmp_path / "access.log"
+    log.touch()
+    cache = DecisionCache()
+    challenger = Challenger(ChallengeSettings(), "contact", b"k" * 32)
+    endpoint = DecisionEndpoint(f"127.0.0.1:{free_port()}", cache, challenger)
+    endpoint.start()
+    events: list[WatchEvent] = []
+    watcher = Watcher(
+        log, site="example-news", store=store_from_url("memory://"), enforcers=[cache], on_event=events.append
+    )
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+
+    def asked(address: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=5)
+        connection.request("GET", "/.well-known/floodwall/auth", headers={"X-Real-IP": address, "X-Original-URI": "/"})
+        status = connection.getresponse().status
+        connection.close()
+        return status
+
+    try:
+        assert wait_until(lambda: any(e.kind == "restored" for e in events), within_s=10)
+        rng, now = random.Random(5), time.time()
+        append(log, reader_lines(rng, now - 75, 60, 8))
+        attackers = flood_addresses(20)
+        assert asked(attackers[0]) == 204
+        flood = flood_lines(rng, now - 15, 15, 150, attackers) + reader_lines(rng, now - 15, 15, 8)
+        append(log, sorted(flood, key=lambda line: line.split("[", 1)[1][:20]))
+        assert wait_until(lambda: all(asked(a) == 403 for a in attackers), within_s=20, every_s=0.1)
+        assert asked(READER) == 204 and asked("10.0.0.5") == 204
+    finally:
+        watcher.stop()
+        thread.join(timeout=10)
+        endpoint.stop()
