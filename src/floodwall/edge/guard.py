@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -291,22 +291,21 @@ def _header_values(name: bytes | str, value: bytes | str) -> list[tuple[str, str
 
 @dataclass(frozen=True, slots=True)
 class _Bucket:
-    """The groups reading one variable that share one chain trigger."""
+    """The groups reading one variable that share one chain trigger: (group index, plan) each."""
 
     trigger: re.Pattern[str] | None
-    raw: bool  # some group reads the value as it is when the trigger does not match
-    lowered: bool  # some group reads it lower-cased then
-    chains: tuple[tuple[tuple[str, ...], tuple[Detector, ...]], ...]  # when it matches: each chain, its detectors
-    plain_injection: tuple[tuple[bool, Detector], ...]  # (reads lowered, detector) when it does not
-
-
-Detector = Callable[[str], bool]
+    members: tuple[tuple[int, Any], ...]
+    # when the trigger does not match: the members reading the value as it is, those reading it lower-cased, and
+    # their injection detectors with whether each reads it lower-cased
+    as_is: tuple[tuple[int, Any], ...]
+    lowering: tuple[tuple[int, Any], ...]
+    detectors: tuple[tuple[bool, Any], ...]
 
 
 @lru_cache(maxsize=8)
 def _readers(engine: SignatureEngine) -> dict[tuple[str, str | None], tuple[_Bucket, ...] | None]:
-    """Per (variable, key), the groups reading it bucketed by trigger (None: a group checks rules in Python, so
-    this shortcut does not apply); filled as variables are met."""
+    """Per (variable, key), the groups reading it bucketed by trigger (None: a group checks rules in Python, which
+    the first pass does not do); filled as variables are met."""
     return {}
 
 
@@ -314,86 +313,70 @@ def _buckets(engine: SignatureEngine, var: str, key: str | None) -> tuple[_Bucke
     readers = _readers(engine)
     if (var, key) in readers:
         return readers[(var, key)]
-    plans = [plan for plan in _plan(engine) if var in plan.whole or (key is not None and (var, key) in plan.keyed)]
+    plans = [
+        (group, plan)
+        for group, plan in enumerate(_plan(engine))
+        if var in plan.whole or (key is not None and (var, key) in plan.keyed)
+    ]
     found: tuple[_Bucket, ...] | None = None
-    if not any(plan.python_only for plan in plans):
-        by_trigger: dict[str | None, list[Any]] = {}
-        for plan in plans:
-            by_trigger.setdefault(plan.trigger.pattern if plan.trigger else None, []).append(plan)
+    if not any(plan.python_only for _, plan in plans):
+        by_trigger: dict[str | None, list[tuple[int, Any]]] = {}
+        for group, plan in plans:
+            by_trigger.setdefault(plan.trigger.pattern if plan.trigger else None, []).append((group, plan))
         found = tuple(
             _Bucket(
-                group[0].trigger,
-                any(not plan.lowering for plan in group),
-                any(plan.lowering for plan in group),
-                tuple((plan.chain, tuple(detect for _, detect, _ in plan.injection)) for plan in group),
-                tuple((plan.lowering, detect) for plan in group for _, detect, _ in plan.injection),
+                members[0][1].trigger,
+                tuple(members),
+                tuple((group, plan) for group, plan in members if not plan.lowering),
+                tuple((group, plan) for group, plan in members if plan.lowering),
+                tuple((plan.lowering, detect) for _, plan in members for _, detect, _ in plan.injection),
             )
-            for group in by_trigger.values()
+            for members in by_trigger.values()
         )
     readers[(var, key)] = found
     return found
 
 
-def _nothing_found(engine: SignatureEngine, var: str, key: str | None, raw: str, memo: Memo) -> bool:
-    """True when no database finds anything at all in any spelling the groups read of this value, and no injection
-    detector fires. The 25 groups' chains leave most values as they are or lower-cased, so there are only a few
-    distinct spellings, each scanned once: a cache-busting flood's parameters, new on every request (nothing
-    remembered helps them), are settled here. False means "not sure": the group-by-group pass decides."""
+def _first_pass(engine: SignatureEngine, var: str, key: str | None, raw: str, memo: Memo) -> bool:
+    """True when some rule's pattern could fire on this one value: `match_inline`'s first stage (the same selectors,
+    transformations, databases, confirmation regexes and injection detectors) without the evidence and the chained
+    conditions, so a superset of it. The 25 groups' chains leave most values as they are or lower-cased (a chain's
+    trigger says when it would change one), so there are only a few distinct spellings, each scanned once."""
     buckets = _buckets(engine, var, key)
     if buckets is None:
-        return False
-    spellings: set[str] = set()
+        return True
+    readers: dict[str, list[tuple[int, Any]]] = {}
     lowered = raw.lower()
     for bucket in buckets:
         if bucket.trigger is None or bucket.trigger.search(raw) is None:
-            if bucket.raw:
-                spellings.add(raw)
-            if bucket.lowered:
-                spellings.add(lowered)
-            for reads_lowered, detect in bucket.plain_injection:
+            if bucket.as_is:
+                readers.setdefault(raw, []).extend(bucket.as_is)
+            if bucket.lowering:
+                readers.setdefault(lowered, []).extend(bucket.lowering)
+            for reads_lowered, detect in bucket.detectors:
                 value = lowered if reads_lowered else raw
                 if _INJECTION_PLAIN.fullmatch(value) is None and detect(value):
-                    return False
-        else:
-            for chain, detectors in bucket.chains:
-                value = apply_memo(raw, chain, memo)
-                spellings.add(value)
-                if detectors and _INJECTION_PLAIN.fullmatch(value) is None and any(d(value) for d in detectors):
-                    return False
-    scanners = engine.patterns.scanners
-    return not any(_scan(scanner.database, to_bytes(value)) for value in spellings for scanner in scanners)
-
-
-def _first_pass(engine: SignatureEngine, var: str, key: str | None, raw: str, memo: Memo) -> bool:
-    """True when some rule's pattern could fire on this one value (a superset of `match_inline`'s first stage)."""
-    if _nothing_found(engine, var, key, raw, memo):
-        return False
-    scanners = engine.patterns.scanners
-    scanned: dict[tuple[int, bytes], list[int]] = {}
-    for group, plan in enumerate(_plan(engine)):
-        if var not in plan.whole and (key is None or (var, key) not in plan.keyed):
+                    return True
             continue
-        if plan.python_only:
-            return True
-        if plan.trigger is None or plan.trigger.search(raw) is None:
-            value = raw.lower() if plan.lowering else raw
-        else:
+        for group, plan in bucket.members:
             value = apply_memo(raw, plan.chain, memo)
+            readers.setdefault(value, []).append((group, plan))
+            injection = plan.injection and _INJECTION_PLAIN.fullmatch(value) is None
+            if injection and any(detect(value) for _, detect, _ in plan.injection):
+                return True
+    scanners = engine.patterns.scanners
+    for value, members in readers.items():
         data = to_bytes(value)
-        for number, targets in enumerate(plan.targets):
-            if not targets:
+        for number, scanner in enumerate(scanners):
+            found = _scan(scanner.database, data)
+            if not found:
                 continue
-            found = scanned.get((number, data))
-            if found is None:
-                found = scanned[(number, data)] = _scan(scanners[number].database, data)
-            prefiltered = scanners[number].prefiltered
+            prefiltered = scanner.prefiltered
             for expression in found:
-                for index in targets.get(expression, ()):
-                    if not prefiltered[expression]:
-                        return True  # an exact hyperscan match always makes evidence
-                    if evidence(engine.groups[group].signatures[index], value, data, None, True) is not None:
-                        return True
-        plain = _INJECTION_PLAIN.fullmatch(value) is not None
-        if plan.injection and not plain and any(detect(value) for _, detect, _ in plan.injection):
-            return True
+                for group, plan in members:
+                    for index in plan.targets[number].get(expression, ()):
+                        if not prefiltered[expression]:
+                            return True  # an exact hyperscan match always makes evidence
+                        if evidence(engine.groups[group].signatures[index], value, data, None, True) is not None:
+                            return True
     return False
