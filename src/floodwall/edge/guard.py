@@ -13,19 +13,20 @@ hit) is refused. The verdict keeps the hits as evidence: rule ids, family, the f
 
 Fast on clean requests. The exact match (`match_inline`) costs about half a millisecond a request, most of it
 running each of the 25 transformation chains over each of the request's ~20 values. A first pass asks instead, per
-value, whether any rule's pattern could fire on it at all, in three layers, cheapest first:
+value, whether any rule's pattern could fire on it at all:
 
-1. remembered answers: a header's verdict by its raw bytes, any other value's by its text (the user agents,
+1. remembered answers first: a header's verdict by its raw bytes, any other value's by its text (the user agents,
    `Accept` headers and popular paths recur from request to request);
-2. for a new value, the few distinct spellings the groups read (most chains leave it as it is or lower-cased),
-   each scanned once with each database, plus the injection detectors: nothing found means clear (what a
-   cache-busting flood's always-new parameters need);
-3. otherwise group by group, with the same selectors, transformations, databases and confirmation regexes as the
-   exact match, without the evidence and the chained conditions.
+2. for a new value, the few distinct spellings the groups read (a chain's trigger says when it would change the
+   value; most leave it as it is or lower-cased), each scanned once with each database, the expressions found
+   checked against the groups reading that spelling (confirmed by their regexes where the database only
+   prefilters), and the injection detectors run: the same selectors, transformations, databases and checks as
+   the exact match, without the evidence and the chained conditions, so it says "maybe" whenever the exact match
+   could hit.
 
-Each layer says "maybe" whenever the exact match could hit, and only a request with a "maybe" value goes through
-`match_inline`, so the verdict is the same either way (tests/edge/test_guard.py checks it on the CRS regression
-suite's body and header cases).
+Only a request with a "maybe" value goes through `match_inline`, which then scans those values alone (the others
+still feed chained conditions), so the verdict is the same either way: tests/edge/test_guard.py checks it on every
+case of the CRS regression suite and on generated requests.
 
 It fails open: a broken rule or an engine error lets the request through (and is logged with its cause and
 counted), because a newsroom's readers must not pay for a bug in a signature. Only the first `max_body_bytes` of a
