@@ -106,6 +106,13 @@ def test_a_solved_puzzle_earns_a_cookie_for_its_prefix_and_agent() -> None:
     assert not challenger.verify(cookie, "192.0.2.10", UA)  # expired
 
 
+def test_the_cookie_is_secure_when_the_site_is_served_over_https() -> None:
+    challenger, _ = _challenger(cookie_secure=True)
+    challenge = _challenge_of(challenger.page("/", "192.0.2.10", UA)[2])
+    _, headers, _ = challenger.answer(VERIFY_PATH, f"c={challenge}&n={_solve(challenge, 10)}", "192.0.2.10", UA)
+    assert dict(headers)[b"Set-Cookie"].endswith(b"; Secure")
+
+
 def test_ipv6_readers_keep_their_pass_within_their_slash_48() -> None:
     challenger, _ = _challenger()
     cookie = _pass(challenger, "2001:db8:1:2::1")

@@ -360,6 +360,8 @@ class Challenger:
         cookie = (
             f"{self.settings.cookie_name}={value}; Max-Age={self.settings.cookie_ttl_s}; Path=/; HttpOnly; SameSite=Lax"
         )
+        if self.settings.cookie_secure:
+            cookie += "; Secure"
         headers = [
             (b"Location", safe_target(target).encode("latin-1", "replace")),
             (b"Set-Cookie", cookie.encode("latin-1")),

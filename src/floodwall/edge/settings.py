@@ -74,6 +74,9 @@ class ChallengeSettings(_Section):
     #: Seconds a solved challenge's cookie stays valid.
     cookie_ttl_s: int = Field(default=3600, ge=60)
     cookie_name: str = "floodwall_pass"
+    #: Mark the cookie `Secure` (sent over HTTPS only): set it when readers reach the site over HTTPS, as they
+    #: should; the edge behind a TLS-terminating proxy cannot tell on its own.
+    cookie_secure: bool = False
     #: File holding the secret that signs cookies (created with 32 random bytes when missing); without it, a random
     #: secret per start, which logs every reader out on restart.
     secret_file: str | None = None
