@@ -95,19 +95,21 @@ def client_features(
     """One row per client of `windows` (WINDOW_SCHEMA rows of one interval) with its behaviour features."""
     known_ua = _known(windows, profile.known_agents, "ua_id", onset is not None, settings)
     known_qk = _known(windows, profile.known_query_keys, "query_keys", onset is not None, settings)
-    # Eager joins that keep the windows' order (a lazy join costs several times more, and may reorder the evidence),
-    # then one pass of plain sums, counts and extremes per client; the shares are divided out afterwards.
-    enriched = (
-        windows.join(known_ua, on="ua_id", how="left", maintain_order="left")
-        .join(known_qk, on="query_keys", how="left", maintain_order="left")
-        .with_columns(
-            pl.when(pl.col("known_ua").fill_null(True)).then(0).otherwise(pl.col("requests")).alias("_novel_ua"),
-            pl.when(pl.col("known_qk").fill_null(True) | (pl.col("query_keys") == ""))
-            .then(0)
-            .otherwise(pl.col("requests"))
-            .alias("_novel_qk"),
-            (pl.col("gap_std_s") / pl.col("gap_mean_s")).fill_nan(None).alias("_gap_cv"),
-        )
+    # The unknown values as sets tested per window, not joined: a join copies every column of the windows (the
+    # biggest table analyze holds), and `is_in` keeps their order (the evidence lines depend on it). Values the
+    # interval has that no lookup row names count as known, as before.
+    novel_ua = known_ua.filter(~pl.col("known_ua")).get_column("ua_id").implode()
+    novel_qk = known_qk.filter(~pl.col("known_qk")).get_column("query_keys").implode()
+    enriched = windows.with_columns(
+        pl.when(~pl.col("ua_id").is_in(novel_ua).fill_null(False))
+        .then(0)
+        .otherwise(pl.col("requests"))
+        .alias("_novel_ua"),
+        pl.when(~pl.col("query_keys").is_in(novel_qk).fill_null(False) | (pl.col("query_keys") == ""))
+        .then(0)
+        .otherwise(pl.col("requests"))
+        .alias("_novel_qk"),
+        (pl.col("gap_std_s") / pl.col("gap_mean_s")).fill_nan(None).alias("_gap_cv"),
     )
     requests = pl.col("requests").cast(pl.Float64)
     features = (
