@@ -143,6 +143,7 @@ def test_a_wrong_tampered_or_stale_answer_gets_a_fresh_page_not_a_cookie() -> No
         f"c={challenge}&n={wrong}",
         f"c={challenge}&n=-1",
         f"c={challenge}&n={'9' * 40}",
+        f"c={challenge}&n=%D9%A3",  # an Arabic-Indic three: a digit to str.isdigit, not to us
         f"c={challenge[:-3]}xyz&n={nonce}",
         f"c=&n={nonce}",
         "",

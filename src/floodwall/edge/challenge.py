@@ -122,6 +122,11 @@ def _agent_hash(user_agent: str) -> str:
     return hashlib.sha256(user_agent.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (`str.isdigit` also takes "٣" and "３")."""
+    return text.isascii() and text.isdigit()
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -239,7 +244,7 @@ class Challenger:
 
     def _valid_cookie(self, value: str, now: float, address: str, user_agent: str) -> bool:
         expiry_text, dot, mac_text = value.partition(".")
-        if not dot or not expiry_text.isdigit() or len(expiry_text) > 12:
+        if not dot or not _digits(expiry_text) or len(expiry_text) > 12:
             return False
         expiry = int(expiry_text)
         if expiry <= now or expiry > now + self.settings.cookie_ttl_s + 60:
@@ -350,7 +355,7 @@ class Challenger:
             return self.page(target, address, user_agent)
         nonce = (fields.get("n") or [""])[0]
         if nonce:
-            solved = nonce.isdigit() and len(nonce) <= _MAX_NONCE_DIGITS and self._worked(challenge, nonce, bits)
+            solved = _digits(nonce) and len(nonce) <= _MAX_NONCE_DIGITS and self._worked(challenge, nonce, bits)
         else:
             waited = self.settings.noscript and (fields.get("w") or [""])[0] == "1"
             solved = waited and now >= issued + self.settings.noscript_wait_s
