@@ -360,3 +360,11 @@ def test_hostile_input_never_raises(path: str, query: str | None, cookie: bytes)
 def test_a_query_with_many_fields_gets_a_fresh_page() -> None:
     challenger, _ = _challenger()
     assert challenger.answer(VERIFY_PATH, "&".join(f"f{n}=1" for n in range(50)), "192.0.2.10", UA)[0] == 429
+
+
+@given(nonce=st.text(max_size=30), wait=st.text(max_size=5))
+def test_any_answer_to_a_real_challenge_gets_a_reply_not_an_exception(nonce: str, wait: str) -> None:
+    challenger, _ = _challenger()
+    challenge = _challenge_of(challenger.page("/", "192.0.2.10", UA)[2])
+    query = f"c={challenge}&n={quote(nonce)}&w={quote(wait)}"
+    assert challenger.answer(VERIFY_PATH, query, "192.0.2.10", UA)[0] in (303, 429)
