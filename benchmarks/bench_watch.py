@@ -1,14 +1,18 @@
 """How fast `watch` turns a flood in the log into an enforced ban, and what 100,000 bans cost nginx and nftables.
 
-    .venv/bin/python benchmarks/bench_watch.py [--rate 50000] [--waves 4] [--bans 100000]
+    .venv/bin/python benchmarks/bench_watch.py [--rate 50000] [--waves 6] [--bans 100000]
 
-1. Latency: a writer process appends to a log on tmpfs (/dev/shm) at `--rate` lines per second in all: readers,
-   and from the warm-up's end, flood waves (each from new addresses, 8 s of every 10) on top of the readers,
-   bringing the total to the rate (readers 40 %, flood 60 %: a surge the site-level onset can see).
+1. Latency: a writer process appends to a log on tmpfs (/dev/shm) at `--rate` lines per second in all during the
+   flood waves. Readers come from Floodwall's simulator (`floodwall.simulate`: its reader pool, visits and page
+   views, with browsers' agents and referers), each address making a visit or two of one to a few pages with their
+   assets, as people do; they make 40 % of the rate at all times. From the warm-up's end, flood waves (each from
+   40 new addresses, 8 s of every 10) bring the total to the rate: a 2.5x surge the live onset must see.
    The watcher (this process) follows the log with an nftables enforcer inside a network namespace
    (`ip netns add`); a ban is enforced when `nft` has accepted it. Latency per wave: from the writer's write of the
-   wave's first line to the first of its addresses banned. The watcher's CPU (user + system, all its threads) is
-   reported against wall time.
+   wave's first line to the first of its addresses banned, split into stages: read (first line written to the
+   batch holding it handed to the engine), surge (to the live onset being declared, for the first wave), judged
+   (to the engine's finding on one of its addresses) and enforced (the policy, the store and `nft`). The watcher's
+   CPU (user + system, all its threads) is reported against wall time, and the writer's achieved rate.
 2. 100,000 banned addresses: `nginx -t` and reload of a real nginx (loopback port, temporary prefix) with a geo
    include of that size, until a newly banned address gets 403; one nft transaction adding them all, and an
    update of 1,000 more on top.
@@ -34,72 +38,78 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from floodwall.enforce import NftablesEnforcer, NginxMapEnforcer  # noqa: E402
-from floodwall.model import Action, Decision  # noqa: E402
+from floodwall.model import Action, Decision, Finding  # noqa: E402
 from floodwall.store import store_from_url  # noqa: E402
 from floodwall.watch import Watcher  # noqa: E402
 from nginx_run import NginxUnderTest, free_port  # type: ignore[import-not-found]  # noqa: E402
-from watch_traffic import FLOOD_AGENTS, READER_AGENT, flood_addresses  # type: ignore[import-not-found]  # noqa: E402
+from watch_traffic import FLOOD_AGENTS, flood_addresses, simulated_readers  # type: ignore[import-not-found]  # noqa: E402
 
-WARMUP_S = 35
+WARMUP_S = 40
 WAVE_S = 8
 SPACING_S = 10
 WAVE_ADDRESSES = 40
+READER_SHARE = 0.4
+LEAD_S = 15  # the readers' log is generated before it starts, this many seconds ahead
 
 
 def stamp(at: float) -> str:
     return datetime.fromtimestamp(int(at), UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
 
 
-def writer(path: str, rate: int, waves: int, flood_share: float, starts: Any, stop: Any) -> None:
-    """Appends readers' lines at `rate * (1 - flood_share)` a second, and during a wave the flood's on top, up to
-    `rate` in all; in ticks of 0.1 s. Reports each wave's first write time on `starts` (a multiprocessing queue)."""
+def writer(path: str, rate: int, waves: int, starts: Any, done: Any, stop: Any) -> None:
+    """Appends the simulated readers' lines as their time comes, and during a wave the flood's on top, up to
+    `rate` in all; in ticks of 0.1 s. Reports each wave's first write time on `starts` and the lines written per
+    second of waves on `done` (multiprocessing queues)."""
     rng = random.Random(3)
-    pages = [f"/2024/11/0{d}/story-{k}/" for d in range(1, 4) for k in range(60)]
-    # Readers: a page and its three assets; 60,000 addresses (a reader makes a view every ten seconds or so).
-    templates = []
-    for _ in range(4000):
-        who = rng.randrange(60000)
-        client = f"10.{who // 65536}.{who // 256 % 256}.{who % 256}"
-        page = rng.choice(pages)
-        for path_ in (page, "/static/style.css", "/static/app.js", "/static/logo.png"):
-            templates.append(f'{client} - - [@] "GET {path_} HTTP/1.1" 200 5120 "https://x.test/" "{READER_AGENT}"\n')
-    per_tick = rate // 10
-    start = time.time()
-    tick = 0
+    begin = float(int(time.time()) + LEAD_S)
+    seconds = WARMUP_S + waves * SPACING_S + 10
+    reader_ts, reader_lines = simulated_readers(begin, seconds, int(rate * READER_SHARE), seed=3)
+    flood_per_tick = int(rate * (1 - READER_SHARE)) // 10
+    time.sleep(max(0.0, begin - time.time()))
     sent: set[int] = set()
+    position = 0
+    wave_lines = 0
+    wave_time = 0.0
+    tick = 0
     with Path(path).open("a", encoding="ascii") as log:
-        while not stop.is_set() and tick < (WARMUP_S + waves * SPACING_S + 5) * 10:
+        while not stop.is_set() and tick < seconds * 10:
             now = time.time()
-            elapsed = now - start
+            elapsed = now - begin
             wave = int((elapsed - WARMUP_S) // SPACING_S) if elapsed >= WARMUP_S else -1
             in_wave = 0 <= wave < waves and (elapsed - WARMUP_S) % SPACING_S < WAVE_S
-            flood_n = int(per_tick * flood_share) if in_wave else 0
-            when = stamp(now)
-            offset = (tick * per_tick) % len(templates)
-            readers_n = per_tick - int(per_tick * flood_share)  # readers always; a wave brings the total to `rate`
-            lines = [templates[(offset + k) % len(templates)] for k in range(readers_n)]
-            chunk = "".join(lines).replace("@", when)
-            if flood_n:
+            upto = int(reader_ts.searchsorted(now, side="right"))
+            chunk = "".join(reader_lines[position:upto])
+            written = upto - position
+            position = upto
+            if in_wave:
+                when = stamp(now)
                 addresses = flood_addresses(WAVE_ADDRESSES, first=1 + wave * WAVE_ADDRESSES)
-                chunk += "".join(
+                flood = "".join(
                     f'{addresses[k % WAVE_ADDRESSES]} - - [{when}] "GET /?r={rng.randrange(10**9)} HTTP/1.1" 200 '
                     f'5120 "-" "{FLOOD_AGENTS[k % len(FLOOD_AGENTS)]}"\n'
-                    for k in range(flood_n)
+                    for k in range(flood_per_tick)
                 )
+                written += flood_per_tick
                 if wave not in sent:  # the wave's first lines: note when they reached the file
-                    log.write(chunk)
+                    log.write(flood)
                     log.flush()
                     starts.put((wave, time.time()))
                     sent.add(wave)
-                    chunk = ""
+                else:
+                    chunk += flood
+                wave_lines += written
+                wave_time += 0.1
             log.write(chunk)
             log.flush()
             tick += 1
-            time.sleep(max(0.0, start + tick * 0.1 - time.time()))
+            time.sleep(max(0.0, begin + tick * 0.1 - time.time()))
+    done.put((wave_lines, wave_time, len(reader_lines)))
 
 
 class TimedEnforcer:
@@ -121,10 +131,45 @@ class TimedEnforcer:
         self.inner.revoke(targets)
 
 
+class TimedEngine:
+    """Wraps the watcher's engine: when each client was first handed to it, when the live onset was declared,
+    when each client was first found, and how long each batch took."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.engine = watcher.engine
+        self.fed_at: dict[str, float] = {}
+        self.found_at: dict[str, float] = {}
+        self.surge_at: float | None = None
+        self.batch_s: list[float] = []
+        self.batch_rows: list[int] = []
+        self._feed = self.engine.feed
+        self.engine.feed = self.feed  # type: ignore[method-assign]
+
+    def feed(self, frame: pl.DataFrame) -> list[Finding]:
+        arrived = time.time()
+        for client in frame.get_column("client").filter(frame.get_column("client").str.starts_with("203.0.")).unique():
+            self.fed_at.setdefault(client, arrived)
+        found = self._feed(frame)
+        done = time.time()
+        self.batch_s.append(done - arrived)
+        self.batch_rows.append(frame.height)
+        live = self.engine._live
+        if self.surge_at is None and live is not None and live.surge_start is not None:
+            self.surge_at = done
+        for finding in found:
+            self.found_at.setdefault(finding.target, done)
+        return found
+
+
 def namespace() -> tuple[str, tuple[str, ...]]:
     name = f"fwbench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     return name, ("ip", "netns", "exec", name, "nft")
+
+
+def _first(times: dict[str, float], addresses: list[str]) -> float | None:
+    found = [times[a] for a in addresses if a in times]
+    return min(found) if found else None
 
 
 def latency(rate: int, waves: int) -> None:
@@ -136,14 +181,17 @@ def latency(rate: int, waves: int) -> None:
         enforcer = TimedEnforcer(NftablesEnforcer("inet/floodwall/banned", nft_command=nft))
         store = store_from_url(f"sqlite:///{folder}/state.db")
         watcher = Watcher(log, site="bench", store=store, enforcers=[enforcer])
+        timed = TimedEngine(watcher)
         thread = threading.Thread(target=watcher.run, daemon=True)
+        starts: Any = mp.Queue()
+        done: Any = mp.Queue()
+        stop = mp.Event()
+        proc = mp.Process(target=writer, args=(str(log), rate, waves, starts, done, stop))
+        proc.start()
+        time.sleep(LEAD_S - 1)  # the writer prepares its readers; the watcher's CPU is counted from here
         cpu0, wall0 = time.process_time(), time.monotonic()
         thread.start()
-        starts: Any = mp.Queue()
-        stop = mp.Event()
-        proc = mp.Process(target=writer, args=(str(log), rate, waves, 0.6, starts, stop))
-        proc.start()
-        proc.join(timeout=WARMUP_S + waves * SPACING_S + 30)
+        proc.join(timeout=LEAD_S + WARMUP_S + waves * SPACING_S + 60)
         time.sleep(3)
         watcher.stop()
         thread.join(timeout=30)
@@ -152,24 +200,47 @@ def latency(rate: int, waves: int) -> None:
         while not starts.empty():
             wave, at = starts.get()
             first[wave] = at
-        results = []
+        wave_lines, wave_time, reader_total = done.get(timeout=10)
+        summary = watcher.summary
+        print(
+            f"latency at {rate:,} lines/s asked, {wave_lines / max(wave_time, 1e-9):,.0f} lines/s achieved during "
+            f"the waves ({summary.lines:,} lines read in {wall:.0f} s, {reader_total:,} of them simulated readers):"
+        )
+        totals = []
         for wave in range(waves):
             addresses = flood_addresses(WAVE_ADDRESSES, first=1 + wave * WAVE_ADDRESSES)
-            banned = [enforcer.banned_at[a] for a in addresses if a in enforcer.banned_at]
-            if wave in first and banned:
-                results.append((wave, min(banned) - first[wave], len(banned)))
-        summary = watcher.summary
-        print(f"latency at {rate:,} lines/s ({summary.lines:,} lines read in {wall:.0f} s):")
-        for wave, seconds, count in results:
+            banned = _first(enforcer.banned_at, addresses)
+            if wave not in first or banned is None:
+                print(f"  wave {wave + 1}: never banned")
+                continue
+            written = first[wave]
+            fed = _first(timed.fed_at, addresses)
+            found = _first(timed.found_at, addresses)
+            count = sum(1 for a in addresses if a in enforcer.banned_at)
+            stages = [f"read {fed - written:.2f}" if fed else "read ?"]
+            if wave == 0 and timed.surge_at is not None and fed is not None:
+                stages.append(f"surge +{timed.surge_at - fed:.2f}")
+            if found is not None:
+                stages.append(
+                    f"judged +{found - (timed.surge_at if wave == 0 and timed.surge_at else fed or written):.2f}"
+                )
+                stages.append(f"enforced +{banned - found:.2f}")
+            totals.append(banned - written)
             kind = "onset" if wave == 0 else "during the surge"
-            print(f"  wave {wave + 1} ({kind}): {seconds:.2f} s to the first ban, {count}/{WAVE_ADDRESSES} banned")
-        missing = waves - len(results)
-        if results:
-            print(f"  median {statistics.median(s for _, s, _ in results):.2f} s over {len(results)} waves")
-        if missing:
-            print(f"  {missing} wave(s) never banned")
-        reader_bans = [t for t in enforcer.banned_at if t.startswith("10.")]
-        print(f"  readers banned: {len(reader_bans)}")
+            print(
+                f"  wave {wave + 1} ({kind}): {banned - written:.2f} s to the first ban ({', '.join(stages)} s), "
+                f"{count}/{WAVE_ADDRESSES} banned"
+            )
+        if totals:
+            print(f"  median {statistics.median(totals):.2f} s over {len(totals)} waves (max {max(totals):.2f} s)")
+        flood = {a for w in range(waves) for a in flood_addresses(WAVE_ADDRESSES, first=1 + w * WAVE_ADDRESSES)}
+        others = [t for t in watcher.active if t not in flood]
+        print(f"  others decided (readers): {len(others)} {sorted(others)[:5]}")
+        batches = sorted(timed.batch_s)
+        print(
+            f"  engine per batch: median {statistics.median(batches):.3f} s, max {batches[-1]:.3f} s "
+            f"({len(batches)} batches, median {statistics.median(timed.batch_rows):,.0f} rows)"
+        )
         print(f"  watcher CPU: {cpu:.1f} s over {wall:.1f} s wall ({100 * cpu / wall:.0f}% of one core)")
         store.close()
     finally:
@@ -231,15 +302,17 @@ def many_bans(count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, default=50_000)
-    parser.add_argument("--waves", type=int, default=4)
+    parser.add_argument("--waves", type=int, default=6)
     parser.add_argument("--bans", type=int, default=100_000)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-bans", action="store_true")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}")
     print(f"load average before: {os.getloadavg()}")
     if not args.skip_latency:
         latency(args.rate, args.waves)
-    many_bans(args.bans)
+    if not args.skip_bans:
+        many_bans(args.bans)
 
 
 if __name__ == "__main__":
