@@ -12,7 +12,8 @@
 - A worker that dies on its own (killed, out of memory) is started again, and said so.
 
 Workers are started with the "spawn" method: the supervisor runs threads (store sync, detector, admin listener),
-and forking a threaded process can copy a held lock into the child.
+and forking a threaded process can copy a held lock into the child. The cost: each worker imports the edge afresh
+(one to two seconds of CPU, most of it scikit-learn, which `floodwall.detect` imports eagerly).
 
 Linux caveat (documented in SO_REUSEPORT's design): connections still waiting in an old worker's accept queue when
 it closes its socket are reset. The window is the few milliseconds between the old worker's last accept and its
@@ -27,6 +28,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -40,6 +42,7 @@ __all__ = ["EdgeEvent", "Supervisor", "worker_count"]
 
 log = logging.getLogger("floodwall.edge.workers")
 
+_RESPAWN_EVERY_S = 2.0  # a worker that keeps dying is started again at most this often
 _START_TIMEOUT_S = 120.0  # the first start compiles the signature database (cached on disk afterwards)
 
 
@@ -72,12 +75,15 @@ async def _serve(
     settings: Settings, handle: Any, host: str, port: int, secret: bytes, ready: Any, grace_s: float
 ) -> None:
     from floodwall.edge.accesslog import AccessLog
-    from floodwall.edge.guard import InlineGuard
     from floodwall.edge.job import bind_listener, build_server, serve_worker
 
     live = handle.attach()
     access_log = AccessLog(settings.edge.access_log) if settings.edge.access_log else None
-    guard = InlineGuard.from_settings(settings.detect) if settings.detect.signatures else None
+    guard = None
+    if settings.detect.signatures:
+        from floodwall.edge.guard import InlineGuard
+
+        guard = InlineGuard.from_settings(settings.detect)
     worker = build_server(
         settings,
         decisions=live.decisions,
@@ -215,6 +221,7 @@ class Supervisor:
 
     def _loop(self, control: Any, secret: bytes) -> None:
         settings = self.settings
+        respawned: dict[int, float] = {}  # worker index -> when it was last started again
         while not self._stop:
             self._wake.wait(0.5)
             self._wake.clear()
@@ -229,12 +236,18 @@ class Supervisor:
                         self.on_event(EdgeEvent("reload-failed", f"{error}; the running workers keep serving"))
                         continue
                 old = self._processes
-                self._processes = self._generation(control, settings, secret)
+                try:
+                    self._processes = self._generation(control, settings, secret)
+                except ServiceError as error:
+                    self.on_event(EdgeEvent("reload-failed", f"{error}; the running workers keep serving"))
+                    continue
                 self._drain(old)
                 self.on_event(EdgeEvent("restarted", f"{self.workers} new workers serving; the old ones drained"))
                 continue
+            now = time.monotonic()
             for k, process in enumerate(self._processes):
-                if not process.is_alive() and not self._stop:
+                if not process.is_alive() and not self._stop and now - respawned.get(k, -1e9) >= _RESPAWN_EVERY_S:
+                    respawned[k] = now
                     code = process.exitcode
                     self._processes[k] = self._spawn(control, k, settings, secret)[0]
                     self.on_event(EdgeEvent("respawned", f"worker {k} exited with code {code}; started again"))
