@@ -242,9 +242,13 @@ class EdgeCache:
             self.stats["fetches"] += 1
             pending = asyncio.ensure_future(fetch())
             self._fetching[key] = pending
-            pending.add_done_callback(lambda _: self._fetching.pop(key, None))
+            pending.add_done_callback(lambda done: self._forget_fetch(key, done))
         result: T = await asyncio.shield(pending)
         return result
+
+    def _forget_fetch(self, key: str, done: asyncio.Future[Any]) -> None:
+        if self._fetching.get(key) is done:  # only this fetch's own entry, never a newer one's
+            del self._fetching[key]
 
     async def serve(
         self,
