@@ -171,3 +171,14 @@ def test_outcomes_are_counted_for_prometheus(origin: Origin) -> None:
     for outcome, count in (("miss", 1), ("hit", 1), ("served", 1), ("banned", 1)):
         assert f'floodwall_requests_total{{outcome="{outcome}"}} {count}' in text
     assert "floodwall_origin_inflight 0" in text
+
+
+def test_a_verified_crawler_passes_a_ban_on_its_network_but_an_impostor_does_not(origin: Origin) -> None:
+    decisions = _decisions(("66.249.64.0/19", Action.BAN), ("203.0.113.80", Action.BAN))
+    settings = edge_settings(origin.url, trusted_proxies=["127.0.0.0/8"])
+    googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    with EdgeUnderTest(settings, decisions=decisions) as edge:
+        crawler = edge.get("/", headers={"X-Forwarded-For": "66.249.66.1", "User-Agent": googlebot})
+        impostor = edge.get("/", headers={"X-Forwarded-For": "203.0.113.80", "User-Agent": googlebot})
+    assert crawler[0] == 200
+    assert impostor[0] == 403

@@ -123,7 +123,7 @@ def build_server(
     parts, before_origin = default_parts(
         contact=contact,
         resolver=ClientAddress(edge.trusted_proxies),
-        allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)) if settings.site.own_networks else None,
+        allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)),
         decisions=decisions,
         limiter=limiter,
         challenger=challenger,

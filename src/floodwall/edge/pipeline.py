@@ -4,7 +4,8 @@
     challenge route /.well-known/floodwall/challenge: the proof-of-work page's answers       fails closed: 500
     allowlist       the outlet's own networks, its monitors: skip the defences below        fails open: not exempt
     decision        the ban list (403) and the challenge list (challenge page unless the      fails open: served
-                    cookie verifies); under attack, every unverified client is challenged
+                    cookie verifies); under attack, every unverified client is challenged;
+                    verified crawlers (user agent and published ranges agree) pass
     limits          token buckets per client and per prefix (429 with Retry-After)          fails open: served
     cache (fresh)   a fresh entry is served at once                                          fails open: origin
     signatures      inline breach signatures on method, path, query, headers, body (403)     fails open: served
@@ -198,12 +199,14 @@ class DecisionPart:
         *,
         challenger: Challenger | None = None,
         under_attack: Callable[[], bool] = lambda: False,
+        crawlers: Allowlist | None = None,
     ) -> None:
         self.decisions = decisions
         self.contact = contact
         self.exempt = exempt
         self.challenger = challenger
         self.under_attack = under_attack
+        self.crawlers = crawlers
 
     def __call__(self, request: Request) -> Answer | None:
         client = request.client
@@ -214,6 +217,10 @@ class DecisionPart:
             if not self.under_attack():
                 return None
             action = Action.CHALLENGE
+        # A verified crawler (its user agent claims it and its address lies in the crawler's published ranges) is
+        # never blocked; checked only here, on the way to blocking, so readers never pay for it.
+        if self.crawlers is not None and self.crawlers.verified_crawler(client, _agent(request)):
+            return None
         if action is Action.BAN:
             return Answer.text(403, _BANNED_TEXT, self.contact, outcome=outcomes.BANNED)
         challenger = self.challenger
@@ -297,10 +304,14 @@ def default_parts(
     parts: list[Part] = [ClientAddressPart(resolver)]
     if challenger is not None:
         parts.append(ChallengeRoutePart(challenger))
-    if allowlist is not None:
+    if allowlist is not None and (allowlist.own_networks or allowlist.monitor_networks):
         parts.append(AllowlistPart(allowlist, exempt))
     if decisions is not None:
-        parts.append(DecisionPart(decisions, contact, exempt, challenger=challenger, under_attack=under_attack))
+        parts.append(
+            DecisionPart(
+                decisions, contact, exempt, challenger=challenger, under_attack=under_attack, crawlers=allowlist
+            )
+        )
     if limiter is not None:
         parts.append(LimitPart(limiter, contact, exempt))
     before_origin: list[Part] = []

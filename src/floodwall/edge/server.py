@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Final, cast
 import httptools
 
 from floodwall.edge import metrics as outcomes
+from floodwall.edge.clientaddr import canonical_address
 from floodwall.edge.http import Answer, Headers, Request, render_head
 from floodwall.edge.settings import LimitSettings
 
@@ -194,7 +195,9 @@ class EdgeConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not registered subclasses
         peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        text = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        # One canonical form for bans, limits and logs: a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+        self.peer = canonical_address(text) or text
         self.deadline = self.loop.time() + self.limits.header_timeout_s
         self.server.connections.add(self)
 
