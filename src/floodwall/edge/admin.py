@@ -21,6 +21,7 @@ Nothing here logs a caller's address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -109,6 +110,7 @@ class AdminServer:
             )
         self.store, self.cache, self.board, self.workers = store, cache, board, workers
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._connection, self.host, self.port, limit=_MAX_HEAD_BYTES)
@@ -117,13 +119,22 @@ class AdminServer:
             self.port = sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        """Stop listening, end the requests under way, and let their sockets close before returning."""
         if self._server is not None:
             self._server.close()
+            for task in list(self._handlers):
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
+            await asyncio.sleep(0)  # a transport's socket is closed on the loop's next turn
 
     # -- one connection, one request --------------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         try:
             try:
                 method, target, headers, body = await asyncio.wait_for(self._read(reader), _READ_TIMEOUT_S)
@@ -142,6 +153,8 @@ class AdminServer:
             log.exception("admin request failed")
         finally:
             writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     async def _read(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes]:
         try:
