@@ -28,6 +28,7 @@ import uvloop
 from floodwall.config import Settings
 from floodwall.edge.accesslog import AccessLog
 from floodwall.edge.job import WorkerParts, bind_listener, build_server, serve_worker
+from floodwall.edge.live import LiveRecorder
 from floodwall.edge.metrics import Metrics
 from floodwall.edge.pipeline import Guard
 from floodwall.store.cache import DecisionCache
@@ -131,9 +132,11 @@ class EdgeUnderTest:
         challenge_secret: bytes | None = None,
         guard: Guard | None = None,
         metrics: Metrics | None = None,
+        recorder: LiveRecorder | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.recorder = recorder
         self.decisions = decisions
         self.challenge_secret = challenge_secret
         self.guard = guard
@@ -162,6 +165,7 @@ class EdgeUnderTest:
                 challenge_secret=self.challenge_secret,
                 guard=self.guard,
                 metrics=self.metrics,
+                recorder=self.recorder,
             )
             await serve_worker(self.worker, self.sock, self._stop, ready=self._ready.set, grace_s=2.0)
 

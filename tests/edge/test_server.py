@@ -13,6 +13,7 @@ from edge_run import EdgeUnderTest, Origin, edge_settings
 from floodwall.analyze import analyze
 from floodwall.config import Settings
 from floodwall.edge.job import bind_listener
+from floodwall.edge.live import RECORDED_FIELDS, LiveRecorder
 from floodwall.logs import LogReader
 from floodwall.testing import wait_until
 
@@ -316,3 +317,26 @@ def test_head_of_a_private_page_is_relayed_as_head(origin: Origin) -> None:
         assert conn.getresponse().read() == b"origin saw /private"
         conn.close()
     assert [seen[0] for seen in origin.seen] == ["HEAD", "GET"]
+
+
+def test_every_answer_is_recorded_for_the_live_detector(origin: Origin) -> None:
+    recorder = LiveRecorder(capacity=100)
+    settings = edge_settings(origin.url, trusted_proxies=["127.0.0.0/8"])
+    with EdgeUnderTest(settings, recorder=recorder) as edge:
+        edge.get("/cached/r?x=1", headers={"X-Forwarded-For": "203.0.113.31", "User-Agent": "reader"})
+        edge.get("/cached/r?x=1", headers={"X-Forwarded-For": "203.0.113.31", "Referer": "https://t.co/"})
+        edge.raw(b"NOT HTTP\r\n\r\n")
+        assert wait_until(lambda: len(recorder) == 3)  # recorded just after the answer is written
+        batch = recorder.take()
+    rows = [dict(zip(RECORDED_FIELDS, values, strict=True)) for values in zip(*batch.columns, strict=True)]
+    assert len(rows) == 3
+    miss, hit, broken = rows
+    assert (miss["client"], miss["method"], miss["path"], miss["query"]) == ("203.0.113.31", "GET", "/cached/r", "x=1")
+    assert (miss["status"], miss["cache_status"], miss["upstream_status"], miss["user_agent"]) == (
+        200,
+        "MISS",
+        200,
+        "reader",
+    )
+    assert (hit["cache_status"], hit["upstream_status"], hit["referer"]) == ("HIT", None, "https://t.co/")
+    assert (broken["status"], broken["method"], broken["client"]) == (400, None, "127.0.0.1")
