@@ -592,7 +592,7 @@ def nginx_config(
 @app.command()
 def edge(
     origin: Annotated[
-        str | None, typer.Option("--origin", help="The origin server, e.g. http://127.0.0.1:8080 (or [edge] origin).")
+        str | None, typer.Option("--origin", help="The origin server, e.g. http://127.0.0.1:8080 (or in the config).")
     ] = None,
     listen: Annotated[
         str | None, typer.Option("--listen", help="Where readers connect, HOST:PORT (default 127.0.0.1:8080).")
