@@ -277,10 +277,25 @@ def test_the_script_sha256_agrees_with_hashlib(texts: list[str]) -> None:
     assert json.loads(run.stdout) == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
 
 
+class SteppingClock:
+    """Moves five seconds on at every reading: the no-script wait (2 s) passes without the test waiting for it
+    (Chromium runs the page's refresh timer in virtual time)."""
+
+    def __init__(self) -> None:
+        self.now = 1_750_000_000.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            self.now += 5
+            return self.now
+
+
 @pytest.fixture
 def site() -> Iterator[tuple[str, Challenger, list[str]]]:
     """A loopback site behind the challenge alone: pages need the cookie, the verify path answers."""
-    challenger = Challenger(ChallengeSettings(difficulty_bits=12), CONTACT, os.urandom(32))
+    settings = ChallengeSettings(difficulty_bits=12, noscript_wait_s=2)
+    challenger = Challenger(settings, CONTACT, os.urandom(32), SteppingClock())
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -316,12 +331,8 @@ def site() -> Iterator[tuple[str, Challenger, list[str]]]:
         server.server_close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is absent: install the Debian package chromium")
-def test_a_real_browser_solves_the_page_and_reads_the_article(
-    site: tuple[str, Challenger, list[str]], tmp_path: Path
-) -> None:
-    base, _, seen = site
-    run = subprocess.run(
+def _browse(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             str(CHROMIUM),
             "--headless",
@@ -331,16 +342,25 @@ def test_a_real_browser_solves_the_page_and_reads_the_article(
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--user-data-dir={profile}",
             "--virtual-time-budget=30000",
+            *extra,
             "--dump-dom",
-            f"{base}/news/2024/story?id=7",
+            url,
         ],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is absent: install the Debian package chromium")
+def test_a_real_browser_solves_the_page_and_reads_the_article(
+    site: tuple[str, Challenger, list[str]], tmp_path: Path
+) -> None:
+    base, _, seen = site
+    run = _browse(f"{base}/news/2024/story?id=7", tmp_path / "profile")
     assert "ARTICLE TEXT" in run.stdout, (seen, run.stderr[-2000:])
     verify = [path for path in seen if path.startswith(VERIFY_PATH)]
     assert verify and "&n=" in verify[0]
@@ -368,3 +388,18 @@ def test_any_answer_to_a_real_challenge_gets_a_reply_not_an_exception(nonce: str
     challenge = _challenge_of(challenger.page("/", "192.0.2.10", UA)[2])
     query = f"c={challenge}&n={quote(nonce)}&w={quote(wait)}"
     assert challenger.answer(VERIFY_PATH, query, "192.0.2.10", UA)[0] in (303, 429)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is absent: install the Debian package chromium")
+def test_a_browser_without_javascript_waits_and_reads_the_article(
+    site: tuple[str, Challenger, list[str]], tmp_path: Path
+) -> None:
+    base, _, seen = site
+    profile = tmp_path / "profile"
+    (profile / "Default").mkdir(parents=True)  # JavaScript off in the profile (the --blink-settings switch stalls)
+    preferences = {"profile": {"default_content_setting_values": {"javascript": 2}}}
+    (profile / "Default" / "Preferences").write_text(json.dumps(preferences))
+    run = _browse(f"{base}/news/2024/story?id=8", profile)
+    assert "ARTICLE TEXT" in run.stdout, (seen, run.stderr[-2000:])
+    verify = [path for path in seen if path.startswith(VERIFY_PATH)]
+    assert verify and all("&w=1" in path and "&n=" not in path for path in verify)
