@@ -15,6 +15,7 @@ from typing import Final
 
 import polars as pl
 
+from floodwall.detect.kinds import kind_of as _kind_of
 from floodwall.detect.settings import DetectSettings
 from floodwall.model import IncidentKind, Vector
 
@@ -254,18 +255,6 @@ def breach_groups(breaches: pl.DataFrame, settings: DetectSettings) -> list[Brea
         if open_rows:
             groups.append(_group(_kind_of(open_rows), open_rows))
     return sorted(groups, key=lambda g: g.start)
-
-
-def _kind_of(rows: list[dict[str, object]]) -> IncidentKind:
-    kinds = {str(r["kind"]) for r in rows}
-    if kinds == {IncidentKind.BRUTEFORCE.value}:
-        return IncidentKind.BRUTEFORCE
-    files = sum(int(r["files"]) for r in rows)  # type: ignore[call-overload]
-    injection = sum(int(r["injection"]) for r in rows)  # type: ignore[call-overload]
-    probe = sum(int(r["probe"]) for r in rows)  # type: ignore[call-overload]
-    if files * 2 >= injection or (probe > 0 and injection == 0):
-        return IncidentKind.SCAN
-    return IncidentKind.EXPLOIT
 
 
 def _group(kind: IncidentKind, rows: list[dict[str, object]]) -> BreachGroup:
