@@ -1,8 +1,8 @@
 """Rate limits per client and per prefix, and the cap on requests in flight toward the origin.
 
-Token buckets (the algorithm of nginx's `limit_req` with `burst` and of alisaifee/limits' moving windows' cheaper
-cousin): a bucket holds up to `burst` tokens, refills at `rate` per second, and each request takes one. Over any
-interval of t seconds a key is allowed at most `burst + rate * t` requests.
+Token buckets (what nginx's `limit_req` with `burst nodelay` amounts to): a bucket holds up to `burst` tokens,
+refills at `rate` per second, and each request takes one. Over any interval of t seconds a key is allowed at most
+`burst + rate * t` requests.
 
 Memory stays bounded: a bucket that has refilled to full says nothing a fresh bucket would not, so it is forgotten
 in a sweep that runs when the table has doubled since the last one (amortised O(1) per request). A hard cap on
@@ -27,7 +27,7 @@ from typing import Literal
 
 from floodwall.edge.settings import LimitSettings
 
-__all__ = ["LimitVerdict", "Limiter", "OriginGate", "TokenBuckets", "prefix_of"]
+__all__ = ["LimitVerdict", "Limiter", "OriginGate", "TokenBuckets", "prefix_of", "retry_after_header"]
 
 LimitName = Literal["client", "prefix"]
 
