@@ -171,3 +171,24 @@ def test_workers_share_the_port_restart_gracefully_and_stop(
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["inputs"][0]["lines"] == len(logged)
     assert report["inputs"][0]["bad_lines"] == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--origin", "ftp://origin", "--listen", "127.0.0.1:0"], "expected http://HOST[:PORT]"),
+        (["--origin", "http://127.0.0.1:1", "--listen", "nonsense"], "key 'edge.listen' = 'nonsense'"),
+        (["--listen", "127.0.0.1:0"], "the origin is required"),
+    ],
+)
+def test_bad_options_exit_2_naming_what_is_wrong(arguments: list[str], message: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "floodwall", "edge", *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
