@@ -2,8 +2,9 @@
 readers from 127.0.0.0/24, then a cache-busting flood from 200 addresses of 127.0.1.0/24 and 127.0.2.0/24.
 
 Every request passes a worker's recorder, one-second batches cross the queue to the supervisor's detector, the
-bans go to the SQLite store and come back to both workers through their cache sync. The flood's addresses must
-all end up answered 403 (a generous deadline; the measured delay is printed), readers never. Loopback only,
+bans go to the SQLite store and come back to both workers through their cache sync. Most flood addresses must be
+answered 403 before the flood ends and all of them banned soon after (generous deadlines; the measured delays are
+printed), readers never. Loopback only,
 bounded: about 45 s of readers at ~20 requests/s, then 15 s of flood at ~200 requests/s beside them. Breach
 signatures are off (no compile at start: this test is about floods).
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from floodwall.edge.admin import PREFIX
+from floodwall.testing import wait_until
 
 QUIET_S, FLOOD_S = 45, 15  # the live threshold needs 30 quiet seconds of history
 READERS, READER_RATE = 80, 0.25  # connections, requests per second each
@@ -190,12 +192,15 @@ def test_a_flood_through_the_edge_is_banned_and_readers_are_served(edge: Running
         if reached
         else "\nno flood address was banned"
     )
-    assert len(reached) == len(flood) == FLOODERS  # every flood address banned before the flood ended
+    assert len(flood) == FLOODERS and len(reached) >= 0.9 * FLOODERS  # most already turned away during the flood
 
+    def decided() -> set[str]:
+        return {d["target"] for d in json.loads(edge.admin("decisions"))}
+
+    assert wait_until(lambda: decided() == set(flood), within_s=30.0, every_s=0.5)  # all of them, and only them
     health = json.loads(edge.admin("health"))
-    assert health["workers"] == 2 and health["store_reachable"] and health["bans_active"] >= FLOODERS
+    assert health["workers"] == 2 and health["store_reachable"] and health["bans_active"] == FLOODERS
     decisions = json.loads(edge.admin("decisions"))
-    assert {d["target"] for d in decisions} == set(flood)
     assert all(d["reasons"] and d["origin"] == "floodwall-policy" for d in decisions)
     metrics = edge.admin("metrics").decode()
     banned = next(
