@@ -2,6 +2,7 @@
 
 The origin answers by path:
     /cached...    200 text/html, Cache-Control: max-age=60, a body naming how many times it was asked
+    /big          1 MB, Cache-Control: max-age=60
     /chunked      200 in three chunks (Transfer-Encoding: chunked, no length)
     /echo         200 application/json: method, body, and the fields the origin received
     /slow?s=N     sleeps N seconds, then 200
@@ -66,6 +67,10 @@ class OriginHandler(BaseHTTPRequestHandler):
                 200,
                 f"<p>{path} fetched {count} times</p>".encode(),
                 {"Content-Type": "text/html", "Cache-Control": "max-age=60"},
+            )
+        elif path == "/big":
+            self._send(
+                200, b"b" * 1_000_000, {"Content-Type": "application/octet-stream", "Cache-Control": "max-age=60"}
             )
         elif path == "/chunked":
             self.send_response(200)

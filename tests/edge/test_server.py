@@ -340,3 +340,16 @@ def test_every_answer_is_recorded_for_the_live_detector(origin: Origin) -> None:
     )
     assert (hit["cache_status"], hit["upstream_status"], hit["referer"]) == ("HIT", None, "https://t.co/")
     assert (broken["status"], broken["method"], broken["client"]) == (400, None, "127.0.0.1")
+
+
+def test_a_client_that_never_reads_is_dropped_without_piling_up_answers(origin: Origin) -> None:
+    settings = edge_settings(origin.url, limits={"body_timeout_s": 1.0})
+    with EdgeUnderTest(settings) as edge:
+        assert len(edge.get("/big")[2]) == 1_000_000  # now cached: answers are written without waiting
+        server = edge.worker.server if edge.worker is not None else None
+        assert server is not None
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n" * 200)  # and never read
+            assert wait_until(lambda: not server.connections, within_s=10)
+        assert edge.get("/cached/after")[0] == 200

@@ -180,6 +180,8 @@ class AllowlistPart:
                 self._known.clear()
             verdict = self._known[client] = self.allowlist.exempt_network(client) is not None
         if verdict:
+            if len(self.exempt) >= self.max_remembered:
+                self.exempt.clear()
             self.exempt.add(client)
         return None
 

@@ -214,6 +214,8 @@ class EdgeConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_writer()
+        if self._queue and not self._busy and not self.closed:
+            self._serve_next()
 
     def _wake_writer(self) -> None:
         if self._drain is not None and not self._drain.done():
@@ -350,6 +352,11 @@ class EdgeConnection(asyncio.Protocol):
     def _serve_next(self) -> None:
         """Answer queued requests synchronously while the pipeline can (gates, cache hits); else start a task."""
         while self._queue and not self.closed:
+            if self._write_paused:
+                # The client is not reading what we wrote: answer no more (queued requests wait, and reading pauses
+                # once enough are queued), and give it `body_timeout_s` to catch up before the sweep drops it.
+                self.deadline = self.loop.time() + self.limits.body_timeout_s
+                return
             item = self._queue[0]
             if isinstance(item, _Reject):
                 self._queue.clear()
@@ -549,7 +556,10 @@ class EdgeConnection(asyncio.Protocol):
 
     def expire(self) -> None:
         """The deadline passed: a slow client (headers, body, or reading our answer) or an idle keep-alive."""
-        self.abort() if self._state != _IDLE else self.close()
+        if self._state != _IDLE or self._write_paused:
+            self.abort()  # nothing worth flushing to a client that does not read
+        else:
+            self.close()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
