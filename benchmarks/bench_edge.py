@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import statistics
@@ -241,6 +242,9 @@ def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Loa
         "readers_outcomes": outcomes,
         "readers_p50_s": percentile(latencies, 50),
         "readers_p99_s": percentile(latencies, 99),
+        # Issue 7 gives the edge 10 s to challenge or ban the flood: the readers' wait before and after that.
+        "readers_p99_first_10s_s": percentile([s[1] for s in during if s[0] < 10], 99),
+        "readers_p99_after_10s_s": percentile([s[1] for s in during if s[0] >= 10], 99),
         "flood_sent": sent,
         "flood_rps": sent / load.flood_s,
         "flood_outcomes": dict(flood.outcomes),
@@ -327,7 +331,9 @@ def flood(args: argparse.Namespace, tmp: Path, edge_reason: str | None, results:
     )
     for r in done:
         print(
-            f"  {r['front']}: readers' answers during the flood {r['readers_outcomes']}; flood's {r['flood_outcomes']}"
+            f"  {r['front']}: readers' answers during the flood {r['readers_outcomes']} "
+            f"({r['challenges_solved']} challenges solved), p99 {ms(r['readers_p99_first_10s_s'])} ms in its first "
+            f"10 s, {ms(r['readers_p99_after_10s_s'])} ms after; flood's answers {r['flood_outcomes']}"
         )
     results["flood"] = done
 
@@ -401,6 +407,11 @@ def main() -> None:
     parser.add_argument("--origin-service-ms", type=float, default=20.0)
     parser.add_argument("--samples", type=int, default=1000, help="sequential requests per target (latency)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="a new folder for configs, logs and caches, kept after the run (default: a temporary one)",
+    )
     args = parser.parse_args()
 
     print(machine_line())
@@ -408,12 +419,15 @@ def main() -> None:
     if edge_reason:
         print(f"edge: {edge_reason}; its rows are skipped")
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="floodwall-bench-edge-", dir="/dev/shm") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.workdir is not None:
+            args.workdir.mkdir(parents=True, exist_ok=False)
+            tmp = args.workdir
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="floodwall-bench-edge-", dir="/dev/shm")))
         for part in ("throughput", "latency", "flood"):
             if part in args.parts:
-                {"throughput": throughput, "latency": latency, "flood": flood}[part](
-                    args, Path(tmp), edge_reason, results
-                )
+                {"throughput": throughput, "latency": latency, "flood": flood}[part](args, tmp, edge_reason, results)
     print(f"\n{machine_line()} (after)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
