@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from floodwall.decide import Allowlist, Policy, PolicySettings
+from floodwall.decide.policy import breach_hits
 from floodwall.model import Action, Finding
 
 NOW = datetime(2023, 9, 1, 8, 0, tzinfo=UTC)
@@ -69,3 +70,59 @@ def test_prefix_ban_only_when_most_active_clients_are_hostile() -> None:
     shared = policy.escalate_prefixes(decisions, {"203.0.113.0/24": 200}, networks)
     assert [d.target for d in mostly if d.target.endswith("/24")] == ["203.0.113.0/24"]
     assert not [d for d in shared if d.target.endswith("/24")]
+
+
+def breach(target: str, reason: str, kind: str = "breach-exploit") -> Finding:
+    return Finding(
+        target=target,
+        kind=kind,
+        score=0.9,
+        window_start=NOW - timedelta(minutes=10),
+        window_end=NOW,
+        reasons=(reason,),
+        evidence=(("access.log", 7),),
+    )
+
+
+def test_payloadless_signature_hits_are_observed_and_few_payloads_challenged_without_a_flood() -> None:
+    """A config-management client looping on a 404, a malformed user agent and a crawler that followed four broken
+    template links are not banned; a payload-sending client and a login brute force are."""
+    decisions = Policy().decide(
+        [
+            breach("192.0.2.1", "60 breach-attempt signature hits (probing)"),
+            breach("192.0.2.2", "1 breach-attempt signature hits (scanner)"),
+            breach("192.0.2.3", "4 breach-attempt signature hits (command-injection)"),
+            breach("192.0.2.4", "31 breach-attempt signature hits (scanner, sqli, xss)"),
+            breach("192.0.2.5", "757 breach-attempt signature hits (probing, scanner, sensitive-file)", "breach-scan"),
+            breach("192.0.2.6", "40 breach-attempt signature hits (login)", "breach-bruteforce"),
+            breach("192.0.2.7", "2 breach-attempt signature hits (scanner)", "signature"),  # the live detector's
+        ],
+        NOW,
+    )
+    actions = {d.target: d.action for d in decisions}
+    assert actions == {
+        "192.0.2.1": Action.OBSERVE,
+        "192.0.2.2": Action.OBSERVE,
+        "192.0.2.3": Action.CHALLENGE,
+        "192.0.2.4": Action.BAN,
+        "192.0.2.5": Action.BAN,
+        "192.0.2.6": Action.BAN,
+        "192.0.2.7": Action.OBSERVE,
+    }
+    why = {d.target: d.reasons[-1] for d in decisions}
+    assert "no breach payload" in why["192.0.2.1"] and "fewer than 5" in why["192.0.2.3"]
+
+
+def test_a_flood_client_with_payloadless_hits_is_judged_on_its_flood() -> None:
+    decisions = Policy().decide(
+        [finding("192.0.2.1", 0.95), breach("192.0.2.1", "3 breach-attempt signature hits (scanner)")], NOW
+    )
+    assert [d.action for d in decisions] == [Action.BAN]
+
+
+def test_breach_hits_reads_the_detectors_reason() -> None:
+    assert breach_hits(["rate 4 rps", "12 breach-attempt signature hits (sqli, xss)"]) == (
+        12,
+        frozenset({"sqli", "xss"}),
+    )
+    assert breach_hits(["rate 4 rps"]) is None

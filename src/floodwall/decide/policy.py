@@ -7,18 +7,44 @@
 - A prefix (/24, /48) is banned as a whole only when most of its active clients are hostile and there are
   enough of them: neighbours on a shared network (a university, a mobile carrier's NAT) are readers too.
 - Allowlisted networks and verified crawlers are never challenged or banned; the decision records why.
+- Breach findings are weighed by what the client sent, when it took part in no flood: signature hits without a
+  payload (a scanner's or malformed user agent, the `probing` of paths answered 4xx: a config-management client
+  looping on a missing file looks like this) are observed; fewer than `min_payload_hits` payload hits earn a
+  challenge (a crawler following a broken link whose URL holds a template's `${...}` trips CRS 932130 the way a
+  shell probe does, and a challenge stops a script as surely as a ban); more payloads, or a login brute force,
+  are banned as before. A client that is also part of a flood is judged on its flood findings' scores.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Final
 
 from floodwall.decide.allowlist import Allowlist
 from floodwall.model import Action, Decision, Finding
 
-__all__ = ["Policy", "PolicySettings"]
+__all__ = ["Policy", "PolicySettings", "breach_hits"]
+
+#: Signature families that carry no payload: they say who the client claims to be or how it browses, not what it
+#: tries to do (`floodwall.detect.signatures.families`; `probing` is the detector's many-4xx-paths behaviour).
+PAYLOADLESS_FAMILIES: Final = frozenset({"scanner", "probing"})
+_FLOOD_KINDS: Final = frozenset({"flood-client", "fleet-member"})
+# The reason the breach layer and the live detector give a breach finding: "12 breach-attempt signature hits (sqli,
+# xss)" (floodwall.detect.breach, floodwall.detect.live).
+_HITS_REASON: Final = re.compile(r"^(\d+) breach-attempt signature hits \(([^)]*)\)$")
+
+
+def breach_hits(reasons: Iterable[str]) -> tuple[int, frozenset[str]] | None:
+    """Hits and signature families a breach finding's reasons name, or None when they name none."""
+    for reason in reasons:
+        match = _HITS_REASON.match(reason)
+        if match:
+            families = frozenset(f.strip() for f in match.group(2).split(",") if f.strip())
+            return int(match.group(1)), families
+    return None
 
 
 @dataclass(frozen=True)
@@ -33,6 +59,7 @@ class PolicySettings:
     max_ttl_s: int = 7 * 24 * 3600
     prefix_hostile_share: float = 0.75
     prefix_min_hostile: int = 8
+    min_payload_hits: int = 5
 
 
 @dataclass
@@ -74,10 +101,13 @@ class Policy:
                 r for r in finding.reasons if r not in reasons[finding.target]
             )
             evidence.setdefault(finding.target, []).extend(finding.evidence[:5])
+        flooding = {f.target for f in best.values() if f.kind in _FLOOD_KINDS}
         decisions = []
         for target, finding in best.items():
             action = self.action_for(finding.score)
             why = list(reasons[target])
+            if target not in flooding:
+                action = self._weigh_breach(finding, action, why)
             exempt = self.allowlist.exempt_network(target)
             crawler = self.allowlist.verified_crawler(target, (user_agents or {}).get(target))
             if exempt or crawler:
@@ -96,6 +126,29 @@ class Policy:
                 )
             )
         return decisions
+
+    def _weigh_breach(self, finding: Finding, action: Action, why: list[str]) -> Action:
+        """The action for a breach finding of a client in no flood (see the module docstring); `why` grows."""
+        if not finding.kind.startswith(("breach-", "signature")) or finding.kind == "breach-bruteforce":
+            return action
+        counted = breach_hits(finding.reasons)
+        if counted is None:
+            return action
+        hits, families = counted
+        if families <= {"login", "xmlrpc"}:
+            return action
+        payloads = families - PAYLOADLESS_FAMILIES
+        if not payloads:
+            if action is not Action.OBSERVE:
+                why.append(f"observed, not enforced: no breach payload ({', '.join(sorted(families))} only)")
+            return Action.OBSERVE
+        if hits < self.settings.min_payload_hits and action is Action.BAN:
+            why.append(
+                f"challenged, not banned: {hits} hits ({', '.join(sorted(payloads))}), "
+                f"fewer than {self.settings.min_payload_hits}, and no flood"
+            )
+            return Action.CHALLENGE
+        return action
 
     def escalate_prefixes(
         self, decisions: list[Decision], active_clients: Mapping[str, int], network_of: Mapping[str, str | None]
