@@ -1,14 +1,18 @@
 """How fast `watch` turns a flood in the log into an enforced ban, and what 100,000 bans cost nginx and nftables.
 
-    .venv/bin/python benchmarks/bench_watch.py [--rate 50000] [--waves 6] [--bans 100000]
+    .venv/bin/python benchmarks/bench_watch.py [--rate 50000] [--waves 6] [--spacing 10] [--bans 100000]
 
 1. Latency: a writer process appends to a log on tmpfs (/dev/shm) at `--rate` lines per second in all during the
    flood waves. Readers come from Floodwall's simulator (`floodwall.simulate`: its reader pool, visits and page
    views, with browsers' agents and referers), each address making a visit or two of one to a few pages with their
    assets, as people do; they make 40 % of the rate at all times. From the warm-up's end, flood waves (each from
-   40 new addresses, 8 s of every 10) bring the total to the rate: a 2.5x surge the live onset must see.
+   40 new addresses, 8 s of every `--spacing`, 10 by default) bring the total to the rate: a 2.5x surge the live
+   onset must see. With `--spacing 75` or more each wave is a separate flood after quiet (a surge ends after 60 s
+   below the threshold), so every wave's latency includes its onset.
    The watcher (this process) follows the log with an nftables enforcer inside a network namespace
-   (`ip netns add`); a ban is enforced when `nft` has accepted it. Latency per wave: from the writer's write of the
+   (`ip netns add`), and an nginx-map enforcer with a real nginx on a loopback port (reloads at most every 5 s, its
+   default); a ban is enforced when `nft` has accepted it, and in nginx when a probe process (asking every 50 ms)
+   gets 403 for the wave's first address. Latency per wave: from the writer's write of the
    wave's first line to the first of its addresses banned, split into stages: read (first line written to the
    batch holding it handed to the engine), surge (to the live onset being declared, for the first wave), judged
    (to the engine's finding on one of its addresses) and enforced (the policy, the store and `nft`). The watcher's
@@ -27,12 +31,15 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,43 +55,63 @@ from floodwall.model import Action, Decision, Finding  # noqa: E402
 from floodwall.store import store_from_url  # noqa: E402
 from floodwall.watch import Watcher  # noqa: E402
 from nginx_run import NginxUnderTest, free_port  # type: ignore[import-not-found]  # noqa: E402
-from watch_traffic import FLOOD_AGENTS, flood_addresses, simulated_readers  # type: ignore[import-not-found]  # noqa: E402
+from watch_traffic import FLOOD_AGENTS, flood_addresses, write_simulated_readers  # type: ignore[import-not-found]  # noqa: E402
 
 WARMUP_S = 40
 WAVE_S = 8
-SPACING_S = 10
 WAVE_ADDRESSES = 40
 READER_SHARE = 0.4
-LEAD_S = 15  # the readers' log is generated before it starts, this many seconds ahead
+
+
+NGINX_MIN_INTERVAL_S = 5.0  # the nginx-map enforcer's default reload interval
+NGINX_BODY = """
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+    geo $floodwall_banned { default 0; include INCLUDE; }
+    server {
+        listen 127.0.0.1:{port}; access_log off;
+        if ($floodwall_banned) { return 403; }
+        location / { return 200; }
+    }
+"""
+
+
+def lead_s(seconds: int) -> int:
+    """Seconds the writer takes to generate `seconds` of readers before it starts (generously)."""
+    return 15 + seconds // 6
 
 
 def stamp(at: float) -> str:
     return datetime.fromtimestamp(int(at), UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
 
 
-def writer(path: str, rate: int, waves: int, starts: Any, done: Any, stop: Any) -> None:
+def writer(path: str, rate: int, waves: int, spacing_s: int, starts: Any, done: Any, stop: Any) -> None:
     """Appends the simulated readers' lines as their time comes, and during a wave the flood's on top, up to
     `rate` in all; in ticks of 0.1 s. Reports each wave's first write time on `starts` and the lines written per
     second of waves on `done` (multiprocessing queues)."""
     rng = random.Random(3)
-    begin = float(int(time.time()) + LEAD_S)
-    seconds = WARMUP_S + waves * SPACING_S + 10
-    reader_ts, reader_lines = simulated_readers(begin, seconds, int(rate * READER_SHARE), seed=3)
+    seconds = WARMUP_S + waves * spacing_s + 10
+    begin = float(int(time.time()) + lead_s(seconds))
+    readers_path = Path(path).with_name("readers.log")
+    reader_ts, reader_ends = write_simulated_readers(readers_path, begin, seconds, int(rate * READER_SHARE), seed=3)
     flood_per_tick = int(rate * (1 - READER_SHARE)) // 10
     time.sleep(max(0.0, begin - time.time()))
     sent: set[int] = set()
     position = 0
+    copied = 0  # bytes of the readers' file copied so far
     wave_lines = 0
     wave_time = 0.0
     tick = 0
-    with Path(path).open("a", encoding="ascii") as log:
+    with Path(path).open("ab") as log, readers_path.open("rb") as readers:
         while not stop.is_set() and tick < seconds * 10:
             now = time.time()
             elapsed = now - begin
-            wave = int((elapsed - WARMUP_S) // SPACING_S) if elapsed >= WARMUP_S else -1
-            in_wave = 0 <= wave < waves and (elapsed - WARMUP_S) % SPACING_S < WAVE_S
+            wave = int((elapsed - WARMUP_S) // spacing_s) if elapsed >= WARMUP_S else -1
+            in_wave = 0 <= wave < waves and (elapsed - WARMUP_S) % spacing_s < WAVE_S
             upto = int(reader_ts.searchsorted(now, side="right"))
-            chunk = "".join(reader_lines[position:upto])
+            end = int(reader_ends[upto - 1]) if upto else 0
+            chunk = readers.read(end - copied)
+            copied = end
             written = upto - position
             position = upto
             if in_wave:
@@ -94,7 +121,7 @@ def writer(path: str, rate: int, waves: int, starts: Any, done: Any, stop: Any) 
                     f'{addresses[k % WAVE_ADDRESSES]} - - [{when}] "GET /?r={rng.randrange(10**9)} HTTP/1.1" 200 '
                     f'5120 "-" "{FLOOD_AGENTS[k % len(FLOOD_AGENTS)]}"\n'
                     for k in range(flood_per_tick)
-                )
+                ).encode("ascii")
                 written += flood_per_tick
                 if wave not in sent:  # the wave's first lines: note when they reached the file
                     log.write(flood)
@@ -109,7 +136,27 @@ def writer(path: str, rate: int, waves: int, starts: Any, done: Any, stop: Any) 
             log.flush()
             tick += 1
             time.sleep(max(0.0, begin + tick * 0.1 - time.time()))
-    done.put((wave_lines, wave_time, len(reader_lines)))
+    readers_path.unlink()
+    done.put((wave_lines, wave_time, len(reader_ts)))
+
+
+def probe(port: int, waves: int, refused: Any, stop: Any) -> None:
+    """Asks nginx every 50 ms for each wave's first address until it answers 403; reports (wave, time) on
+    `refused`. Runs in its own process, so the watcher's CPU is its own."""
+    pending = {wave: flood_addresses(1, first=1 + wave * WAVE_ADDRESSES)[0] for wave in range(waves)}
+    while pending and not stop.is_set():
+        for wave, address in list(pending.items()):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"X-Forwarded-For": address})
+            try:
+                with urllib.request.urlopen(request, timeout=2):
+                    pass
+            except urllib.error.HTTPError as error:
+                if error.code == 403:
+                    refused.put((wave, time.time()))
+                    del pending[wave]
+            except OSError:
+                pass
+        time.sleep(0.05)
 
 
 class TimedEnforcer:
@@ -139,10 +186,11 @@ class TimedEngine:
         self.engine = watcher.engine
         self.fed_at: dict[str, float] = {}
         self.found_at: dict[str, float] = {}
-        self.surge_at: float | None = None
+        self.surges_at: list[float] = []  # when each live onset was declared
         self.batch_s: list[float] = []
         self.batch_rows: list[int] = []
         self._feed = self.engine.feed
+        self._surging = False
         self.engine.feed = self.feed  # type: ignore[method-assign]
 
     def feed(self, frame: pl.DataFrame) -> list[Finding]:
@@ -154,8 +202,10 @@ class TimedEngine:
         self.batch_s.append(done - arrived)
         self.batch_rows.append(frame.height)
         live = self.engine._live
-        if self.surge_at is None and live is not None and live.surge_start is not None:
-            self.surge_at = done
+        surging = live is not None and live.surge_start is not None
+        if surging and not self._surging:
+            self.surges_at.append(done)
+        self._surging = surging
         for finding in found:
             self.found_at.setdefault(finding.target, done)
         return found
@@ -172,7 +222,7 @@ def _first(times: dict[str, float], addresses: list[str]) -> float | None:
     return min(found) if found else None
 
 
-def latency(rate: int, waves: int) -> None:
+def latency(rate: int, waves: int, spacing_s: int) -> None:
     name, nft = namespace()
     folder = Path(tempfile.mkdtemp(prefix="floodwall-bench-", dir="/dev/shm"))
     log = folder / "access.log"
@@ -180,22 +230,37 @@ def latency(rate: int, waves: int) -> None:
     try:
         enforcer = TimedEnforcer(NftablesEnforcer("inet/floodwall/banned", nft_command=nft))
         store = store_from_url(f"sqlite:///{folder}/state.db")
-        watcher = Watcher(log, site="bench", store=store, enforcers=[enforcer])
+        include = folder / "banned.conf"
+        include.write_text("")
+        nginx = NginxUnderTest(folder, NGINX_BODY.replace("INCLUDE", str(include)))
+        nginx.start()
+        nginx_map = NginxMapEnforcer(include, nginx.reload_command, NGINX_MIN_INTERVAL_S, nginx.test_command)
+        watcher = Watcher(log, site="bench", store=store, enforcers=[enforcer, nginx_map])
         timed = TimedEngine(watcher)
         thread = threading.Thread(target=watcher.run, daemon=True)
         starts: Any = mp.Queue()
         done: Any = mp.Queue()
+        refused: Any = mp.Queue()
         stop = mp.Event()
-        proc = mp.Process(target=writer, args=(str(log), rate, waves, starts, done, stop))
+        proc = mp.Process(target=writer, args=(str(log), rate, waves, spacing_s, starts, done, stop))
         proc.start()
-        time.sleep(LEAD_S - 1)  # the writer prepares its readers; the watcher's CPU is counted from here
+        prober = mp.Process(target=probe, args=(nginx.port, waves, refused, stop))
+        prober.start()
+        time.sleep(lead_s(WARMUP_S + waves * spacing_s + 10) - 1)  # the writer prepares its readers meanwhile
         cpu0, wall0 = time.process_time(), time.monotonic()
         thread.start()
-        proc.join(timeout=LEAD_S + WARMUP_S + waves * SPACING_S + 60)
-        time.sleep(3)
+        proc.join(timeout=WARMUP_S + waves * spacing_s + 90)
+        time.sleep(NGINX_MIN_INTERVAL_S + 3)
         watcher.stop()
         thread.join(timeout=30)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        stop.set()
+        prober.join(timeout=10)
+        nginx.stop()
+        in_nginx: dict[int, float] = {}
+        while not refused.empty():
+            wave, at = refused.get()
+            in_nginx[wave] = at
         first: dict[int, float] = {}
         while not starts.empty():
             wave, at = starts.get()
@@ -218,15 +283,17 @@ def latency(rate: int, waves: int) -> None:
             found = _first(timed.found_at, addresses)
             count = sum(1 for a in addresses if a in enforcer.banned_at)
             stages = [f"read {fed - written:.2f}" if fed else "read ?"]
-            if wave == 0 and timed.surge_at is not None and fed is not None:
-                stages.append(f"surge +{timed.surge_at - fed:.2f}")
+            surge_at = next((at for at in timed.surges_at if fed is not None and at >= fed), None)
+            onset = surge_at if surge_at is not None and found is not None and surge_at <= found else None
+            if onset is not None and fed is not None:
+                stages.append(f"surge +{onset - fed:.2f}")
             if found is not None:
-                stages.append(
-                    f"judged +{found - (timed.surge_at if wave == 0 and timed.surge_at else fed or written):.2f}"
-                )
+                stages.append(f"judged +{found - (onset or fed or written):.2f}")
                 stages.append(f"enforced +{banned - found:.2f}")
+            if wave in in_nginx:
+                stages.append(f"nginx 403 {in_nginx[wave] - written:.2f} after the first line")
             totals.append(banned - written)
-            kind = "onset" if wave == 0 else "during the surge"
+            kind = "onset" if onset is not None else "during the surge"
             print(
                 f"  wave {wave + 1} ({kind}): {banned - written:.2f} s to the first ban ({', '.join(stages)} s), "
                 f"{count}/{WAVE_ADDRESSES} banned"
@@ -245,9 +312,7 @@ def latency(rate: int, waves: int) -> None:
         store.close()
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def many_bans(count: int) -> None:
@@ -303,6 +368,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, default=50_000)
     parser.add_argument("--waves", type=int, default=6)
+    parser.add_argument(
+        "--spacing",
+        type=int,
+        default=10,
+        help="seconds from one wave's start to the next; above 70 each wave is a new onset (a surge ends after 60 s)",
+    )
     parser.add_argument("--bans", type=int, default=100_000)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-bans", action="store_true")
@@ -310,7 +381,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}")
     print(f"load average before: {os.getloadavg()}")
     if not args.skip_latency:
-        latency(args.rate, args.waves)
+        latency(args.rate, args.waves, args.spacing)
     if not args.skip_bans:
         many_bans(args.bans)
 

@@ -5,14 +5,15 @@ flood into a log that a real nginx also writes. `reader_lines`: readers fetch a 
 small pool of addresses in 10.0.0.0/8 (quick, for tests). `simulated_readers`: the simulator's readers
 (`floodwall.simulate.traffic`: its pool of home and diaspora addresses, IPv6 included, browsers' agents, visits of
 one to a few pages with referers, assets, redirects and 404s), each address making about one visit over the span,
-for the benchmark's rate. A flood sends bare GETs of the front page with random query values and rotating forged
-agents.
+for the benchmark's rate, written to a file. A flood sends bare GETs of the front page with random query values
+and rotating forged agents.
 """
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -74,9 +75,12 @@ def flood_lines(rng: random.Random, start: float, seconds: int, rps: float, addr
 _LINES_PER_VISIT = 5.5  # measured on this generator: pages (1.7 a visit), assets, images, redirects
 
 
-def simulated_readers(start_s: float, seconds: int, lines_per_s: int, seed: int = 3) -> tuple[np.ndarray, list[str]]:
-    """(epoch seconds of each line, the lines), time-ordered: `seconds` of readers from `start_s` at about
-    `lines_per_s`, from a pool large enough that a reader makes about one visit in that span."""
+def write_simulated_readers(
+    path: Path, start_s: float, seconds: int, lines_per_s: int, seed: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write `seconds` of readers from `start_s` at about `lines_per_s`, time-ordered, to `path`, from a pool large
+    enough that a reader makes about one visit in that span; returns (each line's epoch seconds, the byte offset
+    after each line), so a writer can copy them out as their time comes without holding them in memory."""
     rng = np.random.default_rng(seed)
     begin = datetime.fromtimestamp(start_s, UTC)
     site = SiteSpec(
@@ -91,11 +95,9 @@ def simulated_readers(start_s: float, seconds: int, lines_per_s: int, seed: int 
     count = int(lines_per_s * (seconds + lead_s) / _LINES_PER_VISIT)
     pool = build_pool(site, count, rng, set())
     ts = start_s - lead_s + rng.random(count) * (seconds + lead_s)
-    who = (
-        rng.permutation(len(pool.addresses))[:count]
-        if len(pool.addresses) >= count
-        else rng.integers(0, len(pool.addresses), count)
-    )
+    who = rng.permutation(len(pool.addresses))[: min(count, len(pool.addresses))]
+    if len(who) < count:
+        who = np.concatenate([who, rng.integers(0, len(pool.addresses), count - len(who))])
     pages = sample_pages(content, count, start_s, rng)
     frame = visits(content, ts, pool.addresses.gather(who), pool.agents.gather(who), pages, False, start_s, rng)
     frame = (
@@ -103,5 +105,10 @@ def simulated_readers(start_s: float, seconds: int, lines_per_s: int, seed: int 
         .with_columns(protocol=pl.lit("HTTP/2.0"))
         .sort("ts")
     )
-    lines = format_lines(frame, "UTC").get_column("line") + "\n"
-    return (frame.get_column("ts").to_numpy() / 1e6), lines.to_list()
+    stamps = frame.get_column("ts").to_numpy() / 1e6
+    lines = format_lines(frame, "UTC")
+    del frame
+    ends = np.cumsum(lines.get_column("line").str.len_bytes().to_numpy().astype(np.int64) + 1)
+    with path.open("wb") as handle:
+        lines.write_csv(handle, include_header=False, quote_style="never")
+    return stamps, ends
