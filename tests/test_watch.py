@@ -193,3 +193,54 @@ def test_the_decision_endpoint_answers_from_the_watchers_memory(tmp_path: Path) 
         watcher.stop()
         thread.join(timeout=10)
         endpoint.stop()
+
+
+def test_the_watch_section_of_the_config_is_used_and_options_override_it(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.touch()
+    configured, overriding = free_port(), free_port()
+    config = tmp_path / "floodwall.toml"
+    config.write_text(
+        f"""
+[watch]
+store = "sqlite:///{tmp_path / "configured.db"}"
+enforce = ["nginx-map:{tmp_path / "banned.conf"}"]
+reload_min_interval_s = 1.0
+decision_endpoint = true
+decision_endpoint_listen = "127.0.0.1:{configured}"
+"""
+    )
+    command = [sys.executable, "-m", "floodwall", "watch", str(log), "--site", "example-news", "--config", str(config)]
+    command += ["--decision-endpoint", f"127.0.0.1:{overriding}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    (tmp_path / "nginx").write_text("#!/bin/sh\nexit 0\n")  # a stand-in for the host's nginx -t and reload
+    (tmp_path / "nginx").chmod(0o755)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        assert "configured.db" in proc.stdout.readline()
+        assert f"auth_request on 127.0.0.1:{overriding}" in proc.stdout.readline()
+        connection = http.client.HTTPConnection("127.0.0.1", overriding, timeout=5)
+        connection.request("GET", "/.well-known/floodwall/auth", headers={"X-Real-IP": READER})
+        assert connection.getresponse().status == 204
+        connection.close()
+        rng, now = random.Random(9), time.time()
+        append(log, reader_lines(rng, now - 75, 60, 8))
+        append(log, flood_lines(rng, now - 15, 15, 100, flood_addresses(10)))
+        banned = tmp_path / "banned.conf"
+        assert wait_until(lambda: banned.exists() and "203.0.113.1 1;" in banned.read_text(), within_s=20)
+        proc.send_signal(signal.SIGINT)
+        _, errors = proc.communicate(timeout=20)
+    assert proc.returncode == 0, errors
+    assert (tmp_path / "configured.db").exists()
+
+
+def test_a_decision_endpoint_off_loopback_is_refused_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "floodwall.toml"
+    config.write_text('[watch]\ndecision_endpoint_listen = "0.0.0.0:9181"\n')
+    command = [sys.executable, "-m", "floodwall", "watch", str(tmp_path / "access.log"), "--site", "x"]
+    done = subprocess.run([*command, "--config", str(config)], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "watch.decision_endpoint_listen" in done.stderr, done.stderr
+    done = subprocess.run(
+        [*command, "--decision-endpoint", "192.0.2.1:9181"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2 and "--decision-endpoint" in done.stderr and "loopback" in done.stderr, done.stderr
