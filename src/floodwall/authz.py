@@ -16,8 +16,8 @@ its `@floodwall_challenge` location, and the verify route under `/.well-known/fl
 proof of work and sets the cookie. A newsroom gets the edge's challenge without moving to `floodwall edge`.
 
 The listener must be on loopback (nginx on the same machine): it believes the address nginx sends, and so would
-believe anyone else who can reach it. HTTP/1.1 with keep-alive (nginx's `upstream { keepalive }`), GET and HEAD,
-no bodies. Nothing here logs an address.
+believe anyone else who can reach it. HTTP/1.1 with keep-alive (nginx's `upstream { keepalive }`); a request body
+(a challenged reader's POST handed to the page) is read and ignored. Nothing here logs an address.
 """
 
 from __future__ import annotations
@@ -148,8 +148,6 @@ class DecisionEndpoint:
         parts = urlsplit(target)
         if parts.path == AUTH_PATH:
             return self._decide(address, user_agent, headers)
-        if method not in ("GET", "HEAD"):
-            return 405, [*_TEXT, (b"Allow", b"GET, HEAD")], b"Method not allowed.\n"
         if is_challenge_path(parts.path):
             return self.challenger.answer(parts.path, parts.query or None, address, user_agent)
         return self.challenger.page(target, address, user_agent)  # nginx's @floodwall_challenge hand-off
