@@ -13,8 +13,8 @@
 
 Supervisor: the store (`EdgeSettings.store`, SQLite beside the access log by default), a `DecisionCache` that a
 `CacheSync` keeps following it (for the detector's "already held" rule and the admin listener), the shared
-`MetricsBoard` (one row per worker plus its own), the bounded queue of one-second batches, the `LiveDetector`
-thread and the admin listener.
+`MetricsBoard` (two rows per worker plus its own), the `BatchHub` that reads every worker's one-second batches
+(one pipe each, never blocking: `floodwall.edge.batches`), the `LiveDetector` thread and the admin listener.
 
 Worker: its own store connection, `DecisionCache` and `CacheSync` (so a ban reaches it from the store, and a
 worker keeps enforcing when the store goes away), its metrics row, its `LiveRecorder` and the once-a-second chores
@@ -32,6 +32,7 @@ from typing import Any
 
 from floodwall.config import Settings
 from floodwall.edge.admin import AdminServer, AdminThread
+from floodwall.edge.batches import BatchHub, BatchWriter
 from floodwall.edge.decisions import LiveDetector
 from floodwall.edge.live import LiveRecorder, LiveShipper
 from floodwall.edge.metrics import Metrics, MetricsBoard
@@ -73,7 +74,7 @@ class WorkerHandle:
     board_path: str
     slots: int
     store_url: str
-    batches: Any  # a multiprocessing.Queue, or None when live detection is off
+    batches: BatchWriter | None  # this worker's pipe to the detector; None when live detection is off
     recorder_capacity: int
 
     def attach(self, clock: Clock | None = None) -> WorkerLive:
@@ -94,6 +95,7 @@ class WorkerHandle:
                 shipper.ship()
 
             live.chores.append(ship)
+            live.closers.append(self.batches.close)  # after the last ship: what is queued is written
         live.closers += [sync.close, store.close, board.close]
         return live
 
@@ -126,7 +128,11 @@ class EdgeControl:
         self.board.under_attack = settings.edge.under_attack
         live = settings.edge.live
         context = mp_context if mp_context is not None else multiprocessing.get_context()
-        self.batches = context.Queue(maxsize=live.queue_batches) if live.enabled else None
+        self.batches = (
+            BatchHub(context, max_batches=live.queue_batches, metrics=self.board.slot(2 * workers))
+            if live.enabled
+            else None
+        )
         self.detector = (
             LiveDetector(
                 settings.site.name or "edge",
@@ -152,7 +158,8 @@ class EdgeControl:
         """What worker `index` of a new generation (or a respawn) attaches with; its metrics row alternates."""
         if not 0 <= index < self.workers:
             raise IndexError(f"worker {index} outside 0..{self.workers - 1}")
-        slot = index + self._turn[index] * self.workers
+        turn = self._turn[index]
+        slot = index + turn * self.workers
         self._turn[index] ^= 1
         return WorkerHandle(
             index=index,
@@ -160,7 +167,7 @@ class EdgeControl:
             board_path=str(self.board.path),
             slots=self.board.slots,
             store_url=self.store_url,
-            batches=self.batches,
+            batches=self.batches.writer(index, turn) if self.batches is not None else None,
             recorder_capacity=self.settings.edge.live.max_rows_per_s,
         )
 
@@ -178,7 +185,6 @@ class EdgeControl:
         if self._sync is not None:
             self._sync.close()
         if self.batches is not None:
-            self.batches.cancel_join_thread()
             self.batches.close()
         self.store.close()
         self.board.close()

@@ -2,14 +2,15 @@
 
 Per request a worker calls `LiveRecorder.record(...)`: sixteen stores into preallocated lists and one index bump.
 Once a second, on the worker's own event loop (between requests, never inside one), `LiveShipper.ship()` takes the
-rows recorded since the last call and puts them on a queue to the one detector (`floodwall.edge.decisions`), which
-runs in the supervisor process and so sees every worker's traffic.
+rows recorded since the last call and puts them on the way to the one detector (`floodwall.edge.decisions`), which
+runs in the supervisor process and so sees every worker's traffic. The way is a pipe per worker
+(`floodwall.edge.batches`), or any queue with `put_nowait` (one process, tests).
 
 Bounded so that a flood cannot exhaust memory: a recorder holds at most `capacity` rows per second (the rest are
-counted as dropped), the queue holds at most `queue_batches` batches (`put_nowait`; a full queue drops the batch
-and counts its rows), and the detector keeps only the engine's own short horizon. Dropping rows under extreme load
-is the right way to fail: the edge keeps serving and enforcing, detection sees a sample of the flood, which is still
-a flood. Drops are visible in the metrics (`floodwall_live_rows_dropped_total`).
+counted as dropped), a worker holds a few batches for the pipe (`put_nowait`; beyond, the batch is dropped and its
+rows counted), the supervisor at most `queue_batches`, and the detector keeps only the engine's own short horizon.
+Dropping rows under extreme load is the right way to fail: the edge keeps serving and enforcing, detection sees a
+sample of the flood, which is still a flood. Drops are visible in the metrics (`floodwall_live_rows_dropped_total`).
 
 Rows become frames in the detector (`batches_frame`), columnar: `client_net` through
 `floodwall.logs.frame.client_networks`, `source` is the recorder's name ("edge" by default, or "edge-<worker>"),

@@ -103,7 +103,8 @@ class LiveSettings(_Section):
     #: Most requests one worker records per second for the detector; beyond it rows are dropped and counted (a
     #: sample of a flood is still a flood, and the memory a flood can take stays bounded).
     max_rows_per_s: int = Field(default=50_000, ge=100)
-    #: Most one-second batches waiting for the detector, all workers together; a full queue drops the batch.
+    #: Most one-second batches waiting for the detector, all workers together; beyond it the oldest are dropped
+    #: and counted (the detector is behind: a flood bigger than it can judge each second).
     queue_batches: int = Field(default=64, ge=1)
     #: Seconds of the newest rows held back a step, so a worker's late batch is still fed in time order.
     hold_back_s: float = Field(default=1.0, ge=0, le=10)
