@@ -39,6 +39,7 @@ _FORWARDED: Final = frozenset(
 #: Seconds a key whose answer could not be stored is passed straight to the origin, and how many keys are kept.
 PASS_S: Final = 5.0
 _MAX_PASS_KEYS: Final = 10_000
+_DROP: Final = _FORWARDED | HOP_BY_HOP
 _CONDITIONAL: Final = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
 )
@@ -51,7 +52,7 @@ _ORIGIN_FAILED: Final = {
 
 def origin_headers(request: Request, trusted_peer: bool, origin_host: str) -> Headers:
     """The fields sent to the origin for `request` (see the module docstring)."""
-    drop = _FORWARDED | HOP_BY_HOP
+    drop = _DROP
     connection = request.header(b"connection")
     if connection is not None and b"," not in connection and connection.lower() in (b"keep-alive", b"close"):
         pass  # the common case: names only itself

@@ -268,6 +268,11 @@ class OriginResponse:
         self._pool._give_back(self._conn)
 
 
+def _expire_head(head: asyncio.Future[tuple[int, Headers]], timeout_s: float) -> None:
+    if not head.done():
+        head.set_exception(OriginError(504, f"the origin did not answer within {timeout_s:g} s"))
+
+
 class OriginPool:
     """Keep-alive connections to one origin, at most `concurrency` requests in flight; see the module docstring."""
 
@@ -334,20 +339,22 @@ class OriginPool:
         head_only = method == "HEAD"
         for attempt in (1, 2):
             conn = self._take_idle() or await self._connect()
+            head = conn.send(data, head_only)
+            # A plain timer on the head's future (cheaper per request than an asyncio.timeout context).
+            timer = asyncio.get_running_loop().call_later(self.timeout_s, _expire_head, head, self.timeout_s)
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    status, headers = await conn.send(data, head_only)
-            except TimeoutError:
+                status, headers = await head
+            except OriginError as error:
                 conn.close()
-                raise OriginError(504, f"the origin did not answer within {self.timeout_s:g} s") from None
-            except OriginError:
-                conn.close()
-                if attempt == 1 and conn.reused and not conn.got_bytes and method in _IDEMPOTENT:
+                stale = error.status == 502 and conn.reused and not conn.got_bytes  # closed while idle, not slow
+                if attempt == 1 and stale and method in _IDEMPOTENT:
                     continue
                 raise
             except BaseException:
                 conn.close()
                 raise
+            finally:
+                timer.cancel()
             return OriginResponse(self, conn, status, [(n, v) for n, v in headers if n not in HOP_BY_HOP])
         raise AssertionError("unreachable")  # pragma: no cover
 
