@@ -7,7 +7,7 @@ import http.client
 import json
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,14 +29,22 @@ BASE = "/.well-known/floodwall/"
 
 
 class Admin:
-    def __init__(self, store: Store, token_file: Path | None = None, listen: str = "127.0.0.1:0") -> None:
+    def __init__(
+        self,
+        store: Store,
+        token_file: Path | None = None,
+        listen: str = "127.0.0.1:0",
+        live: Callable[[], dict[str, object]] | None = None,
+    ) -> None:
         self.store = store
         self.cache = DecisionCache()
         if isinstance(store, MemoryStore):  # what a CacheSync would load from a reachable store
             self.cache.replace(store.active())
         self.board = MetricsBoard(2)
         settings = AdminSettings(listen=listen, token_file=str(token_file) if token_file else None)
-        self.server = AdminServer(settings, store=store, cache=self.cache, board=self.board, workers=lambda: 2)
+        self.server = AdminServer(
+            settings, store=store, cache=self.cache, board=self.board, workers=lambda: 2, live=live
+        )
         self.thread = AdminThread(self.server)
         self.thread.start()
 
@@ -84,6 +92,7 @@ def test_health_reports_workers_store_decisions_and_the_switch(admin: Admin) -> 
         "decisions_active": 2,
         "bans_active": 1,
         "under_attack": False,
+        "live": None,
     }
 
 
@@ -237,3 +246,16 @@ def test_random_bytes_never_stop_the_listener_nor_change_anything(admin: Admin, 
         assert answer == b"" or answer.startswith(b"HTTP/1.1 ")
     assert len(admin.store.active()) == 2  # no revoke slipped through
     assert admin.call("GET", "health")[0] == 200
+
+
+def test_live_detection_that_stopped_stepping_degrades_health() -> None:
+    status: dict[str, object] = {"steps": 40, "last_step_s_ago": 0.4}
+    running = Admin(MemoryStore(), live=lambda: dict(status))
+    try:
+        health = json.loads(running.call("GET", "health")[2])
+        assert health["status"] == "ok" and health["live"]["steps"] == 40
+        status["last_step_s_ago"] = 31.5  # the detector's thread is stuck or dead
+        health = json.loads(running.call("GET", "health")[2])
+        assert health["status"] == "degraded" and health["store_reachable"] is True
+    finally:
+        running.close()

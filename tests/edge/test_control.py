@@ -79,6 +79,7 @@ def test_a_stored_ban_reaches_a_worker_and_the_switch_reaches_it_too(control: Ed
         assert wait_until(lambda: control.cache.lookup("203.0.113.7") is Action.BAN, within_s=10.0)  # supervisor's
         health = json.loads(admin_get(control, "health"))
         assert health["workers"] == 2 and health["store_reachable"] and health["decisions_active"] == 1
+        assert wait_until(lambda: json.loads(admin_get(control, "health"))["live"]["steps"] >= 1, within_s=10.0)
         assert not live.under_attack()
         connection = http.client.HTTPConnection("127.0.0.1", control.admin.server.port, timeout=10)
         connection.request("POST", BASE + "under-attack", body="on")

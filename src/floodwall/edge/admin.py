@@ -12,7 +12,8 @@ with a token file every request must carry `Authorization: Bearer <token>`, comp
 (`hmac.compare_digest`). One request per connection, small bodies, short timeouts: it is for an operator and a
 Prometheus scraper, not for the public, and a flood that reaches it is closed quickly.
 
-When the store is unreachable (STYLE.md item 7): health says `degraded` with `store_reachable: false`, the
+Health is `degraded` when the store is unreachable or live detection has not stepped for 10 s (its `live` block
+says how far it got). When the store is unreachable (STYLE.md item 7): health says `store_reachable: false`, the
 decision list is served from the supervisor's cache (what the edge enforces, header `X-Floodwall-Source: cache`),
 and a revoke fails closed with 503: a revoke the store did not record would come back on the next resync.
 Nothing here logs a caller's address.
@@ -50,6 +51,7 @@ _MAX_HEAD_BYTES = 16 * 1024
 _MAX_BODY_BYTES = 4 * 1024
 _READ_TIMEOUT_S = 10.0
 _STORE_TIMEOUT_S = 2.0
+_STALLED_S = 10.0  # live detection that has not stepped for this long is reported as degraded
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -100,6 +102,7 @@ class AdminServer:
         cache: DecisionCache,
         board: MetricsBoard,
         workers: Callable[[], int] = lambda: 1,
+        live: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self.host, self.port = parse_listen(settings.listen)
         self.token = _read_token(settings.token_file) if settings.token_file else None
@@ -109,6 +112,7 @@ class AdminServer:
                 "(a file holding a bearer token) or listen on 127.0.0.1"
             )
         self.store, self.cache, self.board, self.workers = store, cache, board, workers
+        self.live = live
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
 
@@ -229,13 +233,17 @@ class AdminServer:
         except ServiceError:
             reachable = False
         active = self._held()
+        live = self.live() if self.live is not None else None
+        ago = live.get("last_step_s_ago") if live is not None else None
+        stalled = isinstance(ago, float) and ago > _STALLED_S
         return {
-            "status": "ok" if reachable else "degraded",
+            "status": "ok" if reachable and not stalled else "degraded",
             "workers": self.workers(),
             "store_reachable": reachable,
             "decisions_active": len(active),
             "bans_active": sum(d.action is Action.BAN for d in active),
             "under_attack": self.board.under_attack,
+            "live": live,
         }
 
     def _held(self) -> list[Decision]:

@@ -150,7 +150,14 @@ class EdgeControl:
         )
         count = live_workers if live_workers is not None else (lambda: workers)
         self.admin = AdminThread(
-            AdminServer(settings.edge.admin, store=self.store, cache=self.cache, board=self.board, workers=count)
+            AdminServer(
+                settings.edge.admin,
+                store=self.store,
+                cache=self.cache,
+                board=self.board,
+                workers=count,
+                live=self.detector.status if self.detector is not None else None,
+            )
         )
         self._sync: CacheSync | None = None
 

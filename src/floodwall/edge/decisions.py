@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
@@ -96,6 +97,7 @@ class LiveDetector:
         self._later = empty_requests()  # rows held back for the next step
         self._unsent: list[Decision] = []
         self._store_down = False
+        self._last_step: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -105,9 +107,21 @@ class LiveDetector:
         """Take a batch directly (one process, or tests); workers in other processes use the queue."""
         self._waiting.append(batch)
 
+    def status(self) -> dict[str, object]:
+        """For the admin listener's health: is detection keeping up (`last_step_s_ago`), what waits to be written."""
+        ago = time.monotonic() - self._last_step if self._last_step is not None else None
+        return {
+            "steps": self.steps,
+            "rows_fed": self.rows_fed,
+            "decisions_made": self.decided,
+            "decisions_unsent": len(self._unsent),
+            "last_step_s_ago": round(ago, 3) if ago is not None else None,
+        }
+
     def step(self) -> list[Decision]:
         """Detect on what arrived, decide, store; returns the decisions written to the store in this step."""
         self.steps += 1
+        self._last_step = time.monotonic()
         self._drain()
         now = self.clock()
         waiting, self._waiting = self._waiting, []
