@@ -73,7 +73,8 @@ class DecisionEndpoint:
         self.challenger = challenger
         self.answers: dict[int, int] = {}  # status -> count
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
+        self._stopping: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # one per open connection, cancelled at stop
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="floodwall-decision-endpoint", daemon=True)
@@ -91,33 +92,41 @@ class DecisionEndpoint:
             raise ServiceError(f"decision endpoint on {self.host}:{self.port} could not start: {self._error}")
 
     def stop(self) -> None:
-        loop = self._loop
-        if loop is not None and self._thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
+        """Stop listening, close nginx's kept-alive connections, end the thread."""
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(stopping.set)
             self._thread.join(timeout=10.0)
 
     def _run(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
         try:
-            self._server = loop.run_until_complete(
-                asyncio.start_server(self._connection, self.host, self.port, limit=_MAX_HEAD_BYTES)
-            )
+            loop.run_until_complete(self._serve())
         except OSError as error:
             self._error = error
             self._started.set()
+        finally:
             loop.close()
-            return
+
+    async def _serve(self) -> None:
+        self._stopping = asyncio.Event()
+        server = await asyncio.start_server(self._connection, self.host, self.port, limit=_MAX_HEAD_BYTES)
         if self.port == 0:
-            self.port = self._server.sockets[0].getsockname()[1]
+            self.port = server.sockets[0].getsockname()[1]
         self._started.set()
-        loop.run_forever()
-        self._server.close()
-        loop.run_until_complete(self._server.wait_closed())
-        loop.close()
+        await self._stopping.wait()
+        server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await server.wait_closed()
 
     # -- requests -------------------------------------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             while True:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _IDLE_TIMEOUT_S)
@@ -138,6 +147,8 @@ class DecisionEndpoint:
             pass  # a connection nginx closed, or one that is not speaking HTTP to us: nothing to answer
         finally:
             writer.close()
+            if task is not None:
+                self._tasks.discard(task)
 
     def answer(self, method: str, target: str, headers: dict[str, str]) -> _Reply:
         """The reply to one request (its target as sent, its headers with lower-case names)."""
