@@ -188,6 +188,7 @@ class TimedEngine:
         self.found_at: dict[str, float] = {}
         self.surges_at: list[float] = []  # when each live onset was declared
         self.batch_s: list[float] = []
+        self.batch_cpu_s: list[float] = []  # the process's CPU (all threads: polars works on several)
         self.batch_rows: list[int] = []
         self._feed = self.engine.feed
         self._surging = False
@@ -195,11 +196,13 @@ class TimedEngine:
 
     def feed(self, frame: pl.DataFrame) -> list[Finding]:
         arrived = time.time()
+        cpu = time.process_time()
         for client in frame.get_column("client").filter(frame.get_column("client").str.starts_with("203.0.")).unique():
             self.fed_at.setdefault(client, arrived)
         found = self._feed(frame)
         done = time.time()
         self.batch_s.append(done - arrived)
+        self.batch_cpu_s.append(time.process_time() - cpu)
         self.batch_rows.append(frame.height)
         live = self.engine._live
         surging = live is not None and live.surge_start is not None
@@ -303,10 +306,11 @@ def latency(rate: int, waves: int, spacing_s: int) -> None:
         flood = {a for w in range(waves) for a in flood_addresses(WAVE_ADDRESSES, first=1 + w * WAVE_ADDRESSES)}
         others = [t for t in watcher.active if t not in flood]
         print(f"  others decided (readers): {len(others)} {sorted(others)[:5]}")
-        batches = sorted(timed.batch_s)
+        batches, cpus = sorted(timed.batch_s), sorted(timed.batch_cpu_s)
         print(
-            f"  engine per batch: median {statistics.median(batches):.3f} s, max {batches[-1]:.3f} s "
-            f"({len(batches)} batches, median {statistics.median(timed.batch_rows):,.0f} rows)"
+            f"  engine per batch: median {statistics.median(batches):.3f} s wall, {statistics.median(cpus):.3f} s CPU; "
+            f"max {batches[-1]:.3f} s wall, {cpus[-1]:.3f} s CPU ({len(batches)} batches, median "
+            f"{statistics.median(timed.batch_rows):,.0f} rows)"
         )
         print(f"  watcher CPU: {cpu:.1f} s over {wall:.1f} s wall ({100 * cpu / wall:.0f}% of one core)")
         store.close()
@@ -379,7 +383,7 @@ def main() -> None:
     parser.add_argument("--skip-bans", action="store_true")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}")
-    print(f"load average before: {os.getloadavg()}")
+    print(f"load average before: {os.getloadavg()}, nice {os.nice(0)}")
     if not args.skip_latency:
         latency(args.rate, args.waves, args.spacing)
     if not args.skip_bans:
