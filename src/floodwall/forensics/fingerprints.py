@@ -158,11 +158,7 @@ class FingerprintAccumulator:
                 "client", pl.lit("ua").alias("feature"), pl.col("user_agent").fill_null("").alias("value"), "count"
             ),
             _shaped(agents, "family", ua_family(pl.col("user_agent"))),
-            _shaped(
-                lazy.group_by("client", "path").agg(pl.len().cast(pl.UInt64).alias("count")),
-                "path",
-                path_shape(pl.col("path")),
-            ),
+            _path_shapes(lazy.group_by("client", "path").agg(pl.len().cast(pl.UInt64).alias("count"))),
             _shaped(self._queries(frame), "query", query_shape(pl.col("query"))),
         ]
         counted = pl.concat(pl.collect_all(parts)).drop_nulls("value").cast(_STATE_SCHEMA)  # type: ignore[arg-type]
@@ -227,6 +223,18 @@ class FingerprintAccumulator:
                 wave_period_minutes=period,
             )
         return result
+
+
+def _path_shapes(counts: pl.LazyFrame) -> pl.LazyFrame:
+    """`counts` (client, path, count) as path-shape state rows, each distinct path shaped once (attackers share
+    their targets: fewer distinct paths than (client, path) pairs)."""
+    shapes = counts.select(pl.col("path").unique()).with_columns(path_shape(pl.col("path")).alias("value"))
+    return (
+        counts.join(shapes, on="path", how="left")
+        .group_by("client", "value")
+        .agg(pl.col("count").sum())
+        .select("client", pl.lit("path").alias("feature"), "value", "count")
+    )
 
 
 def _shaped(counts: pl.LazyFrame, feature: str, shape: pl.Expr) -> pl.LazyFrame:
