@@ -29,7 +29,7 @@ from floodwall.edge.http import HOP_BY_HOP, Answer, Headers, Request
 from floodwall.edge.upstream import OriginError, OriginPool, OriginResponse
 
 if TYPE_CHECKING:
-    from floodwall.edge.server import EdgeConnection
+    from floodwall.edge.connection import EdgeConnection
 
 __all__ = ["Forwarder", "origin_headers"]
 

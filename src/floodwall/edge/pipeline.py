@@ -41,8 +41,8 @@ from floodwall.model import Action
 if TYPE_CHECKING:
     from floodwall.decide.allowlist import Allowlist
     from floodwall.edge.clientaddr import ClientAddress
+    from floodwall.edge.connection import EdgeConnection
     from floodwall.edge.forward import Forwarder
-    from floodwall.edge.server import EdgeConnection
     from floodwall.store.cache import DecisionCache
 
 __all__ = [

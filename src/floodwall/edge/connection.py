@@ -1,0 +1,476 @@
+"""One client connection of the edge: HTTP/1.1 on asyncio (uvloop) with httptools, parsed, queued, answered in order.
+
+What it guarantees whatever the client sends:
+
+- Answers leave in the order requests arrived (pipelining, RFC 9112 section 9.3.2): requests are parsed as bytes
+  come and queued; one request per connection is answered at a time. Reading pauses while too many wait.
+- Request bodies are read in full before the request goes on (Content-Length or chunked, at most
+  `max_body_bytes`: 413 beyond), as nginx buffers them, so a slow POST never holds an origin connection.
+- Time limits: `header_timeout_s` from a request's first byte to the end of its headers (slowloris),
+  `body_timeout_s` for its body (slow POST) and for a client that stops reading our answer, `keepalive_timeout_s`
+  between requests. One sweep per second checks every connection's deadline, so the request path only stores a
+  float. A connection past its deadline is closed.
+- Malformed requests get 400, headers over `max_header_bytes` 431, then the connection closes; an exception of
+  ours is logged (at most once every 10 s, never per request) and answered 500 or the connection is dropped:
+  it never reaches the event loop, so a worker never dies of hostile input.
+
+Deciding what to answer is the pipeline's business (`floodwall.edge.pipeline`); this module frames and writes.
+What each answer leaves behind (counters, an access log line, a row for the live detector) is written in `finish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Final, cast
+
+import httptools
+
+from floodwall.edge import metrics as outcomes
+from floodwall.edge.clientaddr import canonical_address
+from floodwall.edge.http import Answer, Headers, Request, render_head
+
+if TYPE_CHECKING:
+    from floodwall.edge.live import LiveRecorder
+    from floodwall.edge.server import EdgeServer
+
+__all__ = ["EdgeConnection", "record_live"]
+
+#: Requests parsed ahead of the one being answered before reading pauses (bounds a pipelining client's memory).
+_MAX_QUEUED: Final = 16
+_IDLE, _HEADERS, _BODY = 0, 1, 2
+_NO_BODY_STATUS: Final = frozenset({204, 304})
+
+
+class _Reject(Exception):
+    """A request we refuse to parse further: answered with `status`, then the connection closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class EdgeConnection(asyncio.Protocol):
+    """One client connection: parse, queue, answer in order; see the module docstring."""
+
+    def __init__(self, server: EdgeServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.deadline = float("inf")
+        self.closed = False
+        self._state = _IDLE
+        self._queue: deque[Request | _Reject] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self._read_paused = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._stopped_reading = False
+        # The request being parsed.
+        self._url = b""
+        self._headers: Headers = []
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._header_bytes = 0
+        self._partial_bytes = 0
+        self._started = 0.0
+        # The answer being written.
+        self._chunked = False
+        self._sent = 0
+        self._status = 0
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not registered subclasses
+        peer = transport.get_extra_info("peername")
+        text = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        # One canonical form for bans, limits and logs: a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+        self.peer = canonical_address(text) or text
+        self.deadline = self.loop.time() + self.limits.header_timeout_s
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writer()
+        if self._queue and not self._busy and not self.closed:
+            self._serve_next()
+
+    def _wake_writer(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped_reading:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The request asked to switch protocols (WebSocket, h2c). We answer it as plain HTTP/1.1 (the Upgrade
+            # field is not relayed) and close after, since what follows on this connection is not HTTP/1.1.
+            self._stop_reading()
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._reject(cause)
+            else:
+                self.server.bugs.exception("request parsing failed in our callback")
+                self._reject(_Reject(500, "The edge failed to read this request."))
+        except httptools.HttpParserError as exc:
+            self._reject(_Reject(400, f"The request is not valid HTTP/1.1 ({_short(exc)})."))
+        else:
+            if self._state == _HEADERS:
+                self._partial_bytes += len(data)
+                if self._partial_bytes > self.limits.max_header_bytes:
+                    self._reject(_Reject(431, "The request's header fields are too large."))
+        if self._queue and not self._busy:
+            self._serve_next()
+
+    def eof_received(self) -> bool | None:
+        # A client may half-close after its last request and still read the answers (RFC 9112 section 9.6).
+        self._stop_reading()
+        if not self._busy and not self._queue:
+            self.close()
+        return True
+
+    # -- httptools callbacks ----------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._state = _HEADERS
+        self._started = now = self.loop.time()
+        self.deadline = now + self.limits.header_timeout_s
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._body_size = self._header_bytes = self._partial_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Reject(414 if len(self._url) > self.limits.max_header_bytes // 2 else 431, "URI Too Long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, "The request's header fields are too large.")
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._state = _BODY
+        self.deadline = self.loop.time() + self.limits.body_timeout_s
+        for name, value in self._headers:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise _Reject(400, "The Content-Length field is not a number.") from None
+                if declared > self.limits.max_body_bytes:
+                    raise _Reject(413, "The request's body is too large.")
+            elif name == b"expect" and value.lower() == b"100-continue" and self.idle_writer:
+                # The client waits for this before sending the body (RFC 9110 section 10.1.1); only said when no
+                # earlier answer is being written, so answers stay in order.
+                self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.limits.max_body_bytes:
+            raise _Reject(413, "The request's body is too large.")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self.parser
+        try:
+            target = self._url.decode("ascii")
+        except UnicodeDecodeError:
+            raise _Reject(400, "The request target is not ASCII.") from None
+        method = parser.get_method().decode("ascii")
+        if (method == "CONNECT" or not target.startswith("/")) and (method != "OPTIONS" or target != "*"):
+            raise _Reject(400, "This server is not a forward proxy: the target must be a path.")
+        request = Request(
+            method,
+            target,
+            self._headers,
+            b"".join(self._body) if self._body else b"",
+            version=parser.get_http_version(),
+            keep_alive=parser.should_keep_alive() and not self.server.draining,
+            peer=self.peer,
+            started=self._started,
+        )
+        self._state = _IDLE
+        self.deadline = float("inf")
+        self._queue.append(request)
+        if len(self._queue) >= _MAX_QUEUED and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    # -- answering --------------------------------------------------------------------------------------------
+
+    @property
+    def idle_writer(self) -> bool:
+        """No answer being written or waiting to be."""
+        return not self._busy and not self._queue
+
+    @property
+    def idle(self) -> bool:
+        """Nothing being answered, nothing queued, no request half received: safe to close."""
+        return not self._busy and not self._queue and self._state == _IDLE
+
+    def _stop_reading(self) -> None:
+        self._stopped_reading = True
+        if self.transport is not None and not self._read_paused:
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+            self._read_paused = True
+
+    def _reject(self, reject: _Reject) -> None:
+        self._stop_reading()
+        self._state = _IDLE
+        self._queue.append(reject)
+
+    def _serve_next(self) -> None:
+        """Answer queued requests synchronously while the pipeline can (gates, cache hits); else start a task."""
+        while self._queue and not self.closed:
+            if self._write_paused:
+                # The client is not reading what we wrote: answer no more (queued requests wait, and reading pauses
+                # once enough are queued), and give it `body_timeout_s` to catch up before the sweep drops it.
+                self.deadline = self.loop.time() + self.limits.body_timeout_s
+                return
+            item = self._queue[0]
+            if isinstance(item, _Reject):
+                self._queue.clear()
+                self._send_reject(item)
+                return
+            try:
+                answer = self.server.pipeline.answer_now(item)
+            except Exception:
+                self.server.bugs.exception("the pipeline failed")
+                answer = Answer.text(
+                    500, "The edge failed on this request.", self.server.contact, outcome=outcomes.ERROR
+                )
+            if answer is None:
+                self._queue.popleft()
+                self._busy = True
+                self._task = self.loop.create_task(self._serve_async(item))
+                return
+            self._queue.popleft()
+            self.send_answer(item, answer)
+            if not item.keep_alive:
+                self.close()
+                return
+        self._after_answers()
+
+    async def _serve_async(self, request: Request) -> None:
+        try:
+            await self.server.pipeline.answer_later(request, self)
+        except asyncio.CancelledError:
+            return  # the client went away
+        except Exception:
+            self.server.bugs.exception("the pipeline failed")
+            if self._status == 0 and not self.closed:
+                self.send_answer(
+                    request,
+                    Answer.text(500, "The edge failed on this request.", self.server.contact, outcome=outcomes.ERROR),
+                )
+            else:
+                self.abort()
+                return
+        self._busy = False
+        if self.closed:
+            return
+        if not request.keep_alive:
+            self.close()
+            return
+        self._serve_next()
+
+    def _after_answers(self) -> None:
+        if self.closed:
+            return
+        if self._stopped_reading and not self._queue:
+            self.close()
+            return
+        if self._state == _IDLE:
+            self.deadline = self.loop.time() + self.limits.keepalive_timeout_s
+        if self._read_paused and not self._stopped_reading and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _send_reject(self, reject: _Reject) -> None:
+        request = Request("-", "-", [], b"", keep_alive=False, peer=self.peer, started=self._started)
+        request.version = "1.1"
+        answer = Answer.text(reject.status, reject.message, self.server.contact, outcome=outcomes.ERROR)
+        self.send_answer(request, answer)
+        self.close()
+
+    def send_answer(self, request: Request, answer: Answer, *, logged_request: bool = True) -> None:
+        """Write a whole answer made by the edge or taken from the cache."""
+        request.cache_status = answer.cache
+        request.outcome = answer.outcome
+        body = answer.body
+        send = request.method != "HEAD" and answer.status not in _NO_BODY_STATUS
+        self.start(
+            request, answer.status, answer.headers, len(body), date=answer.cache is None, first=body if send else b""
+        )
+        self.finish(request, logged=logged_request)
+
+    def start(
+        self,
+        request: Request,
+        status: int,
+        headers: Headers,
+        length: int | None,
+        *,
+        date: bool = False,
+        first: bytes = b"",
+    ) -> None:
+        """Write the head of an answer, with `first`, the body or its first piece, in the same write (one system
+        call, one packet for a small answer). `length` None means unknown: chunked to HTTP/1.1 clients, else the
+        connection's end marks the body's."""
+        fields = list(headers)
+        no_body = request.method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200
+        self._chunked = False
+        if length is not None:
+            if status not in _NO_BODY_STATUS:
+                fields.append((b"content-length", b"%d" % length))
+        elif not no_body:
+            if request.version == "1.1":
+                self._chunked = True
+                fields.append((b"transfer-encoding", b"chunked"))
+            else:
+                request.keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
+        if request.cache_status is not None:
+            fields.append((b"x-floodwall-cache", request.cache_status.encode("ascii")))
+        if date:
+            fields.append((b"date", self.server.date()))
+        if not request.keep_alive:
+            fields.append((b"connection", b"close"))
+        elif request.version == "1.0":
+            fields.append((b"connection", b"keep-alive"))
+        self._status = status
+        self._sent = len(first)
+        head = render_head(status, fields)
+        if not first:
+            self._write(head)
+        elif self._chunked:
+            self._write(b"%b%x\r\n%b\r\n" % (head, len(first), first))
+        else:
+            self._write(head + first)
+
+    def write(self, chunk: bytes) -> None:
+        """Write a piece of the body (framed as a chunk when the length is unknown)."""
+        if not chunk:
+            return
+        self._sent += len(chunk)
+        if self._chunked:
+            self._write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self._write(chunk)
+
+    async def flush(self) -> None:
+        """Wait while the client is slow to read (at most `body_timeout_s`, then the connection is dropped)."""
+        if not self._write_paused or self.closed:
+            return
+        self._drain = self.loop.create_future()
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                await self._drain
+        except TimeoutError:
+            self.abort()
+        finally:
+            self._drain = None
+        if self.closed:
+            raise asyncio.CancelledError  # nobody is reading: stop working for them
+
+    def finish(self, request: Request, *, logged: bool = True) -> None:
+        """End the answer: the last chunk, the access log line and the counters."""
+        if self._chunked:
+            self._write(b"0\r\n\r\n")
+            self._chunked = False
+        duration_s = self.loop.time() - request.started
+        server = self.server
+        if server.metrics is not None:
+            server.metrics.request(request.outcome, duration_s)
+        if logged:
+            if server.access_log is not None:
+                server.access_log.record(request, self._status, self._sent, duration_s)
+            if server.recorder is not None:
+                record_live(server.recorder, request, self._status, self._sent, duration_s)
+        self._status = 0
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    # -- closing ----------------------------------------------------------------------------------------------
+
+    def expire(self) -> None:
+        """The deadline passed: a slow client (headers, body, or reading our answer) or an idle keep-alive."""
+        if self._state != _IDLE or self._write_paused:
+            self.abort()  # nothing worth flushing to a client that does not read
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+            self.server.connections.discard(self)
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
+            self.server.connections.discard(self)
+
+
+def record_live(recorder: LiveRecorder, request: Request, status: int, body_bytes: int, duration_s: float) -> None:
+    """The request as one row for the live detector (the Request frame's columns)."""
+    if request.method == "-":
+        method = path = query = protocol = None
+    else:
+        method, protocol = request.method, f"HTTP/{request.version}"
+        path, question, query_text = request.target.partition("?")
+        query = query_text if question else None
+    referer = request.header(b"referer")
+    agent = request.header(b"user-agent")
+    forwarded = request.header(b"x-forwarded-for")
+    recorder.record(
+        time.time(),
+        request.client or None,
+        method,
+        path,
+        query,
+        protocol,
+        status,
+        body_bytes,
+        referer.decode("latin-1") if referer else None,
+        agent.decode("latin-1") if agent else None,
+        request.host or None,
+        duration_s,
+        request.upstream_s,
+        request.upstream_status,
+        request.cache_status,
+        forwarded.decode("latin-1") if forwarded else None,
+    )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 80 else text[:77] + "..."
