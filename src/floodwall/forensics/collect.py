@@ -296,7 +296,9 @@ class Collector:
             picked = merged.group_by("incident_id", "kind", "_class").head(3)
             self.samples.parts = [picked.select(list(_SAMPLE_COLUMNS))]
         agents = attack.group_by("incident_id", "client", "user_agent").agg(pl.len().cast(pl.Int64).alias("requests"))
-        self.agents.add(agents.with_columns(ua_family().alias("family")))  # per distinct agent, not per request
+        # The family per distinct agent (a flood has a few dozen), not per (incident, client, agent) row.
+        families = agents.select(pl.col("user_agent").unique()).with_columns(ua_family().alias("family"))
+        self.agents.add(agents.join(families, on="user_agent", how="left", nulls_equal=True))
         # Schemes describe; past _SCHEME_SAMPLE query rows a batch is sampled evenly and the counts scaled.
         queried = attack.filter(pl.col("query").is_not_null())
         step = max(1, queried.height // _SCHEME_SAMPLE)
