@@ -29,7 +29,8 @@
    Challenges: a reader is a browser. On the edge's proof-of-work page it does what the page's script does
    (finds the nonce, loads the verify URL, keeps the cookie, loads the page again), and the answer counts as served
    when that second load brings the page; its latency includes the work. `--no-solve` counts every challenge page
-   as not served. The flood's bots never solve.
+   as not served. The flood's bots never solve. `--under-attack` starts the edge with its switch on, so every
+   reader meets the challenge (and solves it) before its first page.
 3. Added latency on a quiet site: single sequential requests from 200 reader addresses over kept-alive
    connections, alternating edge and direct-to-origin, `--samples` of each; p50/p99 and the difference, for a
    pass-through page (the edge goes to the origin: its real added cost) and a cached page.
@@ -174,6 +175,19 @@ def _until(first: Mapping[Any, float], total: int, share: float) -> str:
     return f"never ({100 * len(times) / total:.0f}%)"
 
 
+def _seconds_until(first: Mapping[Any, float], total: int) -> float:
+    """Seconds until every one of `total` addresses was seen (infinity when some never were)."""
+    return max(first.values()) if len(first) >= total else math.inf
+
+
+def _median_s(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    middle = statistics.median(known)
+    return "never" if math.isinf(middle) else f"{middle:.1f}"
+
+
 def _origin_figures(stats: OriginStats, run_times: tuple[float, float, float]) -> dict[str, Any]:
     start_at, flood_at, end_at = run_times
     open_before, _ = stats.between(start_at, flood_at - 1)
@@ -191,16 +205,19 @@ def _origin_figures(stats: OriginStats, run_times: tuple[float, float, float]) -
     }
 
 
-def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Load) -> dict[str, Any] | None:
+def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Load) -> dict[str, Any]:
     folder = tmp / f"flood-{front}"
     decided: dict[str, dict[str, float]] | None
-    folder.mkdir()
+    folder.mkdir(parents=True)
     with LimitedOrigin(args.origin_slots, args.origin_service_ms / 1000) as origin:
         part: Nginx | Edge | None = None
         if front == "nginx":
             part = newsroom_front(folder, origin.url, args.workers)
         elif front == "edge":
-            part = Edge(folder, origin.url, edge_config(folder, args.workers, open_limits=False, query_keep=["page"]))
+            config = edge_config(
+                folder, args.workers, open_limits=False, query_keep=["page"], under_attack=args.under_attack
+            )
+            part = Edge(folder, origin.url, config)
         try:
             if part is not None:
                 part.start()
@@ -254,6 +271,7 @@ def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Loa
         "blocked_all": _until(flood.first_blocked, load.flood_addresses, 1.0),
         "decided_90": "-" if decided is None else _until(decided["flood"], load.flood_addresses, 0.9),
         "decided_all": "-" if decided is None else _until(decided["flood"], load.flood_addresses, 1.0),
+        "decided_all_s": None if decided is None else _seconds_until(decided["flood"], load.flood_addresses),
         "readers_decided": None if decided is None else len(decided["readers"]),
         "challenges_solved": readers.challenges_solved,
         "origin": None if stats is None else _origin_figures(stats, run_times),
@@ -278,21 +296,23 @@ def flood(args: argparse.Namespace, tmp: Path, edge_reason: str | None, results:
         f"connections, {load.flood_s:g} s after {load.warmup_s:g} s of readers alone"
     )
     done = []
-    for front in args.fronts:
-        if front == "edge" and edge_reason is not None:
-            print(f"  edge: skipped: {edge_reason}")
-            continue
-        started = time.monotonic()
-        result = flood_one(front, args, tmp, load)
-        if result is not None:
+    fronts = [f for f in args.fronts if f != "edge" or edge_reason is None]
+    if edge_reason is not None and "edge" in args.fronts:
+        print(f"  edge: skipped: {edge_reason}")
+    for round_ in range(args.flood_repeat):
+        for front in fronts if round_ % 2 == 0 else fronts[::-1]:
+            started = time.monotonic()
+            result = flood_one(front, args, tmp / f"round-{round_ + 1}", load)
+            result["round"] = round_ + 1
             done.append(result)
-            print(f"  {front}: done in {time.monotonic() - started:.0f} s")
+            print(f"  {front} (round {round_ + 1}): done in {time.monotonic() - started:.0f} s")
+    done.sort(key=lambda r: (FRONTS.index(r["front"]), r["round"]))
     rows = []
     for r in done:
         origin = r["origin"] or {}
         rows.append(
             [
-                r["front"],
+                r["front"] if args.flood_repeat == 1 else f"{r['front']} #{r['round']}",
                 f"{100 * r['readers_ok_share']:.1f}% of {r['readers_during']}",
                 f"{100 * r['readers_ok_fast_share']:.1f}%",
                 f"{100 * r['readers_ok_share_before']:.1f}%",
@@ -329,9 +349,20 @@ def flood(args: argparse.Namespace, tmp: Path, edge_reason: str | None, results:
             rows,
         )
     )
+    if args.flood_repeat > 1:
+        for front in fronts:
+            mine = [r for r in done if r["front"] == front]
+            print(
+                f"  {front}, medians of {len(mine)}: readers ok "
+                f"{100 * statistics.median(r['readers_ok_share'] for r in mine):.1f}%, in 0.5 s "
+                f"{100 * statistics.median(r['readers_ok_fast_share'] for r in mine):.1f}%, p99 "
+                f"{ms(statistics.median(r['readers_p99_s'] for r in mine))} ms, flood "
+                f"{statistics.median(r['flood_rps'] for r in mine):,.0f} req/s, all decided after "
+                f"{_median_s([r['decided_all_s'] for r in mine])} s"
+            )
     for r in done:
         print(
-            f"  {r['front']}: readers' answers during the flood {r['readers_outcomes']} "
+            f"  {r['front']} #{r['round']}: readers' answers during the flood {r['readers_outcomes']} "
             f"({r['challenges_solved']} challenges solved), p99 {ms(r['readers_p99_first_10s_s'])} ms in its first "
             f"10 s, {ms(r['readers_p99_after_10s_s'])} ms after; flood's answers {r['flood_outcomes']}"
         )
@@ -389,6 +420,7 @@ def main() -> None:
     parser.add_argument("--wrk-duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--fronts", nargs="+", choices=FRONTS, default=list(FRONTS))
     parser.add_argument("--flood-seconds", type=float, default=30.0)
+    parser.add_argument("--flood-repeat", type=int, default=1, help="flood rounds (fronts alternating; medians)")
     parser.add_argument(
         "--warmup", type=float, default=45.0, help="seconds of readers alone before the flood (the baseline)"
     )
@@ -402,6 +434,11 @@ def main() -> None:
         dest="solve",
         action="store_false",
         help="readers count a challenge page as not served instead of solving it as a browser would",
+    )
+    parser.add_argument(
+        "--under-attack",
+        action="store_true",
+        help="the edge starts with its under-attack switch on: every client must solve a challenge first",
     )
     parser.add_argument("--origin-slots", type=int, default=10)
     parser.add_argument("--origin-service-ms", type=float, default=20.0)

@@ -60,14 +60,18 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     return text
 
 
-def edge_config(folder: Path, workers: int, *, open_limits: bool, query_keep: list[str]) -> dict[str, Any]:
+def edge_config(
+    folder: Path, workers: int, *, open_limits: bool, query_keep: list[str], under_attack: bool = False
+) -> dict[str, Any]:
     """The benchmark's edge config. `open_limits`: no per-client brakes (throughput from one wrk address, which a
-    newsroom would list as its own network); otherwise the shipped defaults, as a newsroom would run them."""
+    newsroom would list as its own network); otherwise the shipped defaults, as a newsroom would run them.
+    `under_attack`: start with the switch on (every client without a solved challenge is challenged)."""
     edge: dict[str, Any] = {
         "workers": workers,
         "store": f"sqlite:///{folder}/state.db",
         "access_log": str(folder / "edge-access.log"),
         "cache": {"query_keep": query_keep},
+        "under_attack": under_attack,
     }
     config: dict[str, Any] = {"site": {"name": "bench"}, "edge": edge}
     if open_limits:
