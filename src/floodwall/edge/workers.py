@@ -46,6 +46,10 @@ _RESPAWN_EVERY_S = 2.0  # a worker that keeps dying is started again at most thi
 _START_TIMEOUT_S = 120.0  # the first start compiles the signature database (cached on disk afterwards)
 
 
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def worker_count(settings: Settings) -> int:
     return settings.edge.workers or os.cpu_count() or 1
 
