@@ -83,6 +83,43 @@ def test_a_shared_hosting_network_alone_does_not_link(tmp_path: Path) -> None:
         assert near["components"]["asns"] == 1.0 and near["shared_addresses"] == 0
 
 
+def test_strangers_renting_the_same_hosting_prefixes_are_not_merged(tmp_path: Path) -> None:
+    """Two unrelated attacks from the same provider's /24s (one network, many shared prefixes, the same vectors and
+    browser families, the same day) share no address, marker or tool: they stay two campaigns."""
+    rng = np.random.default_rng(10)
+    one, other = make_actor(rng, "vandal", 300, DO), make_actor(rng, "raider", 300, DO)
+    other.vectors = one.vectors
+    taken = set(one.pool[:150])
+    # The other's addresses: the same /24s as the first's, other hosts in them.
+    neighbours = sorted(
+        {f"{a.rsplit('.', 1)[0]}.{(int(a.rsplit('.', 1)[1]) + 7) % 254 + 1}" for a in one.pool[:150]} - taken
+    )
+    a = incident(rng, one, "alpha", 1, addresses=one.pool[:150], start=START)
+    b = incident(rng, other, "beta", 1, addresses=neighbours, start=START + timedelta(hours=2))
+    document = _pair(tmp_path, a, b)
+    assert not _together(document, a["id"], b["id"])
+    (near,) = document["near_misses"] or [None]
+    assert near is None or (near["shared_addresses"] == 0 and near["shared_prefixes"] >= 10)
+
+
+def test_campaigns_json_summarises_the_links_beyond_each_campaigns_spanning_tree(tmp_path: Path) -> None:
+    """A campaign of six incidents has 15 linked pairs: 5 hold it together and are listed with their evidence, the
+    other 10 are counted in the campaign's summary (so the file grows with incidents, not with their pairs)."""
+    rng = np.random.default_rng(11)
+    actor = make_actor(rng, "vandal", 400, DO)
+    documents = {}
+    for k in range(6):
+        site = f"outlet-{k}"
+        inc = incident(rng, actor, site, 1, addresses=actor.pool[:200], start=START + timedelta(days=k))
+        documents[site] = bundle(site, [inc])
+    document = correlate(_write(tmp_path, documents), tmp_path / "out").document
+    (campaign,) = document["campaigns"]
+    assert len(campaign["incidents"]) == 6 and document["links_total"] == 15
+    assert len(document["links"]) == 5 and all(link["linked"] for link in document["links"])
+    assert campaign["other_links"]["count"] == 10
+    assert campaign["other_links"]["reasons"]["shared-addresses"] == 10
+
+
 def test_a_shared_marker_links_without_a_key(tmp_path: Path) -> None:
     rng = np.random.default_rng(10)
     actor = make_actor(rng, "vandal", 300, DO)

@@ -7,7 +7,9 @@ at once (joins on shared keys, matrix products; no loop over pairs):
   of the smaller incident's addresses that recur in the other, whichever is larger;
 - `markers` (0.30): 1 when they share a marker (a string the attackers left), else 0;
 - `fingerprint` (0.25): the weighted mean of the fingerprint similarities both incidents have data for
-  (`FINGERPRINT_WEIGHTS`: user-agent hashes and families, query and path shapes, vectors, hours, rates);
+  (`FINGERPRINT_WEIGHTS`: user-agent hashes and families, query and path shapes, vectors, hours, rates); between
+  incidents of different kinds (a flood and a brute force) only the user-agent parts (`TOOL_PARTS`), as the others
+  differ by the kind of attack whoever the actor;
 - `prefixes` (0.10): from the shared /24 or /48 prefixes `c`, `1 - exp(-c/4)`;
 - `asns` (0.05): the cosine of the two incidents' networks, weighted by the addresses in each;
 - `timing` (0.05): 1 when they overlap, decaying with the gap between them, `exp(-gap / 1 week)`.
@@ -35,9 +37,9 @@ __all__ = [
     "FINGERPRINT_WEIGHTS",
     "LINK_THRESHOLD",
     "STRONG_FINGERPRINT_ONE_ADDRESS",
+    "TOOL_PARTS",
     "WEIGHTS",
     "Pairwise",
-    "compact_links",
     "link_evidence",
     "pairwise",
 ]
@@ -59,6 +61,9 @@ FINGERPRINT_WEIGHTS: Final = {
     "hours": 0.5,  # cosine of the UTC hour-of-day profiles
     "rates": 0.5,  # exp(-|ln ratio|) of the median per-address rates
 }
+#: The fingerprint parts that describe the actor's tool rather than the kind of attack: all that compares incidents
+#: of different kinds.
+TOOL_PARTS: Final = frozenset({"user_agents", "ua_families"})
 LINK_THRESHOLD: Final = 0.35
 STRONG_ADDRESSES: Final = 0.45
 STRONG_FINGERPRINT: Final = 0.75
@@ -180,6 +185,13 @@ def pairwise(incidents: list[BundleIncident]) -> Pairwise:
     logs = np.log(np.where(medians > 0, medians, 1.0))
     parts["rates"] = np.exp(-np.abs(np.subtract.outer(logs, logs)))
     available["rates"] = np.logical_and.outer(medians > 0, medians > 0)
+    # Incidents of different kinds (a flood and the brute force that follows it) differ in vectors, paths, queries
+    # and rates by their nature, not by their actor: only the tool's identity (its user agents) compares them.
+    kinds = np.array([inc.kind for inc in incidents], dtype=object)
+    same_kind = np.equal.outer(kinds, kinds)
+    for k in FINGERPRINT_WEIGHTS:
+        if k not in TOOL_PARTS:
+            available[k] = available[k] & same_kind
     weight_sum = sum(FINGERPRINT_WEIGHTS[k] * available[k] for k in FINGERPRINT_WEIGHTS)
     weighted = sum(FINGERPRINT_WEIGHTS[k] * available[k] * parts[k] for k in FINGERPRINT_WEIGHTS)
     fingerprint = np.where(weight_sum > 0, weighted / np.maximum(weight_sum, 1e-9), 0.0)
@@ -205,44 +217,6 @@ def pairwise(incidents: list[BundleIncident]) -> Pairwise:
     linked = (score >= LINK_THRESHOLD) & strong
     np.fill_diagonal(linked, False)
     return Pairwise(components, parts, available, shared, prefixes, score, linked, gap)
-
-
-def compact_links(p: Pairwise, incidents: list[BundleIncident], pairs: list[tuple[int, int]]) -> list[dict[str, Any]]:
-    """The evidence of many links at once, without the per-pair detail of `link_evidence` (a row per link)."""
-    if not pairs:
-        return []
-    a = np.array([i for i, _ in pairs])
-    b = np.array([j for _, j in pairs])
-    strong = {
-        "shared-addresses": p.components["addresses"][a, b] >= STRONG_ADDRESSES,
-        "shared-markers": p.components["markers"][a, b] > 0,
-        "shared-address-and-fingerprint": (p.shared_addresses[a, b] >= 1)
-        & (p.components["fingerprint"][a, b] >= STRONG_FINGERPRINT_ONE_ADDRESS),
-        "fingerprint-and-prefixes": (p.components["fingerprint"][a, b] >= STRONG_FINGERPRINT)
-        & (p.shared_prefixes[a, b] >= STRONG_FINGERPRINT_PREFIXES),
-    }
-    columns = {k: np.round(v[a, b], 3).tolist() for k, v in p.components.items()}
-    scores = np.round(p.score[a, b], 3).tolist()
-    shared = p.shared_addresses[a, b].astype(int).tolist()
-    prefixes = p.shared_prefixes[a, b].astype(int).tolist()
-    flags = {k: v.tolist() for k, v in strong.items()}
-    rows = []
-    for n, (i, j) in enumerate(pairs):
-        x, y = incidents[i], incidents[j]
-        rows.append(
-            {
-                "incidents": [{"site": x.site, "id": x.id}, {"site": y.site, "id": y.id}],
-                "score": scores[n],
-                "linked": True,
-                "reasons": [k for k in strong if flags[k][n]],
-                "components": {k: columns[k][n] for k in columns},
-                "shared_addresses": shared[n],
-                "shared_prefixes": prefixes[n],
-                "shared_markers": sorted(set(x.markers) & set(y.markers)) if columns["markers"][n] else [],
-                "fingerprint_similarity": columns["fingerprint"][n],
-            }
-        )
-    return rows
 
 
 def _top_shared(a: dict[str, float], b: dict[str, float], limit: int = 5) -> list[str]:

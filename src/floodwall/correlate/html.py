@@ -53,8 +53,8 @@ def _timeline(incidents: list[BundleIncident], groups: list[CampaignGroup], p: P
         )
     lx: list[Any] = []
     ly: list[Any] = []
-    a, b = np.nonzero(np.triu(p.linked, 1))
-    for i, j in zip(a.tolist(), b.tolist(), strict=True):
+    # The links that hold each campaign together (a dense campaign's every pair would be thousands of lines).
+    for i, j in (edge for group in groups for edge in group.tree):
         for n in (i, j):
             inc = incidents[n]
             lx.append(inc.start + (inc.end - inc.start) / 2)

@@ -21,7 +21,6 @@ from floodwall.correlate.evidence import (
     STRONG_FINGERPRINT_PREFIXES,
     WEIGHTS,
     Pairwise,
-    compact_links,
     link_evidence,
     pairwise,
 )
@@ -57,14 +56,14 @@ def correlation_document(
     groups: list[CampaignGroup],
     generated: datetime,
 ) -> dict[str, Any]:
-    """campaigns.json: CONTRACT.md's `campaigns`, plus every link with its evidence and the rule's parameters."""
+    """campaigns.json: CONTRACT.md's `campaigns`, the links that make them with their evidence, the other linked
+    pairs summarised per campaign, near misses, and the rule's parameters."""
     tree = {(min(i, j), max(i, j)) for g in groups for i, j in g.tree}
-    a, b = np.nonzero(np.triu(p.linked, 1))
-    others = [(i, j) for i, j in zip(a.tolist(), b.tolist(), strict=True) if (i, j) not in tree]
-    # Links that hold a campaign together carry every detail; the others (a dense campaign has many) a row each.
-    links = [link_evidence(p, incidents, i, j) | {"spanning": True} for i, j in sorted(tree)]
-    links += [row | {"spanning": False} for row in compact_links(p, incidents, others)]
-    links.sort(key=lambda x: (not x["spanning"], -x["score"]))
+    # The links that hold each campaign together (its maximum spanning tree) carry every detail; the other linked
+    # pairs (a campaign of k incidents may have k(k-1)/2) are summarised per campaign, so the file grows with the
+    # incidents, not with their pairs (1,000 incidents of dense campaigns made 170,000 rows and 140 MB otherwise).
+    links = [link_evidence(p, incidents, i, j) for i, j in sorted(tree)]
+    links.sort(key=lambda x: -x["score"])
     member_of = {i: g.id for g in groups for i in g.members}
     near = np.triu((p.score >= NEAR_MISS) & ~p.linked, 1)
     na, nb = np.nonzero(near)
@@ -74,8 +73,8 @@ def correlation_document(
     index = {(inc.site, inc.id): i for i, inc in enumerate(incidents)}
     for link in links:
         first = link["incidents"][0]
-        if link["spanning"]:
-            by_campaign.setdefault(member_of[index[(first["site"], first["id"])]], []).append(link)
+        by_campaign.setdefault(member_of[index[(first["site"], first["id"])]], []).append(link)
+    others = _other_links(p, groups)
     return {
         "floodwall_version": __version__,
         "generated": generated.isoformat().replace("+00:00", "Z"),
@@ -103,10 +102,47 @@ def correlation_document(
             },
             "clustering": "connected components of links",
         },
-        "campaigns": [campaign_document(g, p, incidents, by_campaign.get(g.id, [])) for g in groups],
+        "campaigns": [
+            campaign_document(g, p, incidents, by_campaign.get(g.id, [])) | {"other_links": others[g.id]}
+            for g in groups
+        ],
+        "links_total": int(np.triu(p.linked, 1).sum()),
         "links": links,
         "near_misses": near_misses,
     }
+
+
+def _other_links(p: Pairwise, groups: list[CampaignGroup]) -> dict[str, dict[str, Any]]:
+    """Per campaign, its linked pairs beyond the spanning tree: how many, their scores, and why they link."""
+    summary: dict[str, dict[str, Any]] = {}
+    strong = {
+        "shared-addresses": p.components["addresses"] >= STRONG_ADDRESSES,
+        "shared-markers": p.components["markers"] > 0,
+        "shared-address-and-fingerprint": (p.shared_addresses >= 1)
+        & (p.components["fingerprint"] >= STRONG_FINGERPRINT_ONE_ADDRESS),
+        "fingerprint-and-prefixes": (p.components["fingerprint"] >= STRONG_FINGERPRINT)
+        & (p.shared_prefixes >= STRONG_FINGERPRINT_PREFIXES),
+    }
+    for g in groups:
+        members = np.array(g.members)
+        inside = np.triu(p.linked[np.ix_(members, members)], 1)
+        position = {m: k for k, m in enumerate(g.members)}
+        for i, j in g.tree:
+            inside[position[i], position[j]] = inside[position[j], position[i]] = False
+        ra, rb = np.nonzero(inside)
+        scores = p.score[members[ra], members[rb]]
+        summary[g.id] = {
+            "count": int(ra.size),
+            "score": {
+                "min": round(float(scores.min()), 3),
+                "median": round(float(np.median(scores)), 3),
+                "max": round(float(scores.max()), 3),
+            }
+            if ra.size
+            else None,
+            "reasons": {k: int(v[members[ra], members[rb]].sum()) for k, v in strong.items()} if ra.size else {},
+        }
+    return summary
 
 
 def correlate(
