@@ -88,3 +88,17 @@ def test_nft_errors_say_what_nft_said(nft: tuple[str, ...]) -> None:
     enforcer = NftablesEnforcer("inet/floodwall/banned", nft_command=(*nft[:-1], "false"))
     with pytest.raises(ServiceError, match="failed"):
         enforcer.apply([ban("203.0.113.7")])
+
+
+def test_a_restart_replaces_what_the_kernel_kept_and_later_bans_are_added(nft: tuple[str, ...]) -> None:
+    before = NftablesEnforcer("inet/floodwall/banned", nft_command=nft)
+    before.apply([ban("203.0.113.7", 3600)])
+    after = NftablesEnforcer("inet/floodwall/banned", nft_command=nft)  # a restarted watcher restores its decision
+    after.apply([ban("203.0.113.7", 600)])  # shortened by an operator while the watcher was down
+    assert elements(nft, "banned") == {"203.0.113.7": 600}
+    after.apply([ban("203.0.113.8", 300)])  # a new address: one add
+    after.apply([ban("203.0.113.7", 60)])  # one it added before: replaced
+    assert elements(nft, "banned") == {"203.0.113.7": 60, "203.0.113.8": 300}
+    after.revoke(["203.0.113.8"])
+    after.apply([ban("203.0.113.8", 120)])  # withdrawn, then banned again
+    assert elements(nft, "banned") == {"203.0.113.7": 60, "203.0.113.8": 120}

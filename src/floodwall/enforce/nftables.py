@@ -12,7 +12,12 @@ first transaction if missing; the chain's rules are rewritten there, so running 
 
 Only bans are enforced here (the kernel cannot challenge); a decision that is not a ban withdraws the target.
 Replacing an element's timeout, and withdrawing one that may be absent, both use `add` then `delete` (then `add`)
-within one transaction: `add` of an existing element is a no-op, and `delete` of an absent one an error.
+within one transaction: `add` of an existing element is a no-op, and `delete` of an absent one an error. That is
+three operations per element, so it is kept for elements that may be there: those this enforcer added before, and
+every element of its first `apply` (a restart's restore, whose elements the kernel may still hold with an older
+timeout). A later ban on a target it never added is one `add` (a third of the work when a flood's addresses
+arrive; 100,000 bans measured in benchmarks/bench_watch.py). The cost: an element another writer put in the same
+set keeps that writer's timeout.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class NftablesEnforcer:
         self.clock: Clock = clock or SystemClock()
         self.updates = 0
         self._ready = False
+        self._applied = False  # the first apply replaces every element, whatever the kernel holds
+        self._added: set[str] = set()  # targets this enforcer added and has not withdrawn
 
     def __repr__(self) -> str:
         return f"NftablesEnforcer({self.family}/{self.table}/{self.set})"
@@ -105,14 +112,20 @@ class NftablesEnforcer:
             else:
                 bans.pop(target, None)
                 withdrawn.append(target)
-        lines = self._element_lines("add", [(t, s) for t, s in bans.items()])
-        lines += self._element_lines("delete", [(t, None) for t in bans])
+        known = {t: s for t, s in bans.items() if not self._applied or t in self._added}
+        lines = self._element_lines("add", [(t, s) for t, s in known.items()])
+        lines += self._element_lines("delete", [(t, None) for t in known])
         lines += self._element_lines("add", [(t, s) for t, s in bans.items()])
         lines += self._withdraw_lines(withdrawn)
         self._transaction(lines)
+        self._applied = True
+        self._added.update(bans)
+        self._added.difference_update(withdrawn)
 
     def revoke(self, targets: Iterable[str]) -> None:
-        self._transaction(self._withdraw_lines([normalise_target(t) for t in targets]))
+        canonical = [normalise_target(t) for t in targets]
+        self._transaction(self._withdraw_lines(canonical))
+        self._added.difference_update(canonical)
 
     def ensure(self) -> None:
         """Create the table, sets and chain now (apply and revoke do it on first use)."""
