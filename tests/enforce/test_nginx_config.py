@@ -19,7 +19,7 @@ from floodwall.testing import wait_until
 from nginx_run import NginxUnderTest, free_port, main_config, need_nginx
 
 
-def printed(tmp_path: Path, listen: str, origin: int = 9) -> str:
+def printed(tmp_path: Path, listen: str, origin: int = 9, *extra: str) -> str:
     result = CliRunner().invoke(
         app,
         [
@@ -36,6 +36,7 @@ def printed(tmp_path: Path, listen: str, origin: int = 9) -> str:
             str(tmp_path / "access.log"),
             "--listen",
             listen,
+            *extra,
         ],
     )
     assert result.exit_code == 0, result.output
@@ -89,6 +90,25 @@ def test_the_printed_config_serves_caches_logs_and_bans(tmp_path: Path) -> None:
     assert first["client"] == "192.0.2.1" and first["cache_status"] == "MISS" and first["request_time"] is not None
     assert first["host"] == "www.example-news.test"
     assert frame.row(1, named=True)["cache_status"] == "HIT"
+
+
+def test_nginx_t_accepts_the_auth_request_wiring(tmp_path: Path) -> None:
+    nginx = need_nginx()
+    (tmp_path / "tmp").mkdir()
+    text = printed(tmp_path, f"127.0.0.1:{free_port()}", 9, "--auth-request", "127.0.0.1:9181")
+    assert "auth_request /.well-known/floodwall/auth;" in text and "server 127.0.0.1:9181;" in text
+    assert "error_page 401 = @floodwall_challenge;" in text
+    (tmp_path / "floodwall.conf").write_text(text)
+    (tmp_path / "nginx.conf").write_text(main_config(tmp_path, f"    include {tmp_path}/floodwall.conf;"))
+    done = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(InputError, match="--auth-request"):
+        render_site(NginxSite(origin="http://x", server_name="a.test", auth_request="nowhere"))
 
 
 def test_bad_options_are_named() -> None:
