@@ -38,6 +38,7 @@ from floodwall.detect.profile import build_profile, quiet_mask_of
 from floodwall.detect.result import ATTACKER_SCHEMA, DetectionResult, SurgeVerdict, timeline_of
 from floodwall.detect.settings import DetectSettings
 from floodwall.detect.windows import WINDOW_SCHEMA, ClientWindows, SecondCounter, tokens
+from floodwall.logs.frame import compacted
 from floodwall.model import Finding, Incident, IncidentKind, Vector
 
 __all__ = ["Engine", "SignatureMatcher"]
@@ -158,7 +159,7 @@ class Engine:
         )
         aggregated = aggregate_hits(suspects, expanded)
         if aggregated.height:
-            self._hits.append(aggregated)
+            self._hits.append(compacted(aggregated))
         return aggregated
 
     # --- the whole log ------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import polars as pl
 
 from floodwall.detect import DetectionResult
 from floodwall.forensics.shapes import cacheable, marker_candidates, query_scheme, request_kind, ua_family
+from floodwall.logs.frame import compacted
 from floodwall.model import IncidentKind
 
 __all__ = ["Collected", "Collector"]
@@ -55,10 +56,10 @@ class _Parts:
 
     def add(self, part: pl.DataFrame) -> None:
         if part.height:
-            self.parts.append(part)
+            self.parts.append(compacted(part))  # kept past its batch: let go of the batch's buffers
         merged = self.frame() if len(self.parts) > self.limit else None
         if merged is not None:
-            self.parts = [merged]
+            self.parts = [compacted(merged)]
 
     def frame(self) -> pl.DataFrame | None:
         if not self.parts:
@@ -76,7 +77,7 @@ def _prune(parts: _Parts, by: list[str], cap: int = _CANDIDATE_CAP) -> int:
     merged = parts.frame()
     if merged is None or merged.height <= cap:
         if merged is not None:
-            parts.parts = [merged]
+            parts.parts = [compacted(merged)]
         return 0
     threshold = 1
     while merged.height > cap // 4:  # well below the cap, so pruning is rare
@@ -84,7 +85,7 @@ def _prune(parts: _Parts, by: list[str], cap: int = _CANDIDATE_CAP) -> int:
         totals = merged.group_by(by).agg(pl.col("requests").sum().alias("_total"))
         keep = totals.filter(pl.col("_total") >= threshold).drop("_total")
         merged = merged.join(keep, on=by, how="semi")
-    parts.parts = [merged]
+    parts.parts = [compacted(merged)]
     return threshold
 
 
@@ -294,7 +295,7 @@ class Collector:
         if len(self.samples.parts) > 8:
             merged = pl.concat(self.samples.parts).sort("ts").with_columns(status_class)
             picked = merged.group_by("incident_id", "kind", "_class").head(3)
-            self.samples.parts = [picked.select(list(_SAMPLE_COLUMNS))]
+            self.samples.parts = [compacted(picked.select(list(_SAMPLE_COLUMNS)))]
         agents = attack.group_by("incident_id", "client", "user_agent").agg(pl.len().cast(pl.Int64).alias("requests"))
         # The family per distinct agent (a flood has a few dozen), not per (incident, client, agent) row.
         families = agents.select(pl.col("user_agent").unique()).with_columns(ua_family().alias("family"))

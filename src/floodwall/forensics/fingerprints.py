@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from floodwall.detect import DetectionResult
+from floodwall.logs.frame import compacted
 
 __all__ = ["Fingerprint", "FingerprintAccumulator", "path_shape", "query_shape", "ua_family", "ua_hash"]
 
@@ -162,7 +163,7 @@ class FingerprintAccumulator:
             _shaped(self._queries(frame), "query", query_shape(pl.col("query"))),
         ]
         counted = pl.concat(pl.collect_all(parts)).drop_nulls("value").cast(_STATE_SCHEMA)  # type: ignore[arg-type]
-        self._parts.append(counted)
+        self._parts.append(compacted(counted))  # kept past its batch: let go of the batch's buffers
         self._rows += counted.height
         if self._rows > max(_COMPACT_ROWS, 2 * self._compacted_rows):
             self._compact()
@@ -186,7 +187,7 @@ class FingerprintAccumulator:
             if self._parts
             else pl.DataFrame(schema=_STATE_SCHEMA)
         )
-        self._parts = [state]
+        self._parts = [compacted(state)]
         self._rows = self._compacted_rows = state.height
         return state
 
