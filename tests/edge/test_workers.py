@@ -177,7 +177,7 @@ def test_workers_share_the_port_restart_gracefully_and_stop(
     ("arguments", "message"),
     [
         (["--origin", "ftp://origin", "--listen", "127.0.0.1:0"], "expected http://HOST[:PORT]"),
-        (["--origin", "http://127.0.0.1:1", "--listen", "nonsense"], "key 'edge.listen' = 'nonsense'"),
+        (["--origin", "http://127.0.0.1:1", "--listen", "nonsense"], "edge.listen = 'nonsense'"),
         (["--listen", "127.0.0.1:0"], "the origin is required"),
     ],
 )

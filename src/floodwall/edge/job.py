@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from floodwall.config import Settings
 from floodwall.decide.allowlist import Allowlist
 from floodwall.edge.accesslog import AccessLog
+from floodwall.edge.admin import parse_listen
 from floodwall.edge.challenge import Challenger, secret_from_settings
 from floodwall.edge.clientaddr import ClientAddress
 from floodwall.edge.forward import Forwarder
@@ -41,15 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("floodwall.edge")
-
-
-def parse_listen(value: str, key: str = "edge.listen") -> tuple[str, int]:
-    """`HOST:PORT` (`[v6]:PORT` for IPv6) to (host, port); a ConfigError naming `key` otherwise."""
-    host, sep, port_text = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"key '{key}' = {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
-    return host, int(port_text)
 
 
 def bind_listener(host: str, port: int, *, listen: bool = True) -> socket.socket:
@@ -216,6 +208,6 @@ def with_overrides(settings: Settings, **options: object) -> Settings:
     if not merged.edge.origin:
         raise ConfigError("the origin is required: --origin http://HOST:PORT (or origin in [edge])")
     parse_origin(merged.edge.origin)
-    parse_listen(merged.edge.listen)
+    parse_listen(merged.edge.listen, "edge.listen")
     parse_listen(merged.edge.admin.listen, "edge.admin.listen")
     return merged

@@ -188,7 +188,7 @@ class Supervisor:
         from floodwall.edge.job import bind_listener, parse_listen
 
         settings = self.settings
-        self.host, port = parse_listen(settings.edge.listen)
+        self.host, port = parse_listen(settings.edge.listen, "edge.listen")
         try:
             reserved = bind_listener(self.host, port, listen=False)
         except OSError as exc:
