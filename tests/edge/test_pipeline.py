@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from edge_run import EdgeUnderTest, Origin, edge_settings
 
 from floodwall.detect.settings import DetectSettings
+from floodwall.edge.cache import CachedResponse, CacheStatus, EdgeCache
 from floodwall.edge.challenge import Challenger
 from floodwall.edge.clientaddr import ClientAddress
 from floodwall.edge.forward import Forwarder
@@ -182,3 +184,24 @@ def test_a_verified_crawler_passes_a_ban_on_its_network_but_an_impostor_does_not
         impostor = edge.get("/", headers={"X-Forwarded-For": "203.0.113.80", "User-Agent": googlebot})
     assert crawler[0] == 200
     assert impostor[0] == 403
+
+
+class _BrokenCache(EdgeCache):
+    """A cache with a bug in its serving policy: the request must still reach the origin (the cache fails open)."""
+
+    async def serve(self, *args: object, **kwargs: object) -> tuple[CachedResponse, CacheStatus]:
+        raise RuntimeError("a bug in the cache")
+
+
+def test_a_failing_cache_fails_open_to_the_origin(origin: Origin, caplog: pytest.LogCaptureFixture) -> None:
+    settings = edge_settings(origin.url)
+    with EdgeUnderTest(settings) as edge:
+        assert edge.worker is not None
+        forwarder = edge.worker.server.pipeline.forwarder
+        forwarder.cache = _BrokenCache(settings.edge.cache)
+        first = edge.get("/cached/broken")
+        second = edge.get("/cached/broken")
+    assert first[0] == second[0] == 200
+    assert origin.hits["/cached/broken"] == 2
+    assert forwarder.cache_failures == 2
+    assert [r.name for r in caplog.records if r.levelname == "ERROR"] == ["floodwall.edge.forward"]  # logged once

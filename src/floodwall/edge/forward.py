@@ -18,6 +18,7 @@ set by us otherwise. `Host` is the client's (a virtual-host origin needs it), or
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections.abc import Sequence
 from functools import lru_cache
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from floodwall.edge.connection import EdgeConnection
 
 __all__ = ["Forwarder", "origin_headers"]
+
+log = logging.getLogger("floodwall.edge.forward")
 
 _FORWARDED: Final = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"content-length", b"expect", b"host"}
@@ -118,6 +121,8 @@ class Forwarder:
         self.origin_host = pool.origin.host_header
         self._clock = time.monotonic
         self._pass_until: dict[str, float] = {}  # hit-for-pass: keys whose last answer could not be stored
+        self.cache_failures = 0
+        self._cache_reported = -1e9
 
     def _trusted_peer(self, request: Request) -> bool:
         return self._trusted is not None and self._trusted(request.peer)
@@ -204,6 +209,11 @@ class Forwarder:
             request.upstream_s = time.monotonic() - started
             self._failed(request, error, conn)
             return
+        except Exception:  # a bug in the cache: it fails open, the request goes to the origin uncached
+            self._cache_failed()
+            request.cache_key = None
+            await self._relay(request, conn)
+            return
         finally:
             claim.abandoned = True
             if claim.streaming is not None:  # fetched by us but the cache served something else (stale)
@@ -214,6 +224,13 @@ class Forwarder:
             if entry.status < 500 and cache.get(key) is None:
                 self._remember_pass(key)
         conn.send_answer(request, self._from_cache(entry, status))
+
+    def _cache_failed(self) -> None:
+        self.cache_failures += 1
+        now = time.monotonic()
+        if now - self._cache_reported >= 10.0:  # its cause once every 10 s at most, never once per request
+            self._cache_reported = now
+            log.exception("the edge cache failed (fails open: to the origin; %d failures so far)", self.cache_failures)
 
     def _remember_pass(self, key: str) -> None:
         """The origin said this answer may not be shared (no-store, private, a cookie): for `PASS_S` seconds,
