@@ -154,7 +154,7 @@ def _merge_dips(levels: list[float], bounds: list[int], pause: float) -> list[in
                 if (dip and max(run) >= right) or (bump and min(run) <= right):
                     continue
                 if abs(left - right) < _SAME_LEVEL and _short(
-                    int(sizes[i + 1 : j].sum()), int(sizes[i]), int(sizes[j])
+                    int(sizes[i + 1 : j].sum()), int(sizes[i]), int(sizes[j]), first=i == 0
                 ):
                     merged = (left * sizes[i] + right * sizes[j]) / (sizes[i] + sizes[j])
                     del bounds[i + 1 : j + 1]
@@ -166,9 +166,11 @@ def _merge_dips(levels: list[float], bounds: list[int], pause: float) -> list[in
     return bounds
 
 
-def _short(run: int, left: int, right: int) -> bool:
-    """A run of minutes is brief next to its neighbours: no longer than either, shorter than one."""
-    return run <= min(left, right) and run < max(left, right)
+def _short(run: int, left: int, right: int, *, first: bool) -> bool:
+    """A run of minutes is brief next to its neighbours: shorter than the longer one (a lull near the end of a long
+    flood may leave a stub after it). After the first stretch, no longer than either too: a short test flood and
+    the longer pause after it are two things, however alike the test's and the first wave's levels."""
+    return run < max(left, right) and (not first or run <= min(left, right))
 
 
 def _refine(counts: Floats, minute_edge_s: int, lo_s: int, hi_s: int) -> int:
