@@ -192,3 +192,35 @@ def test_bad_options_exit_2_naming_what_is_wrong(arguments: list[str], message: 
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(origin: Origin, tmp_path: Path) -> None:
+    # Live detection on: each worker writes its rows to the detector's queue, which nobody reads once the
+    # supervisor is gone; the workers must still exit.
+    config = tmp_path / "floodwall.toml"
+    config.write_text('[detect]\nsignatures = false\n[edge]\nworkers = 1\n[edge.admin]\nlisten = "127.0.0.1:0"\n')
+    command = [sys.executable, "-m", "floodwall", "edge", "--origin", origin.url, "--listen", "127.0.0.1:0"]
+    process = subprocess.Popen(
+        [*command, "--config", str(config), "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    lines = _Lines(process.stdout)
+    try:
+        port = int(lines.wait_for(r"1 workers on 127\.0\.0\.1:(\d+)", _STARTUP_S).group(1))
+        for _ in range(50):
+            assert _get(port, "/page")[0] == 200
+        workers = _children(process.pid)
+        assert workers
+        process.kill()
+        process.wait()
+        assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), within_s=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()

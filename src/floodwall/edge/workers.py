@@ -42,6 +42,7 @@ __all__ = ["EdgeEvent", "Supervisor", "worker_count"]
 
 log = logging.getLogger("floodwall.edge.workers")
 
+_FLUSH_AT_EXIT_S = 2.0  # a worker's last rows for the detector, at most this long at exit
 _RESPAWN_EVERY_S = 2.0  # a worker that keeps dying is started again at most this often
 _START_TIMEOUT_S = 120.0  # the first start compiles the signature database (cached on disk afterwards)
 
@@ -72,7 +73,26 @@ def _worker_main(
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="floodwall: %(message)s", force=True)
-    uvloop.run(_serve(settings, handle, host, port, secret, ready, grace_s))
+    try:
+        uvloop.run(_serve(settings, handle, host, port, secret, ready, grace_s))
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the loop's handler is gone with it: SIGTERM stops us again
+        _let_go_of(getattr(handle, "batches", None))
+
+
+def _let_go_of(batches: Any) -> None:
+    """Give the last rows to the detector's queue for up to `_FLUSH_AT_EXIT_S`, then exit regardless.
+
+    A multiprocessing queue's writer joins its feeder thread at exit, and the feeder blocks while the pipe is full:
+    with the supervisor gone (killed, or its detector stopped), a worker would wait at exit forever.
+    """
+    if batches is None:
+        return
+    batches.close()
+    joiner = threading.Thread(target=batches.join_thread, daemon=True)
+    joiner.start()
+    joiner.join(_FLUSH_AT_EXIT_S)
+    batches.cancel_join_thread()
 
 
 async def _serve(
@@ -103,6 +123,13 @@ async def _serve(
     sock = bind_listener(host, port)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    supervisor = os.getppid()
+
+    def orphaned() -> None:  # the supervisor died without stopping us (killed): drain and exit, never linger
+        if os.getppid() != supervisor:
+            stop.set()
+
+    worker.chores.append(orphaned)
     await serve_worker(worker, sock, stop, ready=ready.set, grace_s=grace_s)
 
 
