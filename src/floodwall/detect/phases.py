@@ -103,36 +103,42 @@ def _step(x: Floats, bounds: list[int], k: int, width: int = _CONFIRM_MIN) -> tu
     return float(np.median(right) - np.median(left)), left.size, right.size
 
 
+def _margin(x: Floats, bounds: list[int], k: int) -> float:
+    """How far boundary k of `bounds` clears the tests of the module docstring (1 or more: it stands)."""
+    step, n_left, n_right = _step(x, bounds, k)
+    # The noise of the two segments themselves: a low tail is noisier in log scale than the peak.
+    sigma = _noise(x[bounds[k - 1] : bounds[k + 1]])
+    # 1.25: the efficiency of a median against a mean for normal noise.
+    required = max(_MIN_STEP, _SIGNIFICANCE * 1.25 * sigma * np.sqrt(1 / n_left + 1 / n_right))
+    margin = abs(step) / required
+    # Between two long stretches, the step must be marked over half an hour: long floods breathe (a slow swell moves
+    # half-hour medians by a third), and a reader of the chart sees one sustained phase.
+    long_step, n_long_left, n_long_right = _step(x, bounds, k, _LONG_MIN)
+    if min(n_long_left, n_long_right) >= _LONG_MIN:
+        margin = min(margin, abs(long_step) / _LONG_STEP if long_step * step > 0 else 0.0)
+    # The two stretches as wholes must differ as much (ten-minute windows at a noisy spot may not).
+    whole = float(np.median(x[bounds[k] : bounds[k + 1]]) - np.median(x[bounds[k - 1] : bounds[k]]))
+    if whole * step <= 0 or abs(whole) < _MIN_STEP:
+        margin = min(margin, abs(whole) / _MIN_STEP if whole * step > 0 else 0.0)
+    if min(n_left, n_right) < _MIN_PHASE_MIN:
+        margin = min(margin, 0.0)
+    return float(margin)
+
+
 def _validate(x: Floats, cuts: list[int]) -> list[int]:
-    """The candidate cuts that stand (see the module docstring), removing the weakest failing one at a time."""
+    """The candidate cuts that stand (see the module docstring), removing the weakest failing one at a time. A
+    boundary's margin depends on its two segments only, so a removal recomputes its two neighbours' alone."""
     bounds = [0, *cuts, x.size]
-    # Many candidates are tested: the largest of N noise-only steps reaches about sqrt(2 ln N) spreads.
-    significance = _SIGNIFICANCE
+    margins = [np.inf] + [_margin(x, bounds, k) for k in range(1, len(bounds) - 1)] + [np.inf]
     while len(bounds) > 2:
-        worst, worst_margin = -1, np.inf
-        for k in range(1, len(bounds) - 1):
-            step, n_left, n_right = _step(x, bounds, k)
-            # The noise of the two segments themselves: a low tail is noisier in log scale than the peak.
-            sigma = _noise(x[bounds[k - 1] : bounds[k + 1]])
-            # 1.25: the efficiency of a median against a mean for normal noise.
-            required = max(_MIN_STEP, significance * 1.25 * sigma * np.sqrt(1 / n_left + 1 / n_right))
-            margin = abs(step) / required
-            # Between two long stretches, the step must be marked over half an hour: long floods breathe (a slow
-            # swell moves half-hour medians by a third), and a reader of the chart sees one sustained phase.
-            long_step, n_long_left, n_long_right = _step(x, bounds, k, _LONG_MIN)
-            if min(n_long_left, n_long_right) >= _LONG_MIN:
-                margin = min(margin, abs(long_step) / _LONG_STEP if long_step * step > 0 else 0.0)
-            # The two stretches as wholes must differ as much (ten-minute windows at a noisy spot may not).
-            whole = float(np.median(x[bounds[k] : bounds[k + 1]]) - np.median(x[bounds[k - 1] : bounds[k]]))
-            if whole * step <= 0 or abs(whole) < _MIN_STEP:
-                margin = min(margin, abs(whole) / _MIN_STEP if whole * step > 0 else 0.0)
-            if min(n_left, n_right) < _MIN_PHASE_MIN:
-                margin = min(margin, 0.0)
-            if margin < 1.0 and margin < worst_margin:
-                worst, worst_margin = k, margin
-        if worst < 0:
+        worst = int(np.argmin(margins))
+        if margins[worst] >= 1.0:
             break
         del bounds[worst]
+        del margins[worst]
+        for k in (worst - 1, worst):
+            if 0 < k < len(bounds) - 1:
+                margins[k] = _margin(x, bounds, k)
     return bounds
 
 
