@@ -26,20 +26,22 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
 
 from floodwall.config import Settings
 from floodwall.decide import Allowlist, Policy, PolicySettings
 from floodwall.decide.apply import new_decisions
-from floodwall.detect import Engine
 from floodwall.edge.live import RecordedBatch, batches_frame
 from floodwall.edge.metrics import Metrics
 from floodwall.errors import ServiceError
 from floodwall.model import Action, Decision, empty_requests
 from floodwall.store.cache import DecisionCache
 from floodwall.types import Clock, Store, SystemClock
+
+if TYPE_CHECKING:
+    from floodwall.detect.engine import Engine
 
 __all__ = ["BatchSource", "LiveDetector"]
 
@@ -83,7 +85,10 @@ class LiveDetector:
         self.hold_back = timedelta(seconds=hold_back_s)
         self.max_unsent = max_unsent
         self.on_decisions = on_decisions
-        self.engine = Engine(site, self.settings.detect, live=True)
+        # Imported here: a worker process that unpickles its handle from `control` must not pay for scikit-learn.
+        from floodwall.detect.engine import Engine
+
+        self.engine: Engine = Engine(site, self.settings.detect, live=True)
         self.policy = Policy(
             settings=policy or PolicySettings(),
             allowlist=Allowlist(own_networks=tuple(self.settings.site.own_networks)),
