@@ -26,7 +26,7 @@ __all__ = ["Collected", "Collector"]
 _UTC: Final = pl.Datetime("us", "UTC")
 _MARGIN: Final = timedelta(seconds=60)
 _CANDIDATE_CAP: Final = 400_000  # rows of normal-traffic candidate strings kept before the rarest are pruned
-_SCHEME_SAMPLE: Final = 10_000  # query rows per batch whose scheme is worked out (a regex per row)
+_SCHEME_SAMPLE: Final = 50_000  # query rows per batch given a scheme; fewer undercount rare schemes' addresses
 _SAMPLE_COLUMNS: Final = (
     "ts", "client", "source", "line", "method", "path", "query", "protocol", "status", "user_agent", "referer",
     "host", "forwarded_for", "incident_id", "kind",
