@@ -115,7 +115,7 @@ def build_infrastructure(
                 ],
             }
         )
-    order = {(i.id, p.label): n for n, i in enumerate(detection.incidents) for p in i.phases}
+    order = {(i.id, p.label): n for i in detection.incidents for n, p in enumerate(i.phases)}  # in time order
     per_phase.sort(key=lambda p: (str(p["incident_id"]), order.get((p["incident_id"], p["phase"]), 10**6)))
     kinds = facts.group_by("network_kind").agg(pl.len().alias("n"))
     kind_counts = {str(k): int(n) for k, n in kinds.iter_rows()}
