@@ -74,6 +74,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     out = tmp_path_factory.mktemp("elastic-apache")
     analyze([LOG], site="elastic-apache", out_dir=out)
     report: dict[str, Any] = json.loads((out / "report.json").read_text())
+    report["_blocklist"] = (out / "blocklist.txt").read_text()
     requests = []
     for number, line in enumerate(LOG.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         match = LINE_RX.match(line)
@@ -136,3 +137,11 @@ def test_no_one_is_banned_in_ordinary_traffic(real_run: tuple[dict[str, Any], li
     assert [d["target"] for d in decisions if d["action"] == "ban"] == []
     assert [d["action"] for d in decisions] == ["challenge"]
     assert any("not banned" in r for r in decisions[0]["reasons"]), decisions[0]["reasons"]
+
+
+def test_the_blocklist_lists_no_one_the_policy_spared(real_run: tuple[dict[str, Any], list[Request]]) -> None:
+    """blocklist.txt is loaded into firewalls: the clients only observed or challenged are counted, not listed."""
+    report, _ = real_run
+    entries = [line for line in report["_blocklist"].splitlines() if line and not line.startswith("#")]
+    assert entries == []
+    assert "observed or challenged, not banned" in report["_blocklist"]

@@ -122,7 +122,12 @@ def report_document(
 
 
 def blocklist_text(site: str, detection: _Detection, decisions: Sequence[Decision], generated: datetime) -> str:
-    """Every address or CIDR judged hostile, one per line, with `#` comments naming the incidents."""
+    """Every address or CIDR judged hostile (banned), one per line, with `#` comments naming the incidents.
+
+    An incident's members that the policy only observed or challenged (a noisy crawler, a lone probe outside any flood)
+    are counted in a comment, not listed: a list loaded into a firewall must not block anyone the policy spared.
+    """
+    banned = {d.target for d in decisions if d.action is Action.BAN}
     lines = [
         f"# Floodwall blocklist for {site}, generated {iso(generated)}",
         "# One address or CIDR per line. Wrap for ipset: sed 's/^/add floodwall /' | ipset restore",
@@ -132,10 +137,13 @@ def blocklist_text(site: str, detection: _Detection, decisions: Sequence[Decisio
         ipaddress.ip_network(d.target, strict=False) for d in decisions if d.action is Action.BAN and "/" in d.target
     ]
     for incident in detection.incidents:
-        members = [a for a in incident.attackers if a not in listed]
-        if not members:
+        spared = [a for a in incident.attackers if a not in banned and not any(_inside(a, p) for p in prefixes)]
+        members = [a for a in incident.attackers if a not in listed and a not in spared]
+        if not members and not spared:
             continue
         lines.append(f"# {incident.id} ({incident.kind.value}: {', '.join(v.value for v in incident.vectors)})")
+        if spared:
+            lines.append(f"# {len(spared)} more observed or challenged, not banned: see report.json")
         for address in sorted(members):
             if "/" not in address and any(_inside(address, p) for p in prefixes):
                 continue
