@@ -99,7 +99,7 @@ class Watcher:
         self.on_event = on_event
         self.poll_interval = poll_interval
         self.start_at_end = start_at_end
-        self.engine = Engine(site, self.settings.detect, live=True)
+        self.engine = Engine(site, self.settings.detect, live=True, history=False)
         self.policy = Policy(
             settings=policy or PolicySettings(),
             allowlist=Allowlist(own_networks=tuple(self.settings.site.own_networks)),

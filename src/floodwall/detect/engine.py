@@ -84,7 +84,11 @@ class Engine:
         *,
         signatures: SignatureMatcher | None = None,
         live: bool = True,
+        history: bool = True,
     ) -> None:
+        # `history=False` (a watcher or the edge, running for weeks) keeps no closed windows or hits for `finish()`:
+        # the live judge has its own bounded horizon, and memory must not grow with uptime.
+        self._history = history
         self.site = site
         self.settings = settings or DetectSettings()
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -109,7 +113,7 @@ class Engine:
         toks = tokens(frame)
         seconds = self._counter.add(toks)
         closed = self._windows.add(toks)
-        if closed.height:
+        if closed.height and self._history:
             self._closed.append(closed)
             if len(self._closed) > 256:
                 self._closed = [pl.concat(self._closed)]
@@ -158,7 +162,7 @@ class Engine:
             .select(list(hits.columns))
         )
         aggregated = aggregate_hits(suspects, expanded)
-        if aggregated.height:
+        if aggregated.height and self._history:
             self._hits.append(compacted(aggregated))
         return aggregated
 
@@ -166,6 +170,8 @@ class Engine:
 
     def finish(self) -> DetectionResult:
         """Judge everything fed so far and return the result; the engine takes no more batches afterwards."""
+        if not self._history:
+            raise RuntimeError("Engine.finish() needs the history that Engine(history=False) does not keep")
         self._finished = True
         last = self._windows.flush()
         parts = [*self._closed, last] if last.height else self._closed

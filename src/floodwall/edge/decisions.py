@@ -88,7 +88,7 @@ class LiveDetector:
         # Imported here: a worker process that unpickles its handle from `control` must not pay for scikit-learn.
         from floodwall.detect.engine import Engine
 
-        self.engine: Engine = Engine(site, self.settings.detect, live=True)
+        self.engine: Engine = Engine(site, self.settings.detect, live=True, history=False)
         self.policy = Policy(
             settings=policy or PolicySettings(),
             allowlist=Allowlist(own_networks=tuple(self.settings.site.own_networks)),
