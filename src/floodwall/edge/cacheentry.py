@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Final
 
+from floodwall.edge.http import HOP_BY_HOP
 from floodwall.edge.settings import CacheSettings
 
 __all__ = [
@@ -50,22 +51,7 @@ HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 4
 #: Never stored whatever the origin says: partial, not modified, and informational answers.
 _NEVER: Final = frozenset({206, 304})
 #: Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones rewritten when the entry is served.
-_DROP: Final = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"age",
-        b"x-floodwall-cache",
-    }
-)
+_DROP: Final = HOP_BY_HOP | {b"content-length", b"age", b"x-floodwall-cache"}
 _DIRECTIVE: Final = re.compile(r'\s*([A-Za-z-]+)\s*(?:=\s*"?([^",]*)"?)?\s*(?:,|$)')
 _ENTRY_OVERHEAD: Final = 200  # bytes per entry besides body and head, roughly (objects, key)
 

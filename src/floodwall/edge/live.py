@@ -27,30 +27,13 @@ from typing import Final, Protocol
 import polars as pl
 
 from floodwall.edge.metrics import Metrics
-from floodwall.logs.frame import client_networks
+from floodwall.logs.frame import PARSED_FIELDS, client_networks
 from floodwall.model import REQUEST_SCHEMA, empty_requests
 
 __all__ = ["RECORDED_FIELDS", "BatchQueue", "LiveRecorder", "LiveShipper", "RecordedBatch", "batches_frame"]
 
 #: What `record` takes, in order: the Request frame's columns a request carries (`ts` as epoch seconds).
-RECORDED_FIELDS: Final = (
-    "ts",
-    "client",
-    "method",
-    "path",
-    "query",
-    "protocol",
-    "status",
-    "bytes",
-    "referer",
-    "user_agent",
-    "host",
-    "request_time",
-    "upstream_time",
-    "upstream_status",
-    "cache_status",
-    "forwarded_for",
-)
+RECORDED_FIELDS: Final = PARSED_FIELDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,13 +14,22 @@ import polars as pl
 from floodwall.logs import clf
 from floodwall.model import REQUEST_SCHEMA
 
-__all__ = ["CORE_FIELDS", "apply_extras_columnar", "client_networks", "compacted", "finish_frame", "rows_to_frame"]
+__all__ = [
+    "CORE_FIELDS",
+    "PARSED_FIELDS",
+    "apply_extras_columnar",
+    "client_networks",
+    "compacted",
+    "finish_frame",
+    "rows_to_frame",
+]
 
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_NET_RX: Final = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
 #: The columns every CLF parser fills, after `ts`.
 CORE_FIELDS: Final = ("client", "method", "path", "query", "protocol", "status", "bytes", "referer", "user_agent")
-_PARSED_FIELDS: Final = (
+#: The columns a parsed request carries, in order (`line` and the derived columns are added after).
+PARSED_FIELDS: Final = (
     "ts",
     *CORE_FIELDS,
     "host",
@@ -60,9 +69,9 @@ def client_networks(clients: pl.Series) -> pl.Series:
 
 def rows_to_frame(lines: Sequence[int], rows: Sequence[clf.ParsedLine]) -> pl.DataFrame:
     """Rows from the strict parser (few: only the lines the fast path rejected) as a partial frame."""
-    data: dict[str, list[object]] = {name: [getattr(row, name) for row in rows] for name in _PARSED_FIELDS}
+    data: dict[str, list[object]] = {name: [getattr(row, name) for row in rows] for name in PARSED_FIELDS}
     data["line"] = list(lines)
-    schema = {name: REQUEST_SCHEMA[name] for name in (*_PARSED_FIELDS, "line")}
+    schema = {name: REQUEST_SCHEMA[name] for name in (*PARSED_FIELDS, "line")}
     return pl.DataFrame(data, schema=schema)
 
 
