@@ -195,16 +195,35 @@ def _client_kinds(breaches: pl.DataFrame, settings: DetectSettings) -> pl.DataFr
     collective = collective_bruteforce(breaches, settings)
     families = pl.col("family").filter(~pl.col("family").is_in(_BRUTE)).n_unique()
     gap = pl.duration(seconds=settings.breach_gap_s)
-    sessions = breaches.sort("client", "first_ts").with_columns(
-        ((pl.col("first_ts") - pl.col("last_ts").cum_max().shift().over("client")) > gap)
-        .fill_null(True)
-        .cum_sum()
-        .over("client")
-        .alias("session")
+    # A brute-forcing client's login POSTs and its other hits make separate sessions: an address that brute-forces and
+    # also sends payloads is in a brute force and in a scan or exploit, each with its own start and end (otherwise
+    # the brute force would run on until the last payload).
+    by = ("client", "brute_hits")
+    sessions = (
+        breaches.with_columns(
+            (
+                pl.col("family").is_in(_BRUTE)
+                & (
+                    pl.col("client").is_in(collective)
+                    | (
+                        pl.col("hits").filter(pl.col("family").is_in(_BRUTE)).sum().over("client")
+                        >= settings.bruteforce_min
+                    )
+                )
+            ).alias("brute_hits")
+        )
+        .sort("client", "first_ts")
+        .with_columns(
+            ((pl.col("first_ts") - pl.col("last_ts").cum_max().shift().over(by)) > gap)
+            .fill_null(True)
+            .cum_sum()
+            .over(by)
+            .alias("session")
+        )
     )
     files = pl.col("hits").filter(pl.col("family").is_in(("sensitive-file", "probing"))).sum()
     injection = pl.col("hits").filter(~pl.col("family").is_in((*_BRUTE, *_PROBE, "probing"))).sum()
-    kinds = sessions.group_by("client", "session").agg(
+    kinds = sessions.group_by(*by, "session").agg(
         files.alias("files"),
         injection.alias("injection"),
         brute.alias("brute"),
@@ -230,7 +249,7 @@ def _client_kinds(breaches: pl.DataFrame, settings: DetectSettings) -> pl.DataFr
         .then(pl.lit(IncidentKind.EXPLOIT.value))
         .otherwise(pl.lit(None, pl.String))
     )
-    return kinds.with_columns(kind.alias("kind")).drop_nulls("kind").sort("first_ts")
+    return kinds.with_columns(kind.alias("kind")).drop_nulls("kind").drop("brute_hits").sort("first_ts", "client")
 
 
 def breach_groups(breaches: pl.DataFrame, settings: DetectSettings) -> list[BreachGroup]:
