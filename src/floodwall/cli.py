@@ -82,7 +82,18 @@ def _setup(config: Path | None, quiet: bool, verbose: bool) -> Settings:
     _State.verbose = verbose
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="floodwall: %(message)s", stream=sys.stderr, force=True)
-    return load_settings(config)
+    return _settings(config)
+
+
+def _settings(config: Path | None) -> Settings:
+    """The config file's settings, with `$XDG_CACHE_HOME` for the signature cache when the file names none (the
+    only place that reads the variable: STYLE.md item 5)."""
+    settings = load_settings(config)
+    xdg_cache = os.environ.get("XDG_CACHE_HOME")
+    if settings.detect.signatures_cache is None and xdg_cache:
+        detect = settings.detect.model_copy(update={"signatures_cache": str(Path(xdg_cache) / "floodwall")})
+        settings = settings.model_copy(update={"detect": detect})
+    return settings
 
 
 def _coalition_key(key_file: Path | None) -> bytes | None:
@@ -665,7 +676,7 @@ def edge(
     supervisor = Supervisor(
         settings,
         state_dir=state_dir,
-        reload=lambda: with_overrides(load_settings(config), **overrides),
+        reload=lambda: with_overrides(_settings(config), **overrides),
         on_event=show,
     )
     supervisor.run()

@@ -109,6 +109,9 @@ class DetectSettings(_Section):
     # --- breach attempts -----------------------------------------------------------------------------------------
     #: Run the CRS signatures (needs hyperscan and the rules); off, breach incidents are not reported.
     signatures: bool = True
+    #: Folder for the compiled CRS database (compiling takes seconds, loading milliseconds). Unset: the CLI uses
+    #: `$XDG_CACHE_HOME/floodwall`, else `~/.cache/floodwall` (the XDG base directory specification).
+    signatures_cache: str | None = None
     #: Hits of one client closer than this belong to one breach incident.
     breach_gap_s: int = Field(default=1800, ge=1)
     #: Fewest POSTs to a login form (or xmlrpc.php) by one client that make a brute force.

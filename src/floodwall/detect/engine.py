@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 
@@ -54,11 +55,12 @@ _AFTER = timedelta(minutes=60)
 _MATCH_KEYS = ("method", "path", "query", "user_agent", "referer")
 
 
-def _default_matcher() -> SignatureMatcher | None:
+def _default_matcher(settings: DetectSettings) -> SignatureMatcher | None:
     try:
         from floodwall.detect.signatures import load_engine
 
-        return load_engine().match
+        cache = settings.signatures_cache
+        return load_engine(cache_dir=Path(cache) if cache else "default").match
     except Exception as exc:  # a missing rules package or hyperscan build must not stop flood detection
         log.warning("breach signatures disabled: %s", exc)
         return None
@@ -132,7 +134,7 @@ class Engine:
 
     def _match(self, frame: pl.DataFrame) -> pl.DataFrame:
         if not self._matcher_loaded:
-            self._matcher = _default_matcher()
+            self._matcher = _default_matcher(self.settings)
             self._matcher_loaded = True
         if self._matcher is None:
             return pl.DataFrame(schema=BREACH_SCHEMA)

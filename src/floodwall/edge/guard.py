@@ -41,6 +41,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Final
 
 from floodwall.detect.settings import DetectSettings
@@ -138,7 +139,10 @@ class InlineGuard:
         cls, settings: DetectSettings, *, paranoia: int = 1, threshold: int = CRS_INBOUND_THRESHOLD
     ) -> InlineGuard:
         """The guard the config asks for; loads (or compiles once, then caches on disk) the CRS database."""
-        return cls(load_engine(paranoia=paranoia) if settings.signatures else None, threshold)
+        if not settings.signatures:
+            return cls(None, threshold)
+        cache = settings.signatures_cache
+        return cls(load_engine(paranoia=paranoia, cache_dir=Path(cache) if cache else "default"), threshold)
 
     def _may_fire(self, values: list[Occurrence], *, all_of_them: bool = False) -> list[Occurrence]:
         """The values some rule may fire on: the first one found, or with `all_of_them` every one (what the exact

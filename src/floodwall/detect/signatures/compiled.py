@@ -22,7 +22,6 @@ import importlib
 import importlib.metadata
 import json
 import logging
-import os
 import platform
 import re
 import tempfile
@@ -113,9 +112,9 @@ def load_libinjection() -> ModuleType | None:
 
 
 def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/floodwall`, else `~/.cache/floodwall` (the XDG base directory specification)."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "floodwall"
+    """`~/.cache/floodwall`; `$XDG_CACHE_HOME` is read by the CLI alone and arrives as `[detect] signatures_cache`
+    (STYLE.md item 5: no module reads the environment on its own)."""
+    return Path.home() / ".cache" / "floodwall"
 
 
 @lru_cache(maxsize=1024)
