@@ -62,6 +62,7 @@ TzOption = Annotated[
     typer.Option("--tz", help="Time zone for timestamps that carry none, e.g. Europe/Budapest."),
 ]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Settings file (TOML).", dir_okay=False)]
+StateDirOption = Annotated[Path, typer.Option("--state-dir", help="Folder of the default store.", file_okay=False)]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print more, and tracebacks on errors.")]
 KeyFileOption = Annotated[
@@ -428,9 +429,7 @@ def watch(
             "(default: [watch] store, else sqlite in --state-dir, STATE_DIR/floodwall-state.db).",
         ),
     ] = None,
-    state_dir: Annotated[
-        Path, typer.Option("--state-dir", help="Folder of the default store.", file_okay=False)
-    ] = Path(),
+    state_dir: StateDirOption = Path(),
     reload_min_interval: Annotated[
         float | None,
         typer.Option(
@@ -627,9 +626,7 @@ def edge(
             "access log, else in --state-dir).",
         ),
     ] = None,
-    state_dir: Annotated[
-        Path, typer.Option("--state-dir", help="Folder of the default store.", file_okay=False)
-    ] = Path(),
+    state_dir: StateDirOption = Path(),
     config: ConfigOption = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
