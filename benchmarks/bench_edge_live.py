@@ -32,12 +32,9 @@ from floodwall.edge.decisions import LiveDetector
 from floodwall.edge.live import LiveRecorder
 from floodwall.edge.metrics import HIT, MetricsBoard
 from floodwall.store import MemoryStore
-from floodwall.testing import FakeClock
+from floodwall.testing import FakeClock, record_reader_second
 
 START = datetime(2024, 11, 4, 8, 0, tzinfo=UTC)
-READER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"
-PAGES = tuple(f"/2024/11/04/story-number-{k}/" for k in range(40))
-ASSETS = ("/static/style.css", "/static/app.js", "/static/logo.png")
 
 
 def _noop(*_args: object) -> None:
@@ -68,17 +65,7 @@ def per_request(rounds: int, calls: int) -> dict[str, float]:
 
 
 def _readers(rng: random.Random, recorder: LiveRecorder, second: int) -> None:
-    at0 = START.timestamp() + second
-    for _ in range(8):
-        at = at0 + rng.random() * 0.7
-        who = rng.randrange(300)
-        client = f"10.0.{who // 250}.{who % 250 + 1}"
-        page = PAGES[min(int(rng.paretovariate(1.2)) - 1, len(PAGES) - 1)]
-        recorder.record(
-            at, client, "GET", page, None, "HTTP/1.1", 200, 5120, "https://example-news.test/", READER_AGENT
-        )
-        for asset in ASSETS:
-            recorder.record(at + 0.1, client, "GET", asset, None, "HTTP/1.1", 200, 900, page, READER_AGENT)
+    record_reader_second(rng, recorder, START.timestamp() + second)
 
 
 def per_second(rate: int, flood_s: int) -> dict[str, float | int | None]:

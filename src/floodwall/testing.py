@@ -5,16 +5,41 @@ Others add factories here (requests, frames), in the manner of mitmproxy's `mitm
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from floodwall.model import REQUEST_SCHEMA, Action, Decision
 
-__all__ = ["FakeClock", "make_decision", "requests_frame", "wait_until"]
+if TYPE_CHECKING:
+    from floodwall.edge.live import LiveRecorder
+
+__all__ = ["FakeClock", "make_decision", "record_reader_second", "requests_frame", "wait_until"]
+
+#: A news site's readers, as the edge's live tests and benchmarks record them.
+READER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"
+NEWS_PAGES = tuple(f"/2024/11/04/story-number-{k}/" for k in range(40))
+NEWS_ASSETS = ("/static/style.css", "/static/app.js", "/static/logo.png")
+
+
+def record_reader_second(rng: random.Random, recorder: LiveRecorder, at0: float, views: int = 8) -> None:
+    """One second of readers from 300 addresses (epoch `at0`): `views` page views with a Pareto popularity, each
+    followed by the page's assets."""
+    for _ in range(views):
+        at = at0 + rng.random() * 0.7
+        who = rng.randrange(300)
+        client = f"10.0.{who // 250}.{who % 250 + 1}"
+        page = NEWS_PAGES[min(int(rng.paretovariate(1.2)) - 1, len(NEWS_PAGES) - 1)]
+        recorder.record(
+            at, client, "GET", page, None, "HTTP/1.1", 200, 5120, "https://example-news.test/", READER_AGENT
+        )
+        for asset in NEWS_ASSETS:
+            recorder.record(at + 0.1, client, "GET", asset, None, "HTTP/1.1", 200, 900, page, READER_AGENT)
 
 
 class FakeClock:

@@ -21,15 +21,12 @@ from floodwall.edge.metrics import Metrics
 from floodwall.errors import ServiceError
 from floodwall.model import REQUEST_SCHEMA, Action, Decision
 from floodwall.store import MemoryStore
-from floodwall.testing import FakeClock
+from floodwall.testing import FakeClock, record_reader_second
 
 START = datetime(2024, 11, 4, 8, 0, tzinfo=UTC)
-READER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"
 FLOOD_AGENTS = tuple(
     f"Mozilla/5.0 (Windows NT 6.1) AppleWebKit/537.36 Chrome/{100 + k}.0 Safari/537.36" for k in range(8)
 )
-PAGES = tuple(f"/2024/11/04/story-number-{k}/" for k in range(40))
-ASSETS = ("/static/style.css", "/static/app.js", "/static/logo.png")
 HISTORY_S = 330  # the live profile of quiet clients is rebuilt every 300 s: give it one
 SETTINGS = Settings(detect=DetectSettings(signatures=False))
 
@@ -41,17 +38,7 @@ def due(second: int) -> bool:
 
 
 def reader_second(rng: random.Random, recorder: LiveRecorder, second: int, views: int = 8) -> None:
-    at0 = START.timestamp() + second
-    for _ in range(views):
-        at = at0 + rng.random() * 0.7
-        who = rng.randrange(300)
-        client = f"10.0.{who // 250}.{who % 250 + 1}"
-        page = PAGES[min(int(rng.paretovariate(1.2)) - 1, len(PAGES) - 1)]
-        recorder.record(
-            at, client, "GET", page, None, "HTTP/1.1", 200, 5120, "https://example-news.test/", READER_AGENT
-        )
-        for asset in ASSETS:
-            recorder.record(at + 0.1, client, "GET", asset, None, "HTTP/1.1", 200, 900, page, READER_AGENT)
+    record_reader_second(rng, recorder, START.timestamp() + second, views)
 
 
 def flood_second(rng: random.Random, recorder: LiveRecorder, second: int, rps: int = 400) -> set[str]:
