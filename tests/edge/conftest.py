@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 from edge_run import Origin
 
+from store.conftest import own_redis_server  # noqa: F401  (the throwaway redis-server fixture, shared)
+
 
 @pytest.fixture
 def origin() -> Iterator[Origin]:

@@ -12,7 +12,6 @@ import random
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from test_live import HISTORY_S, SETTINGS, START, due, flood_second, reader_second
@@ -24,17 +23,7 @@ from floodwall.model import Action, Decision
 from floodwall.store import CacheSync, DecisionCache, store_from_url
 from floodwall.testing import FakeClock, wait_until
 from floodwall.types import Store
-from store.conftest import REDIS_SERVER, RedisServer  # tests/store/conftest.py: a throwaway redis-server
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (apt install redis-server)")
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+from store.conftest import RedisServer  # tests/store/conftest.py: a throwaway redis-server
 
 
 class Node:
@@ -57,9 +46,9 @@ class Node:
 
 
 @pytest.fixture
-def nodes(redis: RedisServer) -> Iterator[tuple[Node, Node, FakeClock]]:
+def nodes(own_redis_server: RedisServer) -> Iterator[tuple[Node, Node, FakeClock]]:
     clock = FakeClock(START)
-    a, b = Node(redis.url, clock, detector=True), Node(redis.url, clock)
+    a, b = Node(own_redis_server.url, clock, detector=True), Node(own_redis_server.url, clock)
     assert a.sync.wait_synced(10) and b.sync.wait_synced(10)
     yield a, b, clock
     a.close()
@@ -105,14 +94,14 @@ def test_a_ban_decided_on_node_a_is_enforced_on_node_b_within_a_second(
 
 
 def test_without_redis_node_b_keeps_enforcing_and_node_a_delivers_its_bans_once_redis_is_back(
-    nodes: tuple[Node, Node, FakeClock], redis: RedisServer
+    nodes: tuple[Node, Node, FakeClock], own_redis_server: RedisServer
 ) -> None:
     a, b, clock = nodes
     first = flood_until_decided(a, clock)
     held = [d.target for d in first if d.action is Action.BAN]
     assert held and wait_until(lambda: all(b.cache.lookup(t) is Action.BAN for t in held), within_s=10.0)
 
-    redis.stop()
+    own_redis_server.stop()
     assert wait_until(lambda: not b.sync.connected, within_s=10.0)
     assert all(b.cache.lookup(t) is Action.BAN for t in held)  # B enforces what it has
 
@@ -144,7 +133,7 @@ def test_without_redis_node_b_keeps_enforcing_and_node_a_delivers_its_bans_once_
     assert "floodwall_store_errors_total 0\n" not in a.metrics.render().decode()
     assert all(b.cache.lookup(t) is Action.BAN for t in held)  # still, some seconds into the outage
 
-    redis.start()  # empty: it kept nothing
+    own_redis_server.start()  # empty: it kept nothing
     assert wait_until(lambda: a.sync.connected and b.sync.connected, within_s=10.0)
     assert all(b.cache.lookup(t) is Action.BAN for t in held)  # an emptied Redis does not lift B's bans
     delivered: list[Decision] = []
