@@ -75,6 +75,13 @@ class ClientAddress:
     def trusts_proxies(self) -> bool:
         return bool(self._networks)
 
+    def trusts_peer(self, peer: str) -> bool:
+        """Whether the connection's peer is one of the trusted proxies (whose forwarded headers are believed)."""
+        if not self._networks:
+            return False
+        address = _parse(peer)
+        return address is not None and self._trusted(address)
+
     def _trusted(self, address: Address) -> bool:
         verdict = self._verdicts.get(address)
         if verdict is None:

@@ -17,11 +17,8 @@ set by us otherwise. `Host` is the client's (a virtual-host origin needs it), or
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
-from collections.abc import Sequence
-from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from floodwall.edge import metrics as outcomes
@@ -30,6 +27,7 @@ from floodwall.edge.http import HOP_BY_HOP, Answer, Headers, Request
 from floodwall.edge.upstream import OriginError, OriginPool, OriginResponse
 
 if TYPE_CHECKING:
+    from floodwall.edge.clientaddr import ClientAddress
     from floodwall.edge.connection import EdgeConnection
 
 __all__ = ["Forwarder", "origin_headers"]
@@ -102,22 +100,12 @@ class Forwarder:
         cache: EdgeCache | None,
         *,
         contact: str,
-        trusted_proxies: Sequence[str] = (),
+        resolver: ClientAddress | None = None,
     ) -> None:
         self.pool = pool
         self.cache = cache
         self.contact = contact
-        networks = tuple(ipaddress.ip_network(cidr.strip(), strict=False) for cidr in trusted_proxies)
-
-        @lru_cache(maxsize=4096)
-        def trusted(peer: str) -> bool:
-            try:
-                address = ipaddress.ip_address(peer)
-            except ValueError:
-                return False
-            return any(address in network for network in networks)
-
-        self._trusted = trusted if networks else None
+        self._trusted = resolver.trusts_peer if resolver is not None and resolver.trusts_proxies else None
         self.origin_host = pool.origin.host_header
         self._clock = time.monotonic
         self._pass_until: dict[str, float] = {}  # hit-for-pass: keys whose last answer could not be stored

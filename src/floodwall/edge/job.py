@@ -112,9 +112,10 @@ def build_server(
     if decisions is not None:
         secret = challenge_secret if challenge_secret is not None else secret_from_settings(edge.challenge)
         challenger = Challenger(edge.challenge, contact, secret)
+    resolver = ClientAddress(edge.trusted_proxies)
     parts, before_origin = default_parts(
         contact=contact,
-        resolver=ClientAddress(edge.trusted_proxies),
+        resolver=resolver,
         allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)),
         decisions=decisions,
         limiter=limiter,
@@ -122,7 +123,7 @@ def build_server(
         guard=guard,
         under_attack=switch,
     )
-    forwarder = Forwarder(pool, cache, contact=contact, trusted_proxies=edge.trusted_proxies)
+    forwarder = Forwarder(pool, cache, contact=contact, resolver=resolver)
     server = EdgeServer(
         Pipeline(parts, forwarder, contact, before_origin),
         edge.limits,
