@@ -14,17 +14,14 @@ import ipaddress
 import os
 import platform
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from floodwall.localservers import REDIS_SERVER, RedisServer
 from floodwall.model import Action
 from floodwall.store import CacheSync, DecisionCache, RedisStore, SQLiteStore
 from floodwall.testing import make_decision, wait_until
@@ -58,54 +55,6 @@ def bench_lookup() -> None:
     cache.apply(make_decision(f"2001:db8:{n:x}::/48", now) for n in range(2_000))
     prefixed = rate("DecisionCache.lookup, + 2.1k IPv4 /24,/16 + 2k IPv6 /48", probes, cache.lookup)
     print(f"  ratio to the set: {exact / baseline:.2f} (addresses only), {prefixed / baseline:.2f} (with prefixes)")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def redis_server(directory: Path) -> Iterator[str | None]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(binary).exists():
-        yield None
-        return
-    port = free_port()
-    args = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(directory),
-    ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        probe = RedisStore(url)
-        if not wait_until(lambda: _answers(probe), within_s=10):
-            raise RuntimeError("redis-server did not start")
-        probe.close()
-        yield url
-    finally:
-        process.kill()
-        process.wait()
-
-
-def _answers(store: RedisStore) -> bool:
-    try:
-        store.epoch()
-    except Exception:
-        return False
-    return True
 
 
 def bench_propagation(label: str, writer: Store, follower: Store, samples: int) -> None:
@@ -150,11 +99,11 @@ def main() -> None:
                 SQLiteStore(path, poll_interval_s=interval_s),
                 samples=args.samples if interval_s < 0.5 else max(10, args.samples // 3),
             )
-        with redis_server(Path(directory)) as url:
-            if url is None:
-                print("  redis: skipped, redis-server is not installed")
-            else:
-                bench_propagation("redis, pub/sub", RedisStore(url), RedisStore(url), samples=args.samples * 4)
+        if REDIS_SERVER is None:
+            print("  redis: skipped, redis-server is not installed")
+        else:
+            with RedisServer(Path(directory)) as redis:
+                bench_propagation("redis, pub/sub", RedisStore(redis.url), RedisStore(redis.url), args.samples * 4)
 
 
 if __name__ == "__main__":
