@@ -14,17 +14,13 @@ import pytest
 
 from floodwall.localservers import NGINX, Nginx, free_port
 
-__all__ = ["NginxUnderTest", "free_port", "main_config", "need_nginx"]
+__all__ = ["NginxUnderTest", "free_port", "need_nginx"]
 
 
 def need_nginx() -> str:
     if NGINX is None:
         pytest.skip("nginx is not installed (scripts/ensure-debian-packages nginx)")
     return NGINX
-
-
-def main_config(prefix: Path, http_body: str) -> str:
-    return Nginx.main_config(prefix, http_body)
 
 
 class NginxUnderTest(Nginx):

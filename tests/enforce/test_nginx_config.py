@@ -16,7 +16,7 @@ from floodwall.enforce.nginx_config import NginxSite, render_site
 from floodwall.errors import InputError
 from floodwall.logs import LogReader
 from floodwall.testing import wait_until
-from nginx_run import NginxUnderTest, free_port, main_config, need_nginx
+from nginx_run import NginxUnderTest, free_port
 
 
 def printed(tmp_path: Path, listen: str, origin: int = 9, *extra: str) -> str:
@@ -43,20 +43,18 @@ def printed(tmp_path: Path, listen: str, origin: int = 9, *extra: str) -> str:
     return result.output
 
 
+def nginx_t(tmp_path: Path, site_config: str) -> None:
+    """`nginx -t` on a wrapper config that includes `site_config` inside http {}."""
+    (tmp_path / "floodwall.conf").write_text(site_config)
+    nginx = NginxUnderTest(tmp_path, f"    include {tmp_path}/floodwall.conf;")
+    done = subprocess.run(nginx.test_command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
 def test_nginx_t_accepts_the_printed_config(tmp_path: Path) -> None:
-    nginx = need_nginx()
-    (tmp_path / "tmp").mkdir()
     text = printed(tmp_path, f"127.0.0.1:{free_port()}")
     assert (tmp_path / "floodwall" / "banned.conf").exists()  # created, empty, so nginx -t finds it
-    (tmp_path / "floodwall.conf").write_text(text)
-    (tmp_path / "nginx.conf").write_text(main_config(tmp_path, f"    include {tmp_path}/floodwall.conf;"))
-    done = subprocess.run(
-        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    nginx_t(tmp_path, text)
 
 
 def test_the_printed_config_serves_caches_logs_and_bans(tmp_path: Path) -> None:
@@ -93,20 +91,10 @@ def test_the_printed_config_serves_caches_logs_and_bans(tmp_path: Path) -> None:
 
 
 def test_nginx_t_accepts_the_auth_request_wiring(tmp_path: Path) -> None:
-    nginx = need_nginx()
-    (tmp_path / "tmp").mkdir()
     text = printed(tmp_path, f"127.0.0.1:{free_port()}", 9, "--auth-request", "127.0.0.1:9181")
     assert "auth_request /.well-known/floodwall/auth;" in text and "server 127.0.0.1:9181;" in text
     assert "error_page 401 = @floodwall_challenge;" in text
-    (tmp_path / "floodwall.conf").write_text(text)
-    (tmp_path / "nginx.conf").write_text(main_config(tmp_path, f"    include {tmp_path}/floodwall.conf;"))
-    done = subprocess.run(
-        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    nginx_t(tmp_path, text)
     with pytest.raises(InputError, match="--auth-request"):
         render_site(NginxSite(origin="http://x", server_name="a.test", auth_request="nowhere"))
 
