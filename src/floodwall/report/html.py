@@ -1,5 +1,5 @@
-"""report.html: one self-contained page (plotly.js inlined once, styles inline, no request to anywhere) and
-report.md, the same account in Markdown. Both come from Jinja2 templates in `floodwall/report/templates/`."""
+"""report.html: one self-contained page (charts as inline SVG, styles inline, no script, no request to anywhere)
+and report.md, the same account in Markdown. Both come from Jinja2 templates in `floodwall/report/templates/`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from plotly.offline import get_plotlyjs
 
 from floodwall.report.account import Account
 from floodwall.report.atomic import write_atomic
@@ -63,7 +62,6 @@ def render_html(account: Account) -> str:
     return template.render(
         **_context(account),
         charts=chart_fragments(account.charts),
-        plotlyjs=get_plotlyjs(),
     )
 
 
