@@ -55,6 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgebench import loadgen
+from edgebench.cpu import cpu_s, tree_pids
 from edgebench.edge_front import Edge, edge_config, edge_missing
 from edgebench.flood_part import FRONTS, flood
 from edgebench.nginx_front import HOT_PAGE, PASS_PAGE, Nginx, caching_front, static_origin
@@ -85,21 +86,21 @@ def throughput(args: argparse.Namespace, tmp: Path, edge_reason: str | None, res
     with static_origin(tmp / "tp-origin") as origin:
         origin_url = f"http://127.0.0.1:{origin.port}"
         fronts: dict[str, str] = {}
+        servers: dict[str, Nginx | Edge] = {}
         stack: list[Nginx | Edge] = []
         try:
             nginx = caching_front(tmp / "tp-nginx", origin.port, args.workers)
             nginx.start()
             stack.append(nginx)
-            fronts["nginx"] = f"http://127.0.0.1:{nginx.port}"
+            fronts["nginx"], servers["nginx"] = f"http://127.0.0.1:{nginx.port}", nginx
             if edge_reason is None:
-                edge = Edge(
-                    tmp / "tp-edge",
-                    origin_url,
-                    edge_config(tmp / "tp-edge", args.workers, open_limits=True, query_keep=[]),
-                )
-                edge.start()
-                stack.append(edge)
-                fronts["edge"] = edge.url
+                for name, src in edge_fronts(args):
+                    folder = tmp / f"tp-{name}"
+                    config = edge_config(folder, args.workers, open_limits=True, query_keep=[])
+                    edge = Edge(folder, origin_url, config, src=src)
+                    edge.start()
+                    stack.append(edge)
+                    fronts[name], servers[name] = edge.url, edge
             else:
                 print(f"  edge: skipped: {edge_reason}")
             for name, base in fronts.items():
@@ -112,40 +113,76 @@ def throughput(args: argparse.Namespace, tmp: Path, edge_reason: str | None, res
                 for path in (HOT_PAGE, PASS_PAGE):  # warm-up: pools, caches, page cache
                     run_wrk(base + path, args.wrk_threads, args.wrk_connections, 1, tmp)
             runs: dict[tuple[str, str], list[WrkResult]] = {}
+            cpu_us: dict[tuple[str, str], list[float]] = {}
             names = list(fronts)
             for round_ in range(args.repeat):
                 for path in (HOT_PAGE, PASS_PAGE):
                     for name in names if round_ % 2 == 0 else names[::-1]:
+                        # The front's CPU (all its processes; for pass-through the origin's is left out).
+                        pids = tree_pids(servers[name].pid)
+                        cpu_before = cpu_s(pids)
                         result = run_wrk(
                             fronts[name] + path, args.wrk_threads, args.wrk_connections, args.wrk_duration, tmp
                         )
+                        spent = cpu_s(pids) - cpu_before
                         runs.setdefault((path, name), []).append(result)
+                        cpu_us.setdefault((path, name), []).append(1e6 * spent / max(1, result.requests))
         finally:
             for part in reversed(stack):
                 part.stop()
     rows = []
     for path, label in ((HOT_PAGE, "cache hit"), (PASS_PAGE, "pass-through")):
         base_rps = statistics.median(r.rps for r in runs[path, "nginx"])
+        base_cpu = statistics.median(cpu_us[path, "nginx"])
         for name in names:
             got = runs[path, name]
             rps = statistics.median(r.rps for r in got)
             p50 = statistics.median(r.p50_s for r in got)
             p99 = statistics.median(r.p99_s for r in got)
+            cpu = statistics.median(cpu_us[path, name])
             errors = sum(r.errors for r in got)
-            rows.append([label, name, f"{rps:,.0f}", ratio(rps, base_rps), ms(p50), ms(p99), f"{errors}"])
+            rows.append(
+                [
+                    label,
+                    name,
+                    f"{rps:,.0f}",
+                    ratio(rps, base_rps),
+                    f"{cpu:.1f}",
+                    ratio(cpu, base_cpu),
+                    ms(p50),
+                    ms(p99),
+                    f"{errors}",
+                ]
+            )
             results.setdefault("throughput", []).append(
                 {
                     "case": label,
                     "front": name,
                     "rps": rps,
                     "vs_nginx": rps / base_rps,
+                    "cpu_us_per_request": cpu,
+                    "cpu_vs_nginx": cpu / base_cpu,
                     "p50_s": p50,
                     "p99_s": p99,
                     "errors": errors,
                     "rps_runs": [r.rps for r in got],
+                    "cpu_us_runs": cpu_us[path, name],
                 }
             )
-    print(table(["case", "front", "req/s (median)", "/ nginx", "p50 ms", "p99 ms", "errors"], rows))
+    print(
+        table(
+            ["case", "front", "req/s (median)", "/ nginx", "CPU µs/req", "/ nginx", "p50 ms", "p99 ms", "errors"],
+            rows,
+        )
+    )
+
+
+def edge_fronts(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """The edges to measure: today's code, and with `--baseline-src` the old code beside it ("edge-base")."""
+    fronts: list[tuple[str, Path | None]] = [("edge", None)]
+    if args.baseline_src is not None:
+        fronts.insert(0, ("edge-base", args.baseline_src))
+    return fronts
 
 
 # --- 3. added latency ------------------------------------------------------------------------------------------------
@@ -222,6 +259,11 @@ def main() -> None:
     parser.add_argument("--origin-slots", type=int, default=10)
     parser.add_argument("--origin-service-ms", type=float, default=20.0)
     parser.add_argument("--samples", type=int, default=1000, help="sequential requests per target (latency)")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a folder holding an older `floodwall` package (e.g. a checkout's src/): measured too, as edge-base",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
         "--workdir",

@@ -83,7 +83,9 @@ def edge_config(
 class Edge:
     """One `floodwall edge` in front of `origin_url`."""
 
-    def __init__(self, folder: Path, origin_url: str, config: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, origin_url: str, config: dict[str, Any], *, src: Path | None = None) -> None:
+        """`src`: a folder holding another `floodwall` package (an older checkout's `src/`) to run instead of the
+        installed one, so old and new code are measured side by side in one command."""
         from floodwall.config import settings_from_mapping
 
         settings_from_mapping(config, origin="bench_edge's edge config")
@@ -98,6 +100,7 @@ class Edge:
         self.origin_url = origin_url
         self.process: subprocess.Popen[bytes] | None = None
         self.log = folder / "edge.stderr"
+        self.src = src
 
     def start(self, timeout_s: float = 90) -> None:
         command = [
@@ -111,8 +114,13 @@ class Edge:
             "--config",
             str(self.config_path),
         ]
+        env = dict(os.environ)
+        if self.src is not None:
+            env["PYTHONPATH"] = str(self.src)
         with self.log.open("wb") as err:
-            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, env=env
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -129,6 +137,12 @@ class Edge:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"floodwall edge was not healthy within {timeout_s:.0f} s: {self.stderr_tail()}")
+
+    @property
+    def pid(self) -> int:
+        """The supervisor's process id (its workers are its children)."""
+        assert self.process is not None
+        return self.process.pid
 
     def stderr_tail(self) -> str:
         with contextlib.suppress(OSError):

@@ -18,7 +18,7 @@ from edgebench.nginx_front import Nginx, newsroom_front
 from edgebench.origin import LimitedOrigin, OriginStats
 from edgebench.report import ms, percentile, table
 
-FRONTS = ("none", "nginx", "edge")
+FRONTS = ("none", "nginx", "edge-base", "edge")  # edge-base: the old code, with bench_edge --baseline-src
 FAST_S = 0.5  # issue 7's bar for a reader's p99
 
 
@@ -77,11 +77,11 @@ def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Loa
         part: Nginx | Edge | None = None
         if front == "nginx":
             part = newsroom_front(folder, origin.url, args.workers)
-        elif front == "edge":
+        elif front in ("edge", "edge-base"):
             config = edge_config(
                 folder, args.workers, open_limits=False, query_keep=["page"], under_attack=args.under_attack
             )
-            part = Edge(folder, origin.url, config)
+            part = Edge(folder, origin.url, config, src=args.baseline_src if front == "edge-base" else None)
         try:
             if part is not None:
                 part.start()
@@ -160,7 +160,11 @@ def flood(args: argparse.Namespace, tmp: Path, edge_reason: str | None, results:
         f"connections, {load.flood_s:g} s after {load.warmup_s:g} s of readers alone"
     )
     done = []
-    fronts = [f for f in args.fronts if f != "edge" or edge_reason is None]
+    fronts = [
+        f
+        for f in args.fronts
+        if not f.startswith("edge") or (edge_reason is None and (f == "edge" or args.baseline_src is not None))
+    ]
     if edge_reason is not None and "edge" in args.fronts:
         print(f"  edge: skipped: {edge_reason}")
     for round_ in range(args.flood_repeat):

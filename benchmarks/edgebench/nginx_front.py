@@ -90,6 +90,11 @@ http {{
             raise RuntimeError(f"nginx did not start: {done.stderr.strip()}")
         wait_listening(self.port, 10, "nginx")
 
+    @property
+    def pid(self) -> int:
+        """The master's process id (its workers are its children)."""
+        return int((self.prefix / "nginx.pid").read_text())
+
     def stop(self) -> None:
         pid_file = self.prefix / "nginx.pid"
         with contextlib.suppress(OSError, ValueError):
