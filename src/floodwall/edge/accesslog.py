@@ -35,11 +35,13 @@ _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
 
 def escape(value: str) -> str:
     """nginx's escaping of logged strings (latin-1 text, one character per byte)."""
+    # Most values (paths, user agents) need nothing: two scans in C instead of a dict lookup per character.
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return value
     return value.translate(_ESCAPES)
 
 
-def _header_text(request: Request, name: bytes) -> str:
-    value = request.header(name)
+def _field_text(value: bytes | None) -> str:
     return "-" if not value else escape(value.decode("latin-1"))
 
 
@@ -81,10 +83,10 @@ class AccessLog:
         upstream_status = request.upstream_status
         text = (
             f'{request.client or "-"} - - [{self._now()}] "{line}" {status} {body_bytes} '
-            f'"{_header_text(request, b"referer")}" "{_header_text(request, b"user-agent")}" '
+            f'"{_field_text(request.referer)}" "{_field_text(request.user_agent)}" '
             f'rt={duration_s:.3f} urt="{"-" if upstream_s is None else f"{upstream_s:.3f}"}" '
             f'us="{"-" if upstream_status is None else upstream_status}" ucs="{request.cache_status or "-"}" '
-            f'host="{escape(request.host) or "-"}" xff="{_header_text(request, b"x-forwarded-for")}"\n'
+            f'host="{escape(request.host) or "-"}" xff="{_field_text(request.forwarded_for)}"\n'
         )
         self._buffer.append(text)
         self._size += len(text)

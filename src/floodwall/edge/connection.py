@@ -33,6 +33,7 @@ from floodwall.edge.clientaddr import canonical_address
 from floodwall.edge.http import Answer, Headers, Request, render_head
 
 if TYPE_CHECKING:
+    from floodwall.edge.gate import AcceptGate
     from floodwall.edge.live import LiveRecorder
     from floodwall.edge.server import EdgeServer
 
@@ -42,6 +43,7 @@ __all__ = ["EdgeConnection", "record_live"]
 _MAX_QUEUED: Final = 16
 _IDLE, _HEADERS, _BODY = 0, 1, 2
 _NO_BODY_STATUS: Final = frozenset({204, 304})
+_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
 class _Reject(Exception):
@@ -93,9 +95,26 @@ class EdgeConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         text = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         # One canonical form for bans, limits and logs: a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
-        self.peer = canonical_address(text) or text
+        # An IPv4 socket's peer is already canonical (the kernel's dotted quad): no parsing for it.
+        self.peer = text if ":" not in text else (canonical_address(text) or text)
         self.deadline = self.loop.time() + self.limits.header_timeout_s
         self.server.connections.add(self)
+        gate = self.server.gate
+        if gate is not None and gate.refuses(self.peer):
+            self._refuse(gate)
+
+    def _refuse(self, gate: AcceptGate) -> None:
+        """A banned peer (`floodwall.edge.gate`): the pre-rendered 403 at once, then a lingering close: our side
+        half-closes, what the client sends is discarded unread, and the connection closes at its end of file (or
+        at the header deadline), so the answer is not lost to a reset."""
+        self._stopped_reading = True  # data_received discards
+        gate.refused += 1
+        server = self.server
+        if server.metrics is not None:
+            server.metrics.request(outcomes.BANNED, 0.0)
+        self._write(gate.answer)
+        if self.transport is not None:
+            self.transport.write_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -324,6 +343,25 @@ class EdgeConnection(asyncio.Protocol):
         request.cache_status = answer.cache
         request.outcome = answer.outcome
         body = answer.body
+        head = answer.head
+        if head is not None and answer.status not in _NO_BODY_STATUS:
+            # A cache hit: the entry's head was rendered when stored; only the per-answer lines are added.
+            if not request.keep_alive:
+                extra = answer.extra_head + b"connection: close\r\n\r\n"
+            elif request.version == "1.0":
+                extra = answer.extra_head + b"connection: keep-alive\r\n\r\n"
+            else:
+                extra = answer.extra_head + b"\r\n"
+            self._status = answer.status
+            self._chunked = False
+            if request.method == "HEAD":
+                self._sent = 0
+                self._write(head + extra)
+            else:
+                self._sent = len(body)
+                self._write(b"".join((head, extra, body)))
+            self.finish(request, logged=logged_request)
+            return
         send = request.method != "HEAD" and answer.status not in _NO_BODY_STATUS
         self.start(
             request, answer.status, answer.headers, len(body), date=answer.cache is None, first=body if send else b""
@@ -445,12 +483,12 @@ def record_live(recorder: LiveRecorder, request: Request, status: int, body_byte
     if request.method == "-":
         method = path = query = protocol = None
     else:
-        method, protocol = request.method, f"HTTP/{request.version}"
+        method, protocol = request.method, _PROTOCOLS.get(request.version) or f"HTTP/{request.version}"
         path, question, query_text = request.target.partition("?")
         query = query_text if question else None
-    referer = request.header(b"referer")
-    agent = request.header(b"user-agent")
-    forwarded = request.header(b"x-forwarded-for")
+    referer = request.referer
+    agent = request.user_agent
+    forwarded = request.forwarded_for
     recorder.record(
         time.time(),
         request.client or None,

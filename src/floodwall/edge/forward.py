@@ -44,6 +44,12 @@ _DROP: Final = _FORWARDED | HOP_BY_HOP
 _CONDITIONAL: Final = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
 )
+#: X-Floodwall-Cache's value and the metrics outcome of an answer from the cache.
+_SERVED_AS: Final = {
+    CacheStatus.HIT: ("HIT", outcomes.HIT),
+    CacheStatus.STALE: ("STALE", outcomes.STALE),
+    CacheStatus.MISS: ("MISS", outcomes.MISS),
+}
 _ORIGIN_FAILED: Final = {
     502: "The site's server did not answer properly. Please try again in a moment.",
     503: "The site is very busy right now. Please try again in a moment.",
@@ -133,14 +139,20 @@ class Forwarder:
         return self._from_cache(entry, CacheStatus.HIT)
 
     def _from_cache(self, entry: CachedResponse, status: CacheStatus) -> Answer:
-        age = b"%d" % entry.age_s(self._clock())
-        outcome = (
-            outcomes.HIT
-            if status is CacheStatus.HIT
-            else (outcomes.STALE if status is CacheStatus.STALE else outcomes.MISS)
-        )
+        age = entry.age_s(self._clock())
+        name, outcome = _SERVED_AS[status]
+        if entry.status in (204, 304):  # no Content-Length for these: the fields are rendered per answer
+            fields = [*entry.headers, (b"age", b"%d" % age)]
+            return Answer(entry.status, fields, entry.body, outcome=outcome, cache=name)
+        # The entry's head was rendered when stored: a hit adds two lines and copies bytes.
         return Answer(
-            entry.status, [*entry.headers, (b"age", age)], entry.body, outcome=outcome, cache=status.value.decode()
+            entry.status,
+            entry.headers,
+            entry.body,
+            outcome=outcome,
+            cache=name,
+            head=entry.head,
+            extra_head=b"age: %d\r\nx-floodwall-cache: %b\r\n" % (age, status.value),
         )
 
     async def answer_later(self, request: Request, conn: EdgeConnection) -> None:

@@ -23,6 +23,7 @@ from floodwall.edge.admin import parse_listen
 from floodwall.edge.challenge import Challenger, secret_from_settings
 from floodwall.edge.clientaddr import ClientAddress
 from floodwall.edge.forward import Forwarder
+from floodwall.edge.gate import AcceptGate
 from floodwall.edge.limits import Limiter
 from floodwall.edge.live import LiveRecorder
 from floodwall.edge.metrics import Metrics
@@ -113,15 +114,18 @@ def build_server(
         secret = challenge_secret if challenge_secret is not None else secret_from_settings(edge.challenge)
         challenger = Challenger(edge.challenge, contact, secret)
     resolver = ClientAddress(edge.trusted_proxies)
+    allowlist = Allowlist(own_networks=tuple(settings.site.own_networks))
+    gate = AcceptGate(decisions, resolver, allowlist, contact) if decisions is not None else None
     parts, before_origin = default_parts(
         contact=contact,
         resolver=resolver,
-        allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)),
+        allowlist=allowlist,
         decisions=decisions,
         limiter=limiter,
         challenger=challenger,
         guard=guard,
         under_attack=switch,
+        gate=gate,
     )
     forwarder = Forwarder(pool, cache, contact=contact, resolver=resolver)
     server = EdgeServer(
@@ -131,6 +135,7 @@ def build_server(
         access_log=access_log,
         metrics=metrics,
         recorder=recorder,
+        gate=gate,
     )
     worker = WorkerParts(server, limiter, decisions, metrics, access_log)
     worker.closers.append(pool.close)

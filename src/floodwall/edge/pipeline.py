@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from floodwall.edge import metrics as outcomes
 from floodwall.edge.challenge import CHALLENGE_PATH
+from floodwall.edge.gate import BANNED_TEXT
 from floodwall.edge.http import Answer, Request
 from floodwall.edge.limits import Limiter, retry_after_header
 from floodwall.model import Action
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from floodwall.edge.clientaddr import ClientAddress
     from floodwall.edge.connection import EdgeConnection
     from floodwall.edge.forward import Forwarder
+    from floodwall.edge.gate import AcceptGate
     from floodwall.store.cache import DecisionCache
 
 __all__ = [
@@ -61,7 +63,6 @@ log = logging.getLogger("floodwall.edge.pipeline")
 
 FailMode = Literal["open", "closed"]
 
-_BANNED_TEXT: Final = "Your address has been blocked by this site's protection against attacks."
 _CHALLENGED_TEXT: Final = (
     "This site is under attack, and your address needs to show it is a browser before going on. "
     "Please try again in a moment."
@@ -93,7 +94,7 @@ class Challenger(Protocol):
 
 
 def _agent(request: Request) -> str:
-    value = request.header(b"user-agent")
+    value = request.user_agent
     return value.decode("latin-1") if value else ""
 
 
@@ -131,7 +132,7 @@ class ClientAddressPart:
 
     def __call__(self, request: Request) -> Answer | None:
         if self.active:
-            request.client = self.resolver.resolve(request.peer, request.header(b"x-forwarded-for"))
+            request.client = self.resolver.resolve(request.peer, request.forwarded_for)
         return None
 
 
@@ -188,7 +189,10 @@ class AllowlistPart:
 
 class DecisionPart:
     """Bans (403) and challenges from the decisions the edge holds; under attack, unverified clients are
-    challenged too. Without a challenger a challenged client gets 429 (CONTRACT.md: "429 or a challenge page")."""
+    challenged too. Without a challenger a challenged client gets 429 (CONTRACT.md: "429 or a challenge page").
+
+    With a `gate` (`floodwall.edge.gate`), a banned client's 403 closes its connection when the gate would refuse
+    its next one, so a bot that opened its connection before the ban pays the cheap way from then on."""
 
     name = "decision"
     fails: FailMode = "open"
@@ -202,6 +206,7 @@ class DecisionPart:
         challenger: Challenger | None = None,
         under_attack: Callable[[], bool] = lambda: False,
         crawlers: Allowlist | None = None,
+        gate: AcceptGate | None = None,
     ) -> None:
         self.decisions = decisions
         self.contact = contact
@@ -209,6 +214,10 @@ class DecisionPart:
         self.challenger = challenger
         self.under_attack = under_attack
         self.crawlers = crawlers
+        self.gate = gate
+        # The same bytes for every banned or challenged request: made once (the connection copies, never mutates).
+        self._banned = Answer.text(403, BANNED_TEXT, contact, outcome=outcomes.BANNED)
+        self._challenged = Answer.text(429, _CHALLENGED_TEXT, contact, outcome=outcomes.CHALLENGED)
 
     def __call__(self, request: Request) -> Answer | None:
         client = request.client
@@ -224,10 +233,12 @@ class DecisionPart:
         if self.crawlers is not None and self.crawlers.verified_crawler(client, _agent(request)):
             return None
         if action is Action.BAN:
-            return Answer.text(403, _BANNED_TEXT, self.contact, outcome=outcomes.BANNED)
+            if self.gate is not None and self.gate.closes_after_ban(client, request.peer):
+                request.keep_alive = False
+            return self._banned
         challenger = self.challenger
         if challenger is None:
-            return Answer.text(429, _CHALLENGED_TEXT, self.contact, outcome=outcomes.CHALLENGED)
+            return self._challenged
         agent = _agent(request)
         if challenger.verify(request.header(b"cookie"), client, agent):
             return None
@@ -299,6 +310,7 @@ def default_parts(
     challenger: Challenger | None = None,
     guard: Guard | None = None,
     under_attack: Callable[[], bool] = lambda: False,
+    gate: AcceptGate | None = None,
 ) -> tuple[list[Part], list[Part]]:
     """The parts before the fresh-cache check and those between it and the origin, in the order they run (the
     module docstring's table)."""
@@ -311,7 +323,13 @@ def default_parts(
     if decisions is not None:
         parts.append(
             DecisionPart(
-                decisions, contact, exempt, challenger=challenger, under_attack=under_attack, crawlers=allowlist
+                decisions,
+                contact,
+                exempt,
+                challenger=challenger,
+                under_attack=under_attack,
+                crawlers=allowlist,
+                gate=gate,
             )
         )
     if limiter is not None:

@@ -19,6 +19,7 @@ from floodwall.edge.settings import LimitSettings
 
 if TYPE_CHECKING:
     from floodwall.edge.accesslog import AccessLog
+    from floodwall.edge.gate import AcceptGate
     from floodwall.edge.live import LiveRecorder
     from floodwall.edge.metrics import Metrics
     from floodwall.edge.pipeline import Pipeline
@@ -71,8 +72,10 @@ class EdgeServer:
         access_log: AccessLog | None = None,
         metrics: Metrics | None = None,
         recorder: LiveRecorder | None = None,
+        gate: AcceptGate | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.gate = gate
         self.recorder = recorder
         self.limits = limits
         self.contact = contact
