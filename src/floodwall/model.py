@@ -110,6 +110,9 @@ class Finding:
     """One thing the detection engine concluded about a target (an address, a prefix, a fleet) over a window.
 
     `evidence` holds (source, line) pairs of the requests that made it, so every claim traces to log rows.
+    `breach_hits` holds a breach finding's signature hits per family (`floodwall.detect.signatures.families`, plus
+    the detector's `probing` and window-found `login`), most first: `(("sqli", 12), ("scanner", 3))`. The policy
+    weighs a breach finding by it (a payload or none, how many), not by the wording of `reasons`.
     """
 
     target: str  # an address or a CIDR
@@ -120,6 +123,12 @@ class Finding:
     reasons: tuple[str, ...]
     vectors: tuple[Vector, ...] = ()
     evidence: tuple[tuple[str, int], ...] = ()
+    breach_hits: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def families(self) -> frozenset[str]:
+        """The signature families of `breach_hits`."""
+        return frozenset(family for family, _ in self.breach_hits)
 
 
 @dataclass(frozen=True, slots=True)

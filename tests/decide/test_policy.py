@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from floodwall.decide import Allowlist, Policy, PolicySettings
-from floodwall.decide.policy import breach_hits
 from floodwall.model import Action, Finding
 
 NOW = datetime(2023, 9, 1, 8, 0, tzinfo=UTC)
@@ -72,15 +71,17 @@ def test_prefix_ban_only_when_most_active_clients_are_hostile() -> None:
     assert not [d for d in shared if d.target.endswith("/24")]
 
 
-def breach(target: str, reason: str, kind: str = "breach-exploit") -> Finding:
+def breach(target: str, hits: dict[str, int], kind: str = "breach-exploit") -> Finding:
+    families = ", ".join(sorted(hits))
     return Finding(
         target=target,
         kind=kind,
         score=0.9,
         window_start=NOW - timedelta(minutes=10),
         window_end=NOW,
-        reasons=(reason,),
+        reasons=(f"{sum(hits.values())} breach-attempt signature hits ({families})",),
         evidence=(("access.log", 7),),
+        breach_hits=tuple(hits.items()),
     )
 
 
@@ -89,13 +90,13 @@ def test_payloadless_signature_hits_are_observed_and_few_payloads_challenged_wit
     template links are not banned; a payload-sending client and a login brute force are."""
     decisions = Policy().decide(
         [
-            breach("192.0.2.1", "60 breach-attempt signature hits (probing)"),
-            breach("192.0.2.2", "1 breach-attempt signature hits (scanner)"),
-            breach("192.0.2.3", "4 breach-attempt signature hits (command-injection)"),
-            breach("192.0.2.4", "31 breach-attempt signature hits (scanner, sqli, xss)"),
-            breach("192.0.2.5", "757 breach-attempt signature hits (probing, scanner, sensitive-file)", "breach-scan"),
-            breach("192.0.2.6", "40 breach-attempt signature hits (login)", "breach-bruteforce"),
-            breach("192.0.2.7", "2 breach-attempt signature hits (scanner)", "signature"),  # the live detector's
+            breach("192.0.2.1", {"probing": 60}),
+            breach("192.0.2.2", {"scanner": 1}),
+            breach("192.0.2.3", {"command-injection": 4}),
+            breach("192.0.2.4", {"scanner": 10, "sqli": 15, "xss": 6}),
+            breach("192.0.2.5", {"probing": 700, "scanner": 40, "sensitive-file": 17}, "breach-scan"),
+            breach("192.0.2.6", {"login": 40}, "breach-bruteforce"),
+            breach("192.0.2.7", {"scanner": 2}, "signature"),  # the live detector's
         ],
         NOW,
     )
@@ -114,15 +115,25 @@ def test_payloadless_signature_hits_are_observed_and_few_payloads_challenged_wit
 
 
 def test_a_flood_client_with_payloadless_hits_is_judged_on_its_flood() -> None:
-    decisions = Policy().decide(
-        [finding("192.0.2.1", 0.95), breach("192.0.2.1", "3 breach-attempt signature hits (scanner)")], NOW
-    )
+    decisions = Policy().decide([finding("192.0.2.1", 0.95), breach("192.0.2.1", {"scanner": 3})], NOW)
     assert [d.action for d in decisions] == [Action.BAN]
 
 
-def test_breach_hits_reads_the_detectors_reason() -> None:
-    assert breach_hits(["rate 4 rps", "12 breach-attempt signature hits (sqli, xss)"]) == (
-        12,
-        frozenset({"sqli", "xss"}),
+def test_the_policy_reads_hits_per_family_not_the_reason_text() -> None:
+    """Only payload hits count toward `min_payload_hits`: a scanner's user agent on every request of a crawl with
+    three injection hits is still a challenge; the reason's wording (reworded, translated) changes nothing."""
+    many_agent_hits = breach("192.0.2.1", {"scanner": 40, "sqli": 3})
+    reworded = Finding(
+        target="192.0.2.2",
+        kind="breach-exploit",
+        score=0.9,
+        window_start=NOW - timedelta(minutes=10),
+        window_end=NOW,
+        reasons=("Signaturtreffer: 2 (Scanner)",),
+        breach_hits=(("scanner", 2),),
     )
-    assert breach_hits(["rate 4 rps"]) is None
+    decisions = {d.target: d for d in Policy().decide([many_agent_hits, reworded], NOW)}
+    assert decisions["192.0.2.1"].action is Action.CHALLENGE
+    assert "3 hits (sqli)" in decisions["192.0.2.1"].reasons[-1]
+    assert decisions["192.0.2.2"].action is Action.OBSERVE
+    assert many_agent_hits.families == frozenset({"scanner", "sqli"})

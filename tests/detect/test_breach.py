@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
 from floodwall.detect import Engine
-from floodwall.detect.breach import BREACH_SCHEMA, breach_groups, candidates
+from floodwall.detect.breach import BREACH_SCHEMA, breach_groups, candidates, collective_bruteforce
 from floodwall.detect.kinds import decide_kind
 from floodwall.detect.settings import DetectSettings
 from floodwall.logs import LogReader
@@ -29,6 +30,7 @@ def _hits(rows: list[tuple[str, str, str, int, int]]) -> pl.DataFrame:
                 "vector": vector,
                 "bucket": T0,
                 "hits": hits,
+                "redirected": 0,
                 "first_ts": T0 + timedelta(minutes=minute),
                 "last_ts": T0 + timedelta(minutes=minute + 10),
                 "rule_ids": ["x"],
@@ -141,3 +143,87 @@ def test_hano_like_scan_is_a_scan(tmp_path):
     ]
     simulate(scenario.model_copy(update={"sites": sites, "campaigns": campaigns}), tmp_path, seed=102, scale=0.05)
     assert sorted(_kinds_found(tmp_path)) == [("bruteforce",) * 2, ("exploit",) * 2, ("scan",) * 2]
+
+
+def _login_rows(rows: list[tuple[str, int, int, int]]) -> pl.DataFrame:
+    """(client, POSTs, of which redirected, minute) login rows, each ten minutes long, as `_hits` makes them."""
+    frame = _hits([(client, "login", "login-bruteforce", posts, minute) for client, posts, _, minute in rows])
+    return frame.with_columns(pl.Series("redirected", [r for _, _, r, _ in rows], dtype=pl.UInt32))
+
+
+def test_a_rotating_pool_is_one_login_fleet_to_its_last_addresses():
+    """Credential stuffing over a pool whose addresses take turns (a few POSTs each, fresh ones every 15 minutes) is
+    one fleet from its first try to its last: the last turn's four addresses are members though, on their own,
+    they are fewer than `min_fleet` (fixed half hours missed them: scanner seed 102)."""
+    turns = [[f"100.64.{turn}.{k}" for k in range(6 if turn < 4 else 4)] for turn in range(5)]
+    rows = [(client, 3 if turn < 4 else 2, 0, 15 * turn) for turn, clients in enumerate(turns) for client in clients]
+    editors = [(f"198.18.0.{k}", 1, 1, 20 + 10 * k) for k in range(6)]  # logged in during the attack, accepted
+    fleet = collective_bruteforce(_login_rows(rows + editors), DetectSettings())
+    assert fleet == sorted(client for clients in turns for client in clients)
+    groups = [g for g in breach_groups(_login_rows(rows + editors), DetectSettings()) if g.clients]
+    brute = [g for g in groups if g.kind is IncidentKind.BRUTEFORCE]
+    assert len(brute) == 1 and set(brute[0].clients) == set(fleet)
+    assert brute[0].breach_hits["100.64.4.0"] == (("login", 2),)
+
+
+def test_editors_logging_in_are_no_login_fleet():
+    """Many editors logging in through a long day, a few of them twice, succeed (a redirect): no fleet. Nor are four
+    clients failing together (fewer than `min_fleet`), nor a crowd of one-try clients (a POST each is readers)."""
+    editors = [(f"198.18.0.{k}", 2, 2, 25 * k) for k in range(12)]
+    editors += [("198.18.0.99", 2, 1, 40)]  # mistyped once, then in
+    few = [(f"100.64.0.{k}", 5, 0, 5) for k in range(4)]
+    one_each = [(f"100.64.1.{k}", 1, 0, 600 + k) for k in range(30)]
+    settings = DetectSettings()
+    assert collective_bruteforce(_login_rows(editors), settings) == []
+    assert collective_bruteforce(_login_rows(few), settings) == []
+    assert collective_bruteforce(_login_rows(one_each), settings) == []
+
+
+def _stuffing_log() -> pl.DataFrame:
+    """Three hours of readers; editors who load the login form and get in (302), one after a typo; and a pool of
+    stuffers POSTing to the same form (`/admin`, which no signature knows) with rotating browser agents, 1-4 tries
+    each, in turns of 15 minutes, the last turn of four addresses with two tries each."""
+    rng = random.Random(4)
+    rows: list[dict[str, object]] = []
+    for k in range(1500):
+        reader = f"10.0.{k % 7}.{k % 211}"
+        at = T0 + timedelta(seconds=rng.uniform(0, 3 * 3600))
+        rows.append({"ts": at, "client": reader, "path": f"/be/2024/11/12/story-{k % 40}-about-things"})
+        rows.append({"ts": at + timedelta(seconds=1), "client": reader, "path": "/static/site.css"})
+    for k in range(6):
+        editor, at = f"198.18.0.{k}", T0 + timedelta(minutes=50 + 9 * k)
+        rows.append({"ts": at, "client": editor, "path": "/admin"})
+        rows.append({"ts": at + timedelta(seconds=1), "client": editor, "path": "/static/admin.css"})
+        if k == 5:
+            rows.append({"ts": at + timedelta(seconds=25), "client": editor, "method": "POST", "path": "/admin"})
+        rows.append(
+            {"ts": at + timedelta(seconds=40), "client": editor, "method": "POST", "path": "/admin", "status": 302}
+        )
+        rows.append({"ts": at + timedelta(seconds=41), "client": editor, "path": "/admin/dashboard"})
+    stuffers = []
+    for turn in range(5):
+        for k in range(6 if turn < 4 else 4):
+            stuffer = f"100.64.{turn}.{k + 1}"
+            stuffers.append(stuffer)
+            for _ in range(rng.randint(1, 4) if turn < 4 else 2):
+                at = T0 + timedelta(minutes=60 + 15 * turn, seconds=rng.uniform(0, 900))
+                agent = f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/{rng.randint(100, 130)}.0.0.0 Safari/537.36"
+                rows.append(
+                    {"ts": at, "client": stuffer, "method": "POST", "path": "/admin", "user_agent": agent}
+                    | {"referer": "https://example-news.test/admin"}
+                )
+    return requests_frame(rows).with_columns(pl.lit(",".join(stuffers)).alias("_stuffers"))
+
+
+def test_the_engine_finds_every_stuffer_and_no_editor():
+    log = _stuffing_log()
+    stuffers = set(log.get_column("_stuffers")[0].split(","))
+    engine = Engine("example-news", live=False)
+    for start in range(0, log.height, 1000):
+        engine.feed(log.drop("_stuffers").slice(start, 1000))
+    result = engine.finish()
+    brute = [i for i in result.incidents if i.kind is IncidentKind.BRUTEFORCE]
+    flagged = {a for i in result.incidents for a in i.attackers}
+    assert len(brute) == 1 and set(brute[0].attackers) == stuffers
+    assert flagged == stuffers, flagged - stuffers
+    assert all(f.breach_hits and f.families == {"login"} for f in result.findings if f.target in stuffers)

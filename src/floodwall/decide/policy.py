@@ -12,12 +12,13 @@
   looping on a missing file looks like this) are observed; fewer than `min_payload_hits` payload hits earn a
   challenge (a crawler following a broken link whose URL holds a template's `${...}` trips CRS 932130 the way a
   shell probe does, and a challenge stops a script as surely as a ban); more payloads, or a login brute force,
-  are banned as before. A client that is also part of a flood is judged on its flood findings' scores.
+  are banned as before. A client that is also part of a flood is judged on its flood findings' scores. The families
+  and hit counts come from the finding's `breach_hits` (filled by the breach layer and the live detector), never
+  from the wording of its reasons.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,25 +27,14 @@ from typing import Final
 from floodwall.decide.allowlist import Allowlist
 from floodwall.model import Action, Decision, Finding
 
-__all__ = ["Policy", "PolicySettings", "breach_hits"]
+__all__ = ["PAYLOADLESS_FAMILIES", "Policy", "PolicySettings"]
 
 #: Signature families that carry no payload: they say who the client claims to be or how it browses, not what it
 #: tries to do (`floodwall.detect.signatures.families`; `probing` is the detector's many-4xx-paths behaviour).
 PAYLOADLESS_FAMILIES: Final = frozenset({"scanner", "probing"})
+#: Login forms and xmlrpc.php: a POST there is a try, judged by how many (a brute force is banned as any attack).
+BRUTE_FAMILIES: Final = frozenset({"login", "xmlrpc"})
 _FLOOD_KINDS: Final = frozenset({"flood-client", "fleet-member"})
-# The reason the breach layer and the live detector give a breach finding: "12 breach-attempt signature hits (sqli,
-# xss)" (floodwall.detect.breach, floodwall.detect.live).
-_HITS_REASON: Final = re.compile(r"^(\d+) breach-attempt signature hits \(([^)]*)\)$")
-
-
-def breach_hits(reasons: Iterable[str]) -> tuple[int, frozenset[str]] | None:
-    """Hits and signature families a breach finding's reasons name, or None when they name none."""
-    for reason in reasons:
-        match = _HITS_REASON.match(reason)
-        if match:
-            families = frozenset(f.strip() for f in match.group(2).split(",") if f.strip())
-            return int(match.group(1)), families
-    return None
 
 
 @dataclass(frozen=True)
@@ -131,13 +121,11 @@ class Policy:
         """The action for a breach finding of a client in no flood (see the module docstring); `why` grows."""
         if not finding.kind.startswith(("breach-", "signature")) or finding.kind == "breach-bruteforce":
             return action
-        counted = breach_hits(finding.reasons)
-        if counted is None:
+        families = finding.families
+        if not families or families <= BRUTE_FAMILIES:
             return action
-        hits, families = counted
-        if families <= {"login", "xmlrpc"}:
-            return action
-        payloads = families - PAYLOADLESS_FAMILIES
+        counted = {family: hits for family, hits in finding.breach_hits if family not in PAYLOADLESS_FAMILIES}
+        payloads, hits = set(counted), sum(counted.values())
         if not payloads:
             if action is not Action.OBSERVE:
                 why.append(f"observed, not enforced: no breach payload ({', '.join(sorted(families))} only)")

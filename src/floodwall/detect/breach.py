@@ -1,14 +1,16 @@
 """Breach attempts: signature hits (and 4xx-heavy probing) grouped by client and time into incidents of their kind.
 
 A client is a *brute force* when most of its hits are POSTs to a login form or to xmlrpc.php and there are at least
-`bruteforce_min` of them (one login is an editor), or when it is one of a crowd of clients doing so together
-(credential stuffing over a pool). Other clients active together (within `breach_gap_s`) are one group, a *scan*
+`bruteforce_min` of them (one login is an editor), or when it is a member of a login fleet (credential stuffing
+over a pool, `collective_bruteforce`). Other clients active together (within `breach_gap_s`) are one group, a *scan*
 when it mostly probes (sensitive files, scanner user agents without injection payloads, many distinct paths mostly
 answered 4xx), otherwise an *exploit* attempt.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -25,6 +27,8 @@ __all__ = [
     "aggregate_hits",
     "breach_groups",
     "candidates",
+    "collective_bruteforce",
+    "family_totals",
     "login_posters",
     "plain_request",
     "probing_clients",
@@ -37,6 +41,7 @@ BREACH_SCHEMA: Final[dict[str, pl.DataType]] = {
     "vector": pl.String(),
     "bucket": pl.Datetime("us", "UTC"),
     "hits": pl.UInt32(),
+    "redirected": pl.UInt32(),  # hits answered 3xx: for a login POST, the login was accepted
     "first_ts": pl.Datetime("us", "UTC"),
     "last_ts": pl.Datetime("us", "UTC"),
     "rule_ids": pl.List(pl.String()),
@@ -101,12 +106,13 @@ def aggregate_hits(frame: pl.DataFrame, hits: pl.DataFrame) -> pl.DataFrame:
     """Signature `hits` (rows of `frame`) aggregated to `BREACH_SCHEMA`; one row per request and family counts once."""
     if hits.height == 0:
         return pl.DataFrame(schema=BREACH_SCHEMA)
-    rows = frame.select("ts", "client").with_row_index("row")
+    rows = frame.select("ts", "client", "status").with_row_index("row")
     joined = hits.unique(subset=["row", "family"], keep="first").join(rows, on="row", how="inner")
     return (
         joined.group_by("client", "family", "vector", pl.col("ts").dt.truncate("30m").alias("bucket"))
         .agg(
             pl.len().cast(pl.UInt32).alias("hits"),
+            _redirects().sum().cast(pl.UInt32).alias("redirected"),
             pl.col("ts").min().alias("first_ts"),
             pl.col("ts").max().alias("last_ts"),
             pl.col("rule_id").unique().head(5).alias("rule_ids"),
@@ -117,6 +123,11 @@ def aggregate_hits(frame: pl.DataFrame, hits: pl.DataFrame) -> pl.DataFrame:
         .cast(BREACH_SCHEMA)  # type: ignore[arg-type]
         .select(list(BREACH_SCHEMA))
     )
+
+
+def _redirects() -> pl.Expr:
+    status = pl.col("status")
+    return ((status >= 300) & (status < 400)).fill_null(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +142,8 @@ class BreachGroup:
     hits: int
     evidence: dict[str, tuple[tuple[str, int], ...]]
     reasons: dict[str, tuple[str, ...]]
+    #: Per client, its signature hits per family, most hits first (`Finding.breach_hits`).
+    breach_hits: dict[str, tuple[tuple[str, int], ...]]
 
 
 def probing_clients(clients: pl.DataFrame) -> pl.DataFrame:
@@ -142,6 +155,7 @@ def probing_clients(clients: pl.DataFrame) -> pl.DataFrame:
         pl.lit("probing").alias("family"),
         pl.lit(Vector.SCAN.value).alias("vector"),
         pl.col("requests").cast(pl.UInt32).alias("hits"),
+        pl.lit(0, pl.UInt32).alias("redirected"),
         "first_ts",
         "last_ts",
         pl.col("evidence_source").list.head(3),
@@ -149,42 +163,75 @@ def probing_clients(clients: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+#: A login fleet's tries mostly fail: at most this share of its POSTs were answered with a redirect (an accepted login).
+FLEET_MAX_ACCEPTED_SHARE: Final = 0.5
+
+
 def collective_bruteforce(breaches: pl.DataFrame, settings: DetectSettings) -> list[str]:
-    """Clients of a distributed brute force: in a half hour where at least `min_fleet` clients POSTed to login forms
-    or xmlrpc.php, twice each on average, every one of them (credential stuffing spreads its tries
-    over a pool so that no address reaches a per-address limit)."""
+    """Members of login fleets: credential stuffing spread over a pool, so that no address reaches a per-address limit
+    (a few POSTs each, fresh addresses every few minutes), judged together like the flood fleets.
+
+    An *episode* is a run of POSTs to login forms and xmlrpc.php, by any clients, with no pause longer than
+    `breach_gap_s`: a pool's addresses take turns, so the whole pool makes one episode however often it rotates. (Fixed
+    half hours cut it: the addresses new in the last half hour, too few to make a crowd on their own, were missed.)
+    An episode is a fleet when at least `min_fleet` clients took part, with two POSTs each on average, and most POSTs
+    failed. A redirect is an accepted login (WordPress answers it 302, Drupal 303; a failed try gets the form again),
+    and editors logging in mostly succeed. The fleet's members are the clients whose own POSTs mostly failed, so an
+    editor who logs in during an attack is not one of them.
+    """
     brute = breaches.filter(pl.col("family").is_in(_BRUTE))
     if brute.height == 0:
         return []
-    buckets = (
-        brute.with_columns(pl.col("first_ts").dt.truncate("30m").alias("half_hour"))
-        .group_by("half_hour")
-        .agg(pl.col("client").unique().alias("clients"), pl.col("hits").sum().alias("hits"))
+    gap = pl.duration(seconds=settings.breach_gap_s)
+    episodes = brute.sort("first_ts").with_columns(
+        ((pl.col("first_ts") - pl.col("last_ts").cum_max().shift()) > gap).fill_null(True).cum_sum().alias("episode")
+    )
+    members = episodes.group_by("episode", "client").agg(pl.col("hits").sum(), pl.col("redirected").sum())
+    fleets = (
+        members.group_by("episode")
+        .agg(pl.len().alias("clients"), pl.col("hits").sum(), pl.col("redirected").sum())
         .filter(
-            (pl.col("clients").list.len() >= settings.min_fleet) & (pl.col("hits") >= 2 * pl.col("clients").list.len())
+            (pl.col("clients") >= settings.min_fleet)
+            & (pl.col("hits") >= 2 * pl.col("clients"))
+            & (pl.col("redirected") <= FLEET_MAX_ACCEPTED_SHARE * pl.col("hits"))
         )
     )
-    return sorted(set(buckets.get_column("clients").explode().drop_nulls().to_list()))
+    failing = members.join(fleets.select("episode"), on="episode").filter(pl.col("redirected") * 2 < pl.col("hits"))
+    return sorted(set(failing.get_column("client").to_list()))
 
 
 _LOGIN_PATH: Final = r"(?:login|signin|sign-in|/admin(?:istrator)?/?$|/wp-admin|xmlrpc|/auth|/session)"
 
 
 def login_posters(windows: pl.DataFrame) -> pl.DataFrame:
-    """Clients' POSTs to login-like paths the signatures may not know, from their windows (WINDOW_SCHEMA rows)."""
+    """Clients' POSTs to login-like paths the signatures may not know, from their windows (WINDOW_SCHEMA rows), per
+    client and half hour (like the signature hits, so that `collective_bruteforce` sees when each one POSTed)."""
     login = windows.filter(
         (pl.col("posts") >= 1)
         & (pl.col("posts") * 2 >= pl.col("requests"))
         & pl.col("template").fill_null("").str.contains(_LOGIN_PATH)
     )
-    return login.group_by("client").agg(
-        pl.lit("login").alias("family"),
-        pl.lit(Vector.LOGIN_BRUTEFORCE.value).alias("vector"),
-        pl.col("posts").sum().cast(pl.UInt32).alias("hits"),
-        pl.col("first_ts").min(),
-        pl.col("last_ts").max(),
-        pl.col("source").head(3).alias("evidence_source"),
-        pl.col("line").head(3).alias("evidence_line"),
+    return (
+        login.group_by("client", pl.col("window").dt.truncate("30m").alias("bucket"))
+        .agg(
+            pl.col("posts").sum().cast(pl.UInt32).alias("hits"),
+            pl.min_horizontal("s3xx", "posts").sum().cast(pl.UInt32).alias("redirected"),
+            pl.col("first_ts").min(),
+            pl.col("last_ts").max(),
+            pl.col("source").head(3).alias("evidence_source"),
+            pl.col("line").head(3).alias("evidence_line"),
+        )
+        .select(
+            "client",
+            pl.lit("login").alias("family"),
+            pl.lit(Vector.LOGIN_BRUTEFORCE.value).alias("vector"),
+            "hits",
+            "redirected",
+            "first_ts",
+            "last_ts",
+            "evidence_source",
+            "evidence_line",
+        )
     )
 
 
@@ -236,6 +283,7 @@ def _client_kinds(breaches: pl.DataFrame, settings: DetectSettings) -> pl.DataFr
         pl.col("evidence_source").explode().head(5),
         pl.col("evidence_line").explode().head(5),
         pl.col("family").unique().sort().alias("family_names"),
+        pl.struct("family", "hits").alias("family_hits"),
     )
     kind = (
         pl.when(
@@ -280,6 +328,7 @@ def _group(kind: IncidentKind, rows: list[dict[str, object]]) -> BreachGroup:
     vectors: set[Vector] = set()
     evidence: dict[str, tuple[tuple[str, int], ...]] = {}
     reasons: dict[str, tuple[str, ...]] = {}
+    breach_hits: dict[str, tuple[tuple[str, int], ...]] = {}
     for row in rows:
         client = str(row["client"])
         found = [Vector(v) for v in row["vectors"]]  # type: ignore[attr-defined]
@@ -288,6 +337,7 @@ def _group(kind: IncidentKind, rows: list[dict[str, object]]) -> BreachGroup:
         evidence[client] = tuple(zip(sources, lines, strict=False))  # type: ignore[call-overload]
         families = ", ".join(row["family_names"])  # type: ignore[arg-type]
         reasons[client] = (f"{row['total']} breach-attempt signature hits ({families})",)
+        breach_hits[client] = family_totals(row["family_hits"])  # type: ignore[arg-type]
     if kind is IncidentKind.BRUTEFORCE:
         vectors &= {Vector.LOGIN_BRUTEFORCE, Vector.XMLRPC_ABUSE}
     return BreachGroup(
@@ -299,7 +349,16 @@ def _group(kind: IncidentKind, rows: list[dict[str, object]]) -> BreachGroup:
         hits=sum(int(r["total"]) for r in rows),  # type: ignore[call-overload]
         evidence=evidence,
         reasons=reasons,
+        breach_hits=breach_hits,
     )
+
+
+def family_totals(family_hits: Iterable[Mapping[str, object]]) -> tuple[tuple[str, int], ...]:
+    """(family, hits) pairs summed per family, most hits first (ties by name), from `{"family", "hits"}` rows."""
+    totals: Counter[str] = Counter()
+    for item in family_hits:
+        totals[str(item["family"])] += int(str(item["hits"]))
+    return tuple(sorted(totals.items(), key=lambda pair: (-pair[1], pair[0])))
 
 
 def _time(value: object) -> datetime:

@@ -351,5 +351,6 @@ class Engine:
                         reasons=group.reasons.get(client, ()),
                         vectors=group.vectors,
                         evidence=group.evidence.get(client, ()),
+                        breach_hits=group.breach_hits.get(client, ()),
                     )
                 )

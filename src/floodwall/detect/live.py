@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
+from floodwall.detect.breach import family_totals
 from floodwall.detect.judge import JudgeContext, judge_interval
 from floodwall.detect.profile import build_profile
 from floodwall.detect.settings import DetectSettings
@@ -259,13 +260,14 @@ class LiveWatch:
         per_client = breach.group_by("client").agg(
             pl.col("hits").sum(),
             pl.col("family").unique().sort(),
+            pl.struct("family", "hits").alias("family_hits"),
             pl.col("vector").unique().sort(),
             pl.col("first_ts").min(),
             pl.col("last_ts").max(),
             pl.col("evidence_source").explode().head(5),
             pl.col("evidence_line").explode().head(5),
         )
-        for client, hits, families, vectors, first, last, sources, lines in per_client.iter_rows():
+        for client, hits, families, family_hits, vectors, first, last, sources, lines in per_client.iter_rows():
             before = self._breach_counts.get(client, 0)
             total = before + int(hits)
             self._breach_counts[client] = total
@@ -284,6 +286,7 @@ class LiveWatch:
                     reasons=(f"{total} breach-attempt signature hits ({', '.join(families)})",),
                     vectors=tuple(Vector(v) for v in vectors),
                     evidence=tuple(zip(sources, lines, strict=False)),
+                    breach_hits=family_totals(family_hits),
                 )
             )
         return found
