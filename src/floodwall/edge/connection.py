@@ -75,6 +75,7 @@ class EdgeConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._stopped_reading = False
+        self._refused: AcceptGate | None = None  # refused at accept, not answered yet
         # The request being parsed.
         self._url = b""
         self._headers: Headers = []
@@ -104,17 +105,17 @@ class EdgeConnection(asyncio.Protocol):
             self._refuse(gate)
 
     def _refuse(self, gate: AcceptGate) -> None:
-        """A banned peer (`floodwall.edge.gate`): the pre-rendered 403 at once, then a lingering close: our side
-        half-closes, what the client sends is discarded unread, and the connection closes at its end of file (or
-        at the header deadline), so the answer is not lost to a reset."""
-        self._stopped_reading = True  # data_received discards
+        """A banned peer (`floodwall.edge.gate`): its first bytes get the pre-rendered 403, unparsed, then a
+        lingering close: our side half-closes, what the client sends is discarded unread, and the connection closes
+        at its end of file (or at the header deadline), so the answer is not lost to a reset. The answer waits for
+        the client's first bytes: a client reads its answer after sending its request, and some drop one that came
+        before (the deadline sweep closes a peer that sends nothing)."""
+        self._stopped_reading = True  # data_received answers once, then discards
+        self._refused = gate
         gate.refused += 1
         server = self.server
         if server.metrics is not None:
             server.metrics.request(outcomes.BANNED, 0.0)
-        self._write(gate.answer)
-        if self.transport is not None:
-            self.transport.write_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -138,6 +139,12 @@ class EdgeConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._stopped_reading:
+            refused = self._refused
+            if refused is not None:
+                self._refused = None
+                self._write(refused.answer)
+                if self.transport is not None and not self.closed:
+                    self.transport.write_eof()
             return
         try:
             self.parser.feed_data(data)
