@@ -1,6 +1,7 @@
 """How fast `watch` turns a flood in the log into an enforced ban, and what 100,000 bans cost nginx and nftables.
 
     .venv/bin/python benchmarks/bench_watch.py [--rate 50000] [--waves 6] [--spacing 10] [--bans 100000]
+    .venv/bin/python benchmarks/bench_watch.py --skip-bans --waves 5 --spacing 75 --baseline-src OLD/src --repeat 1
 
 1. Latency: a writer process appends to a log on tmpfs (/dev/shm) at `--rate` lines per second in all during the
    flood waves. Readers come from Floodwall's simulator (`floodwall.simulate`: its reader pool, visits and page
@@ -21,12 +22,17 @@
    include of that size, until a newly banned address gets 403; one nft transaction adding them all, and an
    update of 1,000 more on top.
 
+`--baseline-src DIR` (another version's `src` folder, e.g. a `git worktree` of an older commit) measures latency
+with that version too: each run is a child process of this script (PYTHONPATH set to the version's `src`), the two
+versions alternating `--repeat` times, so both see the same machine load; a table then puts them side by side.
+
 Bounded: the latency run lasts warm-up + waves x spacing seconds; everything is on loopback or in a namespace.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -225,7 +231,8 @@ def _first(times: dict[str, float], addresses: list[str]) -> float | None:
     return min(found) if found else None
 
 
-def latency(rate: int, waves: int, spacing_s: int) -> None:
+def latency(rate: int, waves: int, spacing_s: int) -> dict[str, Any]:
+    """Runs the latency measurement, prints it, and returns its figures (for `--result-json`)."""
     name, nft = namespace()
     folder = Path(tempfile.mkdtemp(prefix="floodwall-bench-", dir="/dev/shm"))
     log = folder / "access.log"
@@ -313,7 +320,17 @@ def latency(rate: int, waves: int, spacing_s: int) -> None:
             f"{statistics.median(timed.batch_rows):,.0f} rows)"
         )
         print(f"  watcher CPU: {cpu:.1f} s over {wall:.1f} s wall ({100 * cpu / wall:.0f}% of one core)")
+        slowest = sorted(zip(timed.batch_s, timed.batch_cpu_s, timed.batch_rows, strict=True), reverse=True)[:3]
+        print("  slowest batches: " + ", ".join(f"{w:.2f} s wall / {c:.2f} s CPU / {r:,} rows" for w, c, r in slowest))
         store.close()
+        return {
+            "waves_s": totals,
+            "readers_decided": len(others),
+            "cpu_share": cpu / wall,
+            "batch_wall_median_s": statistics.median(batches),
+            "batch_wall_max_s": batches[-1],
+            "load": os.getloadavg()[0],
+        }
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
         shutil.rmtree(folder, ignore_errors=True)
@@ -376,6 +393,47 @@ def many_bans(count: int) -> None:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+def overlay(baseline_src: Path, into: Path) -> Path:
+    """A copy of `baseline_src` with the modules it lacks taken from this `src`: the harness (tests/nginx_run.py,
+    tests/watch_traffic.py) may use modules newer than the baseline, which the baseline's own code never imports."""
+    shutil.copytree(baseline_src, into)
+    added = []
+    for module in (ROOT / "src" / "floodwall").rglob("*.py"):
+        target = into / "floodwall" / module.relative_to(ROOT / "src" / "floodwall")
+        if not target.exists() and target.parent.exists():
+            shutil.copy2(module, target)
+            added.append(str(target.relative_to(into)))
+    if added:
+        print(f"baseline: added modules it lacks, for the harness: {', '.join(sorted(added))}")
+    return into
+
+
+def side_by_side(baseline_src: Path, rate: int, waves: int, spacing_s: int, repeat: int) -> None:
+    """Latency of this version and of `baseline_src`, each run a child process of this script, alternating."""
+    runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        versions = {"this": str(ROOT / "src"), "baseline": str(overlay(baseline_src, Path(tmp) / "baseline"))}
+        for round_ in range(repeat):
+            for name, src in versions.items():
+                out = Path(tmp) / f"{name}-{round_}.json"
+                command = [sys.executable, __file__, "--skip-bans", "--rate", str(rate), "--waves", str(waves)]
+                command += ["--spacing", str(spacing_s), "--result-json", str(out)]
+                print(f"--- {name} ({src}), run {round_ + 1} of {repeat}", flush=True)
+                subprocess.run(command, env={**os.environ, "PYTHONPATH": src}, check=True)
+                runs[name].append(json.loads(out.read_text()))
+    print(f"side by side ({repeat} run(s) each, alternating; first line to first ban, per wave):")
+    for name, figures in runs.items():
+        waves_s = [w for run in figures for w in run["waves_s"]]
+        median = f"{statistics.median(waves_s):.2f} s" if waves_s else "none banned"
+        cpu = ", ".join(f"{100 * run['cpu_share']:.0f}%" for run in figures)
+        load = ", ".join(f"{run['load']:.1f}" for run in figures)
+        print(
+            f"  {name:8}: median {median} over {len(waves_s)} waves ({', '.join(f'{w:.2f}' for w in waves_s)}); "
+            f"readers decided {sum(run['readers_decided'] for run in figures)}; watcher CPU "
+            f"{cpu} of one core; load average at the end {load}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, default=50_000)
@@ -389,11 +447,20 @@ def main() -> None:
     parser.add_argument("--bans", type=int, default=100_000)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-bans", action="store_true")
+    parser.add_argument(
+        "--baseline-src", type=Path, help="another version's src folder: its latency is measured too, alternately"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="latency runs per version with --baseline-src")
+    parser.add_argument("--result-json", type=Path, help=argparse.SUPPRESS)  # a child run's figures, for the parent
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}")
     print(f"load average before: {os.getloadavg()}, nice {os.nice(0)}")
-    if not args.skip_latency:
-        latency(args.rate, args.waves, args.spacing)
+    if args.baseline_src is not None and not args.skip_latency:
+        side_by_side(args.baseline_src, args.rate, args.waves, args.spacing, args.repeat)
+    elif not args.skip_latency:
+        figures = latency(args.rate, args.waves, args.spacing)
+        if args.result_json is not None:
+            args.result_json.write_text(json.dumps(figures))
     if not args.skip_bans:
         many_bans(args.bans)
 

@@ -11,7 +11,8 @@ Thin wiring, like `analyze.py`: `floodwall.logs.follow_requests` (one-second fra
   per batch, and are applied too.
 - A failing enforcer is reported (an `error` event with its cause) and the others go on: a refused `nginx -t`
   must not stop the kernel's bans.
-- `Watcher.stop()` (any thread, or a signal handler) ends the run at the follower's next look.
+- `Watcher.stop()` (any thread, or a signal handler) ends the run at the follower's next look; the engine's
+  profile builder thread is joined before `run` returns.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from floodwall.decide.apply import new_decisions
 from floodwall.detect import Engine
 from floodwall.enforce import close_enforcer
 from floodwall.errors import FloodwallError
-from floodwall.logs.follow import follow_requests
+from floodwall.logs.follow import follow_timed_requests
 from floodwall.model import Action, Decision, Finding
 from floodwall.types import Change, Clock, Enforcer, Store, SystemClock
 
@@ -99,7 +100,13 @@ class Watcher:
         self.on_event = on_event
         self.poll_interval = poll_interval
         self.start_at_end = start_at_end
-        self.engine = Engine(site, self.settings.detect, live=True, history=False)
+        self._read_at: datetime | None = None  # when the lines of the batch being fed had been read
+        # The profile is rebuilt on a thread of its own: on the batch loop it held a flood's first lines for seconds.
+        # The engine's clock is the batch's read time: the live judge projects the second being written from it
+        # (the time after parsing would understate the rate the batch saw).
+        self.engine = Engine(
+            site, self.settings.detect, self._batch_read_at, live=True, history=False, background_profile=True
+        )
         self.policy = Policy(
             settings=policy or PolicySettings(),
             allowlist=Allowlist(own_networks=tuple(self.settings.site.own_networks)),
@@ -117,7 +124,7 @@ class Watcher:
         """Restore, then follow the log until `stop()`; returns the run's counts. Enforcers are closed at the end."""
         feed = self.store.watch()  # opened before the snapshot, so no change falls between
         try:
-            frames = follow_requests(
+            frames = follow_timed_requests(
                 self.log_path,
                 site=self.site,
                 fmt=self.fmt,
@@ -128,18 +135,22 @@ class Watcher:
                 stop_event=self._stop,
             )
             self._restore()
-            for frame in frames:
+            for frame, read_at in frames:
                 self.summary.batches += 1
                 self.summary.lines += frame.height
                 if frame.height:
+                    self._read_at = read_at
                     self._decide(frame, self.engine.feed(frame))
                 self._follow_store(feed.poll(0.0))
                 self._expire()
         finally:
-            feed.close()
-            for enforcer in self.enforcers:
-                self._guarded(enforcer, close_enforcer, enforcer)
-            self.summary.ended = self.clock()
+            try:
+                feed.close()
+                for enforcer in self.enforcers:
+                    self._guarded(enforcer, close_enforcer, enforcer)
+            finally:
+                self.engine.close()  # joins the profile builder
+                self.summary.ended = self.clock()
         return self.summary
 
     # -- steps ----------------------------------------------------------------------------------------------------
@@ -163,6 +174,9 @@ class Watcher:
             self.summary.decisions[decision.action.value] = self.summary.decisions.get(decision.action.value, 0) + 1
         self._enforce(stored)
         self._emit(WatchEvent("decision", decisions=tuple(stored)))
+
+    def _batch_read_at(self) -> datetime:
+        return self._read_at if self._read_at is not None else self.clock()
 
     def _held(self, target: str) -> Action | None:
         """The action the enforcers hold on `target` (a finding repeated at the same severity is no news)."""

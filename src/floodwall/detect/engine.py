@@ -87,6 +87,7 @@ class Engine:
         signatures: SignatureMatcher | None = None,
         live: bool = True,
         history: bool = True,
+        background_profile: bool = False,
     ) -> None:
         # `history=False` (a watcher or the edge, running for weeks) keeps no closed windows or hits for `finish()`:
         # the live judge has its own bounded horizon, and memory must not grow with uptime.
@@ -101,7 +102,7 @@ class Engine:
         self._agents: dict[int, str] = {}
         self._matcher = signatures
         self._matcher_loaded = signatures is not None or not self.settings.signatures
-        self._live = LiveWatch(site, self.settings) if live else None
+        self._live = LiveWatch(site, self.settings, clock=self.clock, background=background_profile) if live else None
         self._finished = False
 
     # --- streaming ----------------------------------------------------------------------------------------------
@@ -124,6 +125,11 @@ class Engine:
         if self._live is None:
             return []
         return self._live.feed(toks, seconds, closed, breach)
+
+    def close(self) -> None:
+        """Join the live judge's profile builder (`background_profile=True`: the watcher calls this as it stops)."""
+        if self._live is not None:
+            self._live.close()
 
     def _remember_agents(self, frame: pl.DataFrame) -> None:
         if len(self._agents) >= 100_000:

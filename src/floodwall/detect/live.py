@@ -1,25 +1,41 @@
 """Live judgement: a surge declared within seconds of its onset, its clients judged on the seconds since.
 
 The live baseline is the median of recent quiet seconds (frozen while a surge runs); a surge starts when the mean
-of the last three seconds stays above the threshold for `live_confirm_s` seconds, and ends after a minute below it.
+of the last three seconds stays above the threshold for `live_confirm_s` seconds, or when one second alone is far
+above it, and ends after a minute below it.
+
 The second still being written (the last of a batch) counts as a lower bound of its total: the mean with it can
 only grow when the rest of that second arrives, so once it is above the threshold that second is above for sure,
-and the onset is not held back a whole second waiting for the log to move on.
+and the onset is not held back a whole second waiting for the log to move on. When that second is the one the
+clock is in now (a live log, read as it is written), its count so far is also projected to the whole second, from
+the part of it already gone (at least `_MIN_ELAPSED_S`): a flood that doubles the rate is seen a quarter of a second
+into it, not once four fifths of the second have arrived. The projection only ever declares a *single-second
+burst* (far above the threshold, by `live_confirm_requests` requests actually counted above the baseline's share of
+the elapsed part), so the noise of a partial second cannot start a surge; logs replayed from the past never meet
+the clock's second and keep the lower bound. It assumes the log is stamped by the clock the watcher reads (nginx
+on the same machine); a line stamped in that clock's future turns it off for good.
 
 While a surge runs, every batch re-judges the clients seen since the onset (at most `live_horizon_s`) with the
 same `judge_interval` as batch analysis, against a profile of the quiet windows closed so far, and returns the
 findings that are new or markedly stronger. The per-client windows come from the engine as they close, so a batch
 costs the aggregation of the one window still open plus the judgement, not a re-aggregation of the whole horizon.
+
 The profile is rebuilt every five minutes of quiet traffic, and sooner while it is young: whenever the quiet
 history has grown by half since the last build (10 s, 15 s, 23 s, ... of history, at least `_YOUNG_PROFILE_EVERY_S`
-apart) until it holds `_YOUNG_PROFILE_S`. A rebuild costs in proportion to the history (some 2 s of CPU for 30 s
-at 20,000 lines/s), so these add up to a few rebuilds' worth; and a watcher just started, with a profile of its
-first seconds, would judge
-every reader unknown and new). Breach signature hits become findings as they arrive.
+apart) until it holds `_YOUNG_PROFILE_S`; a watcher just started, with a profile of its first seconds, would judge
+every reader unknown and new. A rebuild costs in proportion to the history (some 2 s of CPU for 30 s at 20,000
+lines/s). With `background=True` (the watcher) rebuilds after the first run on a thread of their own while batches
+go on being read and judged with the previous profile: a rebuild on the batch loop held every line behind it for
+those seconds, a flood's first lines included. At an onset the profile must not be far behind the quiet history
+(a log replayed faster than real time outruns the builder): when the history has grown past two young steps
+beyond the profile, the build under way is awaited, and a new one made if that is still not enough. `close()`
+joins the builder; nothing is held locked while it runs (the builder works on a frame of its own and hands back
+the finished context). Breach signature hits become findings as they arrive.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from datetime import datetime, timedelta
 
@@ -32,6 +48,7 @@ from floodwall.detect.profile import build_profile
 from floodwall.detect.settings import DetectSettings
 from floodwall.detect.windows import WINDOW_SCHEMA, ClientWindows
 from floodwall.model import Finding, Vector
+from floodwall.types import Clock, SystemClock
 
 __all__ = ["LiveWatch"]
 
@@ -43,14 +60,22 @@ _YOUNG_PROFILE_EVERY_S = 10
 _YOUNG_PROFILE_GROWTH = 1.5
 _ACTIVE = timedelta(seconds=3)  # clients with a request this close to the newest are judged again
 _PROFILE_HORIZON = timedelta(hours=6)
+_MIN_ELAPSED_S = 0.25  # the least part of the clock's second gone before its count so far is projected to it all
 
 
 class LiveWatch:
     """The streaming half of the engine; `Engine.feed` hands it each batch's tokens and aggregates."""
 
-    def __init__(self, site: str, settings: DetectSettings) -> None:
+    def __init__(
+        self, site: str, settings: DetectSettings, *, clock: Clock | None = None, background: bool = False
+    ) -> None:
         self.site = site
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.background = background
+        self._project = True  # off for good once the log shows another clock than ours
+        self._builder: threading.Thread | None = None
+        self._built: JudgeContext | BaseException | None = None  # what the builder hands back
         self._history: deque[float] = deque(maxlen=_QUIET_HISTORY_S)
         self._recent_counts: deque[float] = deque(maxlen=3)
         self._pending: tuple[datetime, int] | None = None  # the last second of the last batch (maybe partial)
@@ -66,6 +91,7 @@ class LiveWatch:
         self._context_span_s = 0.0  # seconds of quiet history behind the current profile
         self._context: JudgeContext | None = None
         self._context_at: datetime | None = None
+        self._onset_checked: datetime | None = None  # the surge whose profile was checked at its onset
         self._reported: dict[str, float] = {}
         self._breach_counts: dict[str, int] = {}
 
@@ -84,10 +110,15 @@ class LiveWatch:
                     self._quiet_since = first if isinstance(first, datetime) else None
         self._step_seconds(seconds)
         findings = self._breach_findings(breach)
+        self._collect_build(wait=False)
         if self.surge_start is None:
             self._refresh_context(now)
             return findings
         return findings + self._judge(now)
+
+    def close(self) -> None:
+        """Wait for a profile build under way (the watcher calls this through `Engine.close` when it stops)."""
+        self._collect_build(wait=True)
 
     def _keep_rows(self, toks: pl.DataFrame, now: datetime) -> None:
         horizon = now - timedelta(seconds=self.settings.live_horizon_s + self.settings.window_s)
@@ -148,17 +179,36 @@ class LiveWatch:
         )
         if confirmed or self._burst(float(count)):  # lower bounds: the second can only grow
             self._one_second(stamp, float(count))
-            self._pending = None
-            self._stepped = stamp  # the rest of that second must not count as a second of its own
+        elif (projected := self._projected(stamp, count)) is not None:
+            self._one_second(stamp, projected)
+        else:
+            return
+        self._pending = None
+        self._stepped = stamp  # the rest of that second must not count as a second of its own
 
-    def _burst(self, count: float) -> bool:
-        """One second so far above the threshold for a single second, by at least `live_confirm_requests`."""
+    def _projected(self, stamp: datetime, count: int) -> float | None:
+        """The whole second's count projected from its part so far, when that settles a burst; else None.
+
+        Only for the second the clock is in now, at least `_MIN_ELAPSED_S` into it: lines are then being written
+        as requests end, so the count so far is the rate so far."""
+        elapsed_s = (self.clock() - stamp).total_seconds()
+        if elapsed_s < 0:  # a line from the clock's future: the log is not written by this clock
+            self._project = False
+        if not self._project or not _MIN_ELAPSED_S <= elapsed_s < 1.0:
+            return None
+        projected = count / elapsed_s
+        return projected if self._burst(projected, counted=count, part=elapsed_s) else None
+
+    def _burst(self, count: float, *, counted: float | None = None, part: float = 1.0) -> bool:
+        """One second above the threshold for a single second, by at least `live_confirm_requests`; for a projected
+        second, `counted` requests (in the `part` of it gone) must exceed the baseline's share by as many."""
         if len(self._history) < 30:
             return False
         base = float(np.median(np.fromiter(self._history, dtype=np.float64)))
         s = self.settings
         single = max(base * s.surge_ratio, base + s.surge_mads * float(np.sqrt(max(base, 0.05))), s.min_flood_rps)
-        return count > single and count - base >= s.live_confirm_requests
+        seen = count if counted is None else counted
+        return count > single and seen - base * part >= s.live_confirm_requests
 
     def _one_second(self, stamp: datetime, count: float) -> None:
         self._recent_counts.append(count)
@@ -185,21 +235,75 @@ class LiveWatch:
 
     def _refresh_context(self, now: datetime) -> None:
         span_s = (now - self._quiet_since).total_seconds() if self._quiet_since is not None else 0.0
+        if self._builder is not None:
+            return  # one build at a time; the next is planned when this one is in
         if self._context_at is not None:
             elapsed_s = (now - self._context_at).total_seconds()
             young = self._context_span_s < _YOUNG_PROFILE_S
             grown = span_s >= _YOUNG_PROFILE_GROWTH * self._context_span_s
             if elapsed_s < _PROFILE_EVERY_S and not (young and grown and elapsed_s >= _YOUNG_PROFILE_EVERY_S):
                 return
+        quiet = self._quiet_frame(now)
+        self._context_span_s = span_s
+        self._context_at = now
+        if self.background and self._context is not None:
+            self._built = None
+            self._builder = threading.Thread(
+                target=self._build_on_thread, args=(quiet,), name=f"floodwall-profile-{self.site}"
+            )
+            self._builder.start()
+        else:
+            self._context = self._build(quiet)
+
+    def _quiet_frame(self, now: datetime) -> pl.DataFrame:
+        """The quiet windows of the profile's horizon, as one frame (kept as such for the next build)."""
         quiet = pl.concat(self._quiet) if self._quiet else pl.DataFrame(schema=WINDOW_SCHEMA)
         quiet = quiet.filter(pl.col("window") >= now - _PROFILE_HORIZON)
         self._quiet = [quiet]
         first = quiet.get_column("window").min()
         self._quiet_since = first if isinstance(first, datetime) else None
-        self._context_span_s = span_s
+        return quiet
+
+    def _build(self, quiet: pl.DataFrame) -> JudgeContext:
         profile = build_profile(quiet, None, self.settings)
-        self._context = JudgeContext.build(quiet, pl.repeat(True, quiet.height, eager=True), profile, self.settings)
-        self._context_at = now
+        return JudgeContext.build(quiet, pl.repeat(True, quiet.height, eager=True), profile, self.settings)
+
+    def _build_on_thread(self, quiet: pl.DataFrame) -> None:
+        try:
+            self._built = self._build(quiet)
+        except BaseException as exc:  # handed to the batch loop, which raises it: a failure is never swallowed
+            self._built = exc
+
+    def _collect_build(self, *, wait: bool) -> None:
+        """Adopt the builder's finished context (waiting for it with `wait`); raise what it raised."""
+        builder = self._builder
+        if builder is None or (builder.is_alive() and not wait):
+            return
+        builder.join()
+        self._builder = None
+        built, self._built = self._built, None
+        if isinstance(built, BaseException):
+            raise built
+        if built is not None:
+            self._context = built
+
+    def _context_for_onset(self, now: datetime) -> JudgeContext:
+        """The profile to judge with: the current one, unless at the onset the quiet history outgrew it by two young
+        steps (checked once per surge: the quiet history does not grow while it runs)."""
+        if self._context is not None and self._onset_checked == self.surge_start:
+            return self._context
+        self._onset_checked = self.surge_start
+        span_s = (now - self._quiet_since).total_seconds() if self._quiet_since is not None else 0.0
+        behind = self._context_span_s < _YOUNG_PROFILE_S and span_s > _YOUNG_PROFILE_GROWTH**2 * max(
+            self._context_span_s, _YOUNG_PROFILE_EVERY_S
+        )
+        if self._context is None or behind:
+            self._collect_build(wait=True)
+            if self._context is None or self._context_span_s * _YOUNG_PROFILE_GROWTH**2 < span_s:
+                self._context_span_s, self._context_at = span_s, now
+                self._context = self._build(self._quiet_frame(now))
+        assert self._context is not None
+        return self._context
 
     def _windows_since(self, start: datetime) -> pl.DataFrame:
         """Client windows from `start` of the clients active in the last `_ACTIVE` seconds: the windows the engine
@@ -235,20 +339,18 @@ class LiveWatch:
 
     def _judge(self, now: datetime) -> list[Finding]:
         assert self.surge_start is not None
-        if self._context is None:
-            self._refresh_context(now)
-        assert self._context is not None
+        context = self._context_for_onset(now)
         start = max(self.surge_start, now - timedelta(seconds=self.settings.live_horizon_s))
         aggregated = self._windows_since(start)
         if aggregated.height == 0:
             return []
-        judged = judge_interval(self._context, aggregated, start, now, self.settings, onset=self.surge_start)
+        judged = judge_interval(context, aggregated, start, now, self.settings, onset=self.surge_start)
         hostile = judged.filter(pl.col("attacker"))
         fresh = hostile.filter(
             pl.col("score")
             > pl.col("client").replace_strict(self._reported, default=0.0, return_dtype=pl.Float64) + 0.1
         )
-        found = self._context.findings(fresh, self.surge_start, now)
+        found = context.findings(fresh, self.surge_start, now)
         for finding in found:
             self._reported[finding.target] = finding.score
         return found

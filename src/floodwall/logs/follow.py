@@ -6,6 +6,8 @@
 
     for frame in follow_requests("/var/log/nginx/access.log", site="example-news"):
         ...                           # a Request frame per batch; an empty one on idle windows
+    for frame, read_at in follow_timed_requests("/var/log/nginx/access.log", site="example-news"):
+        ...                           # the same, with the clock's time of the last look whose lines it holds
 
 What it copes with, as GNU `tail -F` does (coreutils `tail.c`, "--follow=name --retry"):
 
@@ -46,7 +48,7 @@ from floodwall.logs.sources import DEFAULT_CHUNK_BYTES, PROBE_BYTES
 from floodwall.model import empty_requests
 from floodwall.types import Clock, SystemClock
 
-__all__ = ["Follower", "LineBatch", "follow_requests"]
+__all__ = ["Follower", "LineBatch", "follow_requests", "follow_timed_requests"]
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _READ_BYTES: Final = 1024 * 1024
@@ -58,7 +60,9 @@ class LineBatch:
     """Whole lines found in one window: `data` ends with a line break, or is empty on an idle window.
 
     `first_line` numbers the first line within its file; `rotation` counts the rotations seen before that file
-    (0 for the file followed at the start). `started` and `ended` are the clock's times at the window's edges.
+    (0 for the file followed at the start). `started` and `ended` are the clock's times at the window's edges;
+    `read_at` is the clock's time of the last look whose lines the batch holds (its lines were all written by
+    then: a live judge projects the second being written from it), `ended` when no look happened in the window.
     """
 
     data: bytes
@@ -68,6 +72,7 @@ class LineBatch:
     rotation: int
     started: datetime
     ended: datetime
+    read_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -144,6 +149,7 @@ class Follower:
         self._batch_start = self._window_start  # a cut by size starts a batch within a window
         self._segments: dict[int, _Segment] = {}  # by rotation, so each holds consecutive lines of one file
         self._buffered = 0
+        self._looked: datetime | None = None  # the clock's time of the last look in the current batch
         self._current = self._open(at_end=start_at_end)
 
     # -- control ------------------------------------------------------------------------------------------------
@@ -189,6 +195,7 @@ class Follower:
                     self._window_start += skipped * window
                     self._batch_start = self._window_start
                 self._poll(now)
+                self._looked = now
                 if self._buffered >= self.max_batch_bytes:
                     yield from self._cut(now, idle_tick=False)
                     continue
@@ -201,14 +208,15 @@ class Follower:
 
     def _cut(self, ended: datetime, *, idle_tick: bool) -> Iterator[LineBatch]:
         started, segments = self._batch_start, self._segments
-        self._batch_start, self._segments, self._buffered = ended, {}, 0
+        read_at = self._looked if self._looked is not None and self._looked <= ended else ended
+        self._batch_start, self._segments, self._buffered, self._looked = ended, {}, 0, None
         batches = [
-            LineBatch(b"".join(s.parts), s.first_line, s.lines, self.name, s.rotation, started, ended)
+            LineBatch(b"".join(s.parts), s.first_line, s.lines, self.name, s.rotation, started, ended, read_at)
             for _, s in sorted(segments.items())
         ]
         if not batches and idle_tick:
             next_line = self._current.next_line if self._current is not None else 1
-            batches = [LineBatch(b"", next_line, 0, self.name, self._rotation, started, ended)]
+            batches = [LineBatch(b"", next_line, 0, self.name, self._rotation, started, ended, read_at)]
         yield from batches
 
     # -- reading ------------------------------------------------------------------------------------------------
@@ -356,6 +364,36 @@ def follow_requests(
     once `SAMPLE_LINES` lines have been seen. Set `stop_event` to end the iteration. The file is opened (and,
     with `start_at_end`, its end found) by this call, not at the first frame.
     """
+    timed = follow_timed_requests(
+        path,
+        site=site,
+        fmt=fmt,
+        tz=tz,
+        json_fields=json_fields,
+        clock=clock,
+        poll_interval=poll_interval,
+        start_at_end=start_at_end,
+        stop_event=stop_event,
+        use_fast_path=use_fast_path,
+    )
+    return (frame for frame, _ in timed)
+
+
+def follow_timed_requests(
+    path: str | Path,
+    *,
+    site: str,
+    fmt: str = "auto",
+    tz: str | None = None,
+    json_fields: dict[str, str] | None = None,
+    clock: Clock | None = None,
+    poll_interval: float = 0.2,
+    start_at_end: bool = True,
+    stop_event: threading.Event | None = None,
+    use_fast_path: bool = True,
+) -> Iterator[tuple[pl.DataFrame, datetime]]:
+    """`follow_requests`, each frame with `LineBatch.read_at` of the batch (the last of those it holds): when its
+    lines had all been read, by `clock`."""
     if fmt != "auto" and fmt not in FORMATS:
         raise LogFormatError(f"{path}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     zone = _zone(tz)
@@ -372,17 +410,18 @@ def _parse_batches(
     zone: tzinfo | None,
     json_fields: dict[str, str] | None,
     use_fast_path: bool,
-) -> Iterator[pl.DataFrame]:
+) -> Iterator[tuple[pl.DataFrame, datetime]]:
     parser: ChunkParser | None = None
     waiting: list[LineBatch] = []
     with follower:
         for batch in follower:
+            read_at = batch.read_at or batch.ended
             if parser is None:
                 if batch.lines:
                     waiting.append(batch)
                 guess = _sniff(waiting, fmt, follower.name)
                 if guess is None:
-                    yield empty_requests()
+                    yield empty_requests(), read_at
                     continue
                 parser = ChunkParser(
                     guess,
@@ -394,9 +433,9 @@ def _parse_batches(
                 )
                 frames = [parser.parse(held.data, held.first_line) for held in waiting]
                 waiting = []
-                yield pl.concat(frames).sort("ts", maintain_order=True) if len(frames) > 1 else frames[0]
+                yield (pl.concat(frames).sort("ts", maintain_order=True) if len(frames) > 1 else frames[0]), read_at
                 continue
-            yield parser.parse(batch.data, batch.first_line) if batch.lines else empty_requests()
+            yield (parser.parse(batch.data, batch.first_line) if batch.lines else empty_requests()), read_at
 
 
 def _sniff(waiting: list[LineBatch], fmt: str, source: str) -> FormatGuess | None:
