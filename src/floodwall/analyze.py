@@ -12,7 +12,6 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -168,24 +167,15 @@ def analyze(
                 sources=sources,
             )
             document["geo_database"] = geo_database
-            # The attackers' request shapes for bundle.json are counted on the same pass, over their requests alone.
-            fingerprints = FingerprintAccumulator(clients=detection.attacker_addresses)
+            # The attackers' request shapes for bundle.json are counted on the same pass, from the same attack rows.
+            fingerprints = FingerprintAccumulator()
 
             def spooled() -> Iterator[pl.DataFrame]:
-                # Fingerprints are counted on a thread of their own while the account aggregates the same batch:
-                # Polars lets go of the GIL, and a 200k-row batch alone keeps barely one core busy.
                 done = 0
-                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="floodwall-fingerprints") as side:
-                    counting: Future[None] | None = None
-                    for frame in spool.frames():
-                        if counting is not None:
-                            counting.result()
-                        counting = side.submit(fingerprints.feed, frame)
-                        done += frame.height
-                        report("forensics", done, spool.rows)
-                        yield frame
-                    if counting is not None:
-                        counting.result()
+                for frame in spool.frames():
+                    done += frame.height
+                    report("forensics", done, spool.rows)
+                    yield frame
 
             account = account_from_logs(
                 spooled,
@@ -194,6 +184,7 @@ def analyze(
                 first_pass=reader.inputs,
                 timezone=settings.site.timezone,
                 spooled=True,
+                fingerprints=fingerprints,
             )
     with times.stage("writing"):
         files, detection = _write_outputs(

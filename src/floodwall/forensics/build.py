@@ -20,6 +20,7 @@ from floodwall.detect import DetectionResult
 from floodwall.forensics.breaches import build_breaches
 from floodwall.forensics.charts import build_charts
 from floodwall.forensics.collect import Collector
+from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.forensics.infra import GeoSource, build_infrastructure
 from floodwall.forensics.mode import build_mode
 from floodwall.forensics.narrative import methods_and_limits, summary
@@ -47,9 +48,17 @@ class _Geo(GeoSource, Protocol):
 
 class Forensics:
     """See the module docstring. `feed` takes batches in time order; `finish` may be called without any batch
-    (stdin could not be re-read): the account then rests on the detection result alone."""
+    (stdin could not be re-read): the account then rests on the detection result alone. A `fingerprints`
+    accumulator given here is fed the attack rows of every batch (its clients filter is not applied)."""
 
-    def __init__(self, site: str, detection: DetectionResult, *, timezone: str = "UTC") -> None:
+    def __init__(
+        self,
+        site: str,
+        detection: DetectionResult,
+        *,
+        timezone: str = "UTC",
+        fingerprints: FingerprintAccumulator | None = None,
+    ) -> None:
         self.site = site
         self.detection = detection
         try:
@@ -57,7 +66,8 @@ class Forensics:
             self.timezone = timezone
         except (ZoneInfoNotFoundError, ValueError):
             self.zone, self.timezone = ZoneInfo("UTC"), "UTC"
-        self._collector = Collector(detection)
+        # The attackers' fingerprints (bundle.json) are counted from the same attack rows, in the same pass.
+        self._collector = Collector(detection, fingerprints)
 
     def feed(self, frame: pl.DataFrame) -> None:
         """Take one Request batch of the second pass."""

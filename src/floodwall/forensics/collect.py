@@ -17,7 +17,8 @@ from typing import Final
 import polars as pl
 
 from floodwall.detect import DetectionResult
-from floodwall.forensics.shapes import cacheable, marker_candidates, query_scheme, request_kind, ua_family
+from floodwall.forensics.fingerprints import FingerprintAccumulator
+from floodwall.forensics.shapes import cacheable, marker_candidate_plan, query_scheme, request_kind, ua_family
 from floodwall.logs.frame import compacted
 from floodwall.model import IncidentKind
 
@@ -89,6 +90,19 @@ def _prune(parts: _Parts, by: list[str], cap: int = _CANDIDATE_CAP) -> int:
     return threshold
 
 
+def _first_three(attack: pl.LazyFrame) -> pl.LazyFrame:
+    """The first three rows per (incident, kind, status class), found by row number: the group-by moves one integer
+    column, and only the chosen rows' strings are gathered (a group-by `head` copied every column of every row)."""
+    numbered = attack.with_row_index("_n")
+    chosen = (
+        numbered.group_by("incident_id", "kind", (pl.col("status") // 100).alias("_class"))
+        .agg(pl.col("_n").head(3))
+        .explode("_n")
+        .select("_n")
+    )
+    return numbered.join(chosen, on="_n", how="semi").select(list(_SAMPLE_COLUMNS))
+
+
 def _summed(keys: Sequence[str], names: Sequence[str], extra: Sequence[pl.Expr] = ()) -> _Parts:
     return _Parts(keys, [*(pl.col(n).sum() for n in names), *extra])
 
@@ -127,8 +141,9 @@ class Collected:
 class Collector:
     """Feeds on Request batches, after detection; see the module docstring."""
 
-    def __init__(self, detection: DetectionResult) -> None:
+    def __init__(self, detection: DetectionResult, fingerprints: FingerprintAccumulator | None = None) -> None:
         self.detection = detection
+        self.fingerprints = fingerprints  # fed the same attack rows, in the same Polars run as the tables below
         kinds = {i.id: i.kind.value for i in detection.incidents}
         spans = [(i.id, i.start - _MARGIN, i.end + _MARGIN) for i in detection.incidents]
         span_frame = pl.DataFrame(
@@ -210,15 +225,62 @@ class Collector:
     # --- per batch ---------------------------------------------------------------------------------------------
 
     def feed(self, frame: pl.DataFrame) -> None:
-        """Take one time-ordered Request batch."""
+        """Take one time-ordered Request batch.
+
+        The batch is marked once (request kind, minute, attack or not), then every table's aggregate of it is one
+        lazy query over that marked frame, and all of them run together in `pl.collect_all`: Polars computes the
+        shared parts once (the attack and normal rows, the distinct user agents) and runs the queries side by side
+        on the cores it has, where one eager call after another kept barely one core busy. The attackers'
+        fingerprints (`FingerprintAccumulator.plan`) ride on the same attack rows."""
         if frame.height == 0:
             return
         self.batches += 1
         self.rows += frame.height
+        rows = self._marked(frame)
+        attack_rows, query_rows = rows.select(
+            pl.col("attack").sum().alias("rows"), (pl.col("attack") & pl.col("query").is_not_null()).sum().alias("q")
+        ).row(0)
+        lazy = rows.lazy()
+        plans = self._plan_all(lazy)
+        extra: list[pl.LazyFrame] = []
+        if attack_rows:
+            # Filtered once, eagerly: each query below then starts from these rows (cheaper than a cached subplan).
+            attack = (
+                rows.filter(pl.col("attack"))
+                .with_columns(
+                    pl.col("ts").dt.truncate("1s").alias("second"),
+                    cacheable(ignore_query=False, kind=pl.col("kind")).alias("cacheable_plain"),
+                    cacheable(ignore_query=True, kind=pl.col("kind")).alias("cacheable_any"),
+                )
+                .lazy()
+            )
+            plans += self._plan_attack(attack, int(query_rows))
+            if self.fingerprints is not None:
+                agents = next(plan for parts, plan in plans if parts is self.agents)
+                extra = self.fingerprints.plan(
+                    attack, int(query_rows), agents=agents.rename({"requests": "count"}), row_count=int(attack_rows)
+                )
+        if attack_rows < rows.height:
+            plans += self._plan_normal(rows.filter(~pl.col("attack")).lazy())
+        results = pl.collect_all([plan for _, plan in plans] + extra)
+        for (parts, _), result in zip(plans, results, strict=False):
+            parts.add(result)
+        if extra:
+            assert self.fingerprints is not None
+            self.fingerprints.take(results[len(plans) :])
+        if attack_rows:
+            self._settle_attack()
+        if attack_rows < rows.height:
+            self._prune_normal_candidates()
+
+    def _marked(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The batch with its request kind, minute, and the incident (if any) each row is attack traffic of."""
         rows = frame.with_row_index("_row").with_columns(
             request_kind().alias("kind"),
             pl.col("ts").dt.truncate("1m").alias("minute"),
         )
+        if not rows.get_column("ts").is_sorted():  # batches come in time order; the phase joins rely on it
+            rows = rows.sort("ts", maintain_order=True)
         hits = (
             rows.select("_row", "client", "ts")
             .join(self._spans, on="client", how="inner")
@@ -226,140 +288,143 @@ class Collector:
             .unique("_row", keep="first")
             .select("_row", "incident_id", "incident_kind")
         )
-        rows = rows.join(hits, on="_row", how="left").with_columns(pl.col("incident_id").is_not_null().alias("attack"))
-        self._feed_all(rows)
-        attack = rows.filter(pl.col("attack"))
-        normal = rows.filter(~pl.col("attack"))
-        if attack.height:
-            self._feed_attack(attack)
-        if normal.height:
-            self._feed_normal(normal)
-
-    def _feed_all(self, rows: pl.DataFrame) -> None:
-        cache = pl.col("cache_status").str.to_uppercase()
-        self.minutes.add(
-            rows.group_by("minute").agg(
-                *_counts(),
-                pl.col("request_time").sum().alias("rt_sum"),
-                pl.col("request_time").count().cast(pl.Int64).alias("rt_n"),
-                pl.col("request_time").max().alias("rt_max"),
-                cache.is_in(list(_HIT)).sum().cast(pl.Int64).alias("cache_hit"),
-                (cache.is_not_null() & ~cache.is_in(list(_HIT))).sum().cast(pl.Int64).alias("cache_miss"),
-                pl.col("attack").sum().cast(pl.Int64).alias("attack"),
-            )
+        return rows.join(hits, on="_row", how="left", maintain_order="left").with_columns(
+            pl.col("incident_id").is_not_null().alias("attack")
         )
+
+    def _plan_all(self, rows: pl.LazyFrame) -> list[tuple[_Parts, pl.LazyFrame]]:
+        cache = pl.col("cache_status").str.to_uppercase()
+        plans = [
+            (
+                self.minutes,
+                rows.group_by("minute").agg(
+                    *_counts(),
+                    pl.col("request_time").sum().alias("rt_sum"),
+                    pl.col("request_time").count().cast(pl.Int64).alias("rt_n"),
+                    pl.col("request_time").max().alias("rt_max"),
+                    cache.is_in(list(_HIT)).sum().cast(pl.Int64).alias("cache_hit"),
+                    (cache.is_not_null() & ~cache.is_in(list(_HIT))).sum().cast(pl.Int64).alias("cache_miss"),
+                    pl.col("attack").sum().cast(pl.Int64).alias("attack"),
+                ),
+            )
+        ]
         if self._phases.height:
             phased = (
                 rows.select("ts", "client", "attack")
-                .sort("ts")
-                .join_asof(self._phases, left_on="ts", right_on="phase_start", strategy="backward")
+                .join_asof(self._phases.lazy(), left_on="ts", right_on="phase_start", strategy="backward")
                 .filter(pl.col("ts") <= pl.col("phase_end"))
             )
-            self.phase_clients.add(phased.group_by("phase_key", "client").agg(pl.col("attack").max()))
+            plans.append((self.phase_clients, phased.group_by("phase_key", "client").agg(pl.col("attack").max())))
+        return plans
 
-    def _feed_attack(self, attack: pl.DataFrame) -> None:
-        attack = attack.with_columns(
-            pl.col("ts").dt.truncate("1s").alias("second"),
-            cacheable(ignore_query=False, kind=pl.col("kind")).alias("cacheable_plain"),
-            cacheable(ignore_query=True, kind=pl.col("kind")).alias("cacheable_any"),
-        )
-        self.attack_seconds.add(attack.group_by("second").agg(pl.len().cast(pl.Int64).alias("attack")))
-        self.attack_kinds.add(attack.group_by("minute", "kind").agg(pl.len().cast(pl.Int64).alias("attack")))
-        # Batches come in time order and filtering keeps it: sort only what is not (a sort is a copy of every column).
-        in_order = attack if attack.get_column("ts").is_sorted() else attack.sort("ts")
-        phased = in_order.join_asof(
-            self._phases.select("incident_id", "phase", "phase_start", "phase_end"),
+    def _plan_attack(self, attack: pl.LazyFrame, query_rows: int) -> list[tuple[_Parts, pl.LazyFrame]]:
+        phased = attack.join_asof(
+            self._phases.lazy().select("incident_id", "phase", "phase_start", "phase_end"),
             left_on="ts",
             right_on="phase_start",
             by="incident_id",
             strategy="backward",
-            check_sortedness=False,  # sorted by ts above; the check cannot see that per group
-        )
-        phased = phased.with_columns(
+            check_sortedness=False,  # rows sorted by ts in `_marked`; the check cannot see that per group
+        ).with_columns(
             pl.when(pl.col("ts") <= pl.col("phase_end")).then(pl.col("phase")).otherwise(pl.lit("pause")).alias("phase")
         )
-        self.attackers.add(
-            phased.group_by("incident_id", "phase", "client", "kind").agg(
-                *_counts(),
-                pl.col("cacheable_plain").sum().cast(pl.Int64),
-                pl.col("cacheable_any").sum().cast(pl.Int64),
-                pl.col("bytes").sum().cast(pl.Int64),
-                pl.col("minute").n_unique().cast(pl.Int64).alias("minutes"),
-                pl.col("ts").min().alias("first_ts"),
-                pl.col("ts").max().alias("last_ts"),
-            )
-        )
-        status_class = (pl.col("status") // 100).alias("_class")
-        picked = attack.with_columns(status_class).group_by("incident_id", "kind", "_class").head(3)
-        self.samples.add(picked.select(list(_SAMPLE_COLUMNS)))
-        if len(self.samples.parts) > 8:
-            merged = pl.concat(self.samples.parts).sort("ts").with_columns(status_class)
-            picked = merged.group_by("incident_id", "kind", "_class").head(3)
-            self.samples.parts = [compacted(picked.select(list(_SAMPLE_COLUMNS)))]
         agents = attack.group_by("incident_id", "client", "user_agent").agg(pl.len().cast(pl.Int64).alias("requests"))
         # The family per distinct agent (a flood has a few dozen), not per (incident, client, agent) row.
         families = agents.select(pl.col("user_agent").unique()).with_columns(ua_family().alias("family"))
-        self.agents.add(agents.join(families, on="user_agent", how="left", nulls_equal=True))
         # Schemes describe; past _SCHEME_SAMPLE query rows a batch is sampled evenly and the counts scaled.
-        queried = attack.filter(pl.col("query").is_not_null())
-        step = max(1, queried.height // _SCHEME_SAMPLE)
+        step = max(1, query_rows // _SCHEME_SAMPLE)
         self.scheme_step = max(self.scheme_step, step)
-        self.schemes.add(
-            queried.gather_every(step)
-            .with_columns(query_scheme().alias("scheme"))
-            .group_by("incident_id", "scheme", "client")
-            .agg((pl.len() * step).cast(pl.Int64).alias("requests"))
-        )
         # A random-path flood makes every path unique: its 404s are counted as one row, and their words are not
         # marker candidates (they would all be one-offs).
         random_path = pl.col("kind") == "notfound"
-        self.candidates.add(
-            marker_candidates(attack, keys=("incident_id",), skip_paths=random_path, count_clients=True)
-        )
-        self.paths.add(
-            attack.with_columns(
-                pl.when(random_path).then(pl.lit("(paths answered 404)")).otherwise(pl.col("path")).alias("path")
-            )
-            .group_by("incident_id", "host", "path")
-            .agg(pl.len().cast(pl.Int64).alias("requests"))
-        )
-        self.paths_pruned_below = max(self.paths_pruned_below, _prune(self.paths, ["host", "path"]))
-        self.candidates_pruned_below = max(self.candidates_pruned_below, _prune(self.candidates, ["kind", "value"]))
-        breach = attack.filter(pl.col("incident_kind") != "flood")
-        if breach.height:
-            self.breach.add(
-                breach.group_by("incident_id", "client", "method", "path", "status").agg(
+        plans = [
+            (self.attack_seconds, attack.group_by("second").agg(pl.len().cast(pl.Int64).alias("attack"))),
+            (self.attack_kinds, attack.group_by("minute", "kind").agg(pl.len().cast(pl.Int64).alias("attack"))),
+            (
+                self.attackers,
+                phased.group_by("incident_id", "phase", "client", "kind").agg(
+                    *_counts(),
+                    pl.col("cacheable_plain").sum().cast(pl.Int64),
+                    pl.col("cacheable_any").sum().cast(pl.Int64),
+                    pl.col("bytes").sum().cast(pl.Int64),
+                    pl.col("minute").n_unique().cast(pl.Int64).alias("minutes"),
+                    pl.col("ts").min().alias("first_ts"),
+                    pl.col("ts").max().alias("last_ts"),
+                ),
+            ),
+            (self.samples, _first_three(attack)),
+            (self.agents, agents.join(families, on="user_agent", how="left", nulls_equal=True)),
+            (
+                self.schemes,
+                attack.filter(pl.col("query").is_not_null())
+                .gather_every(step)
+                .with_columns(query_scheme().alias("scheme"))
+                .group_by("incident_id", "scheme", "client")
+                .agg((pl.len() * step).cast(pl.Int64).alias("requests")),
+            ),
+            (
+                self.candidates,
+                marker_candidate_plan(attack, keys=("incident_id",), skip_paths=random_path, count_clients=True),
+            ),
+            (
+                self.paths,
+                attack.with_columns(
+                    pl.when(random_path).then(pl.lit("(paths answered 404)")).otherwise(pl.col("path")).alias("path")
+                )
+                .group_by("incident_id", "host", "path")
+                .agg(pl.len().cast(pl.Int64).alias("requests")),
+            ),
+            (
+                self.breach,
+                attack.filter(pl.col("incident_kind") != "flood")
+                .group_by("incident_id", "client", "method", "path", "status")
+                .agg(
                     pl.len().cast(pl.Int64).alias("requests"),
                     pl.col("ts").min().alias("first_ts"),
                     pl.col("ts").max().alias("last_ts"),
                     pl.col("source").first(),
                     pl.col("line").first(),
                     pl.col("query").first(),
-                )
-            )
-        self.forwarded.add(
-            attack.filter(pl.col("forwarded_for").is_not_null())
-            .group_by("incident_id", "client", "forwarded_for")
-            .agg(pl.len().cast(pl.Int64).alias("requests"))
-        )
+                ),
+            ),
+            (
+                self.forwarded,
+                attack.filter(pl.col("forwarded_for").is_not_null())
+                .group_by("incident_id", "client", "forwarded_for")
+                .agg(pl.len().cast(pl.Int64).alias("requests")),
+            ),
+        ]
+        return plans
 
-    def _feed_normal(self, normal: pl.DataFrame) -> None:
+    def _settle_attack(self) -> None:
+        """After a batch's attack aggregates were added: keep a few samples, prune the long tails."""
+        if len(self.samples.parts) > 8:
+            status_class = (pl.col("status") // 100).alias("_class")
+            merged = pl.concat(self.samples.parts).sort("ts").with_columns(status_class)
+            picked = merged.group_by("incident_id", "kind", "_class", maintain_order=True).head(3)
+            self.samples.parts = [compacted(picked.select(list(_SAMPLE_COLUMNS)))]
+        self.paths_pruned_below = max(self.paths_pruned_below, _prune(self.paths, ["host", "path"]))
+        self.candidates_pruned_below = max(self.candidates_pruned_below, _prune(self.candidates, ["kind", "value"]))
+
+    def _plan_normal(self, normal: pl.LazyFrame) -> list[tuple[_Parts, pl.LazyFrame]]:
         agents = normal.group_by("user_agent").agg(pl.len().cast(pl.Int64).alias("requests"))
-        self.normal_families.add(
-            agents.group_by(ua_family().alias("family")).agg(pl.col("requests").sum())  # per distinct agent
-        )
-        self.normal_schemes.add(
-            normal.filter(pl.col("query").is_not_null())
-            .group_by(query_scheme().alias("scheme"))
-            .agg(pl.len().cast(pl.Int64).alias("requests"))
-        )
-        self.normal_candidates.add(marker_candidates(normal, keys=()).select("kind", "value", "requests"))
-        self._prune_normal_candidates()
-        self.readers.add(
-            normal.group_by("client").agg(
-                pl.len().cast(pl.Int64).alias("requests"), pl.col("minute").n_unique().cast(pl.Int64).alias("minutes")
-            )
-        )
+        return [
+            (self.normal_families, agents.group_by(ua_family().alias("family")).agg(pl.col("requests").sum())),
+            (
+                self.normal_schemes,
+                normal.filter(pl.col("query").is_not_null())
+                .group_by(query_scheme().alias("scheme"))
+                .agg(pl.len().cast(pl.Int64).alias("requests")),
+            ),
+            (self.normal_candidates, marker_candidate_plan(normal, keys=()).select("kind", "value", "requests")),
+            (
+                self.readers,
+                normal.group_by("client").agg(
+                    pl.len().cast(pl.Int64).alias("requests"),
+                    pl.col("minute").n_unique().cast(pl.Int64).alias("minutes"),
+                ),
+            ),
+        ]
 
     def _prune_normal_candidates(self) -> None:
         self.pruned_below = max(self.pruned_below, _prune(self.normal_candidates, ["kind", "value"]))

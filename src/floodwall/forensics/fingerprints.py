@@ -41,6 +41,8 @@ _STATE_SCHEMA: Final = {"client": pl.String, "feature": pl.String, "value": pl.S
 _COMPACT_ROWS: Final = 1_000_000
 #: Requests with a query string per batch whose query shape is worked out; more are sampled evenly.
 QUERY_SAMPLE: Final = 20_000
+#: Requests per batch whose path shape is worked out (when the caller says how many rows there are); more are sampled.
+PATH_SAMPLE: Final = 50_000
 
 #: Browser or tool, first match wins (Edge and Opera also say Chrome; Chrome also says Safari).
 _BROWSERS: Final = (
@@ -150,35 +152,57 @@ class FingerprintAccumulator:
             frame = frame.filter(pl.col("client").is_in(self._clients.implode()))
         if frame.height == 0:
             return
+        self.take(pl.collect_all(self.plan(frame.lazy(), int(frame.get_column("query").count()))))
+
+    def plan(
+        self, rows: pl.LazyFrame, query_rows: int, agents: pl.LazyFrame | None = None, row_count: int | None = None
+    ) -> list[pl.LazyFrame]:
+        """The lazy counts of one batch of attackers' `rows` (client, user_agent, path, query), which `take` keeps:
+        for a caller that runs them with its own aggregates of the same rows (`forensics.collect`). `query_rows` is
+        how many rows have a query string, `row_count` how many rows there are (None: count them all, unsampled);
+        `agents`, when the caller counts them anyway, is (client, user_agent, count) or a finer split of it."""
         # Counted per distinct (client, value) first, then shaped: a flood repeats its user agents and paths, so the
         # regular expressions run on distinct values, not on every request (the same counts come out).
-        lazy = frame.lazy()
-        agents = lazy.group_by("client", "user_agent").agg(pl.len().cast(pl.UInt64).alias("count"))
-        parts = [
+        source = rows if agents is None else agents
+        weight = pl.len() if agents is None else pl.col("count").sum()
+        agents = source.group_by("client", "user_agent").agg(weight.cast(pl.UInt64).alias("count"))
+        return [
             agents.select(
                 "client", pl.lit("ua").alias("feature"), pl.col("user_agent").fill_null("").alias("value"), "count"
             ),
             _shaped(agents, "family", ua_family(pl.col("user_agent"))),
-            _path_shapes(lazy.group_by("client", "path").agg(pl.len().cast(pl.UInt64).alias("count"))),
-            _shaped(self._queries(frame), "query", query_shape(pl.col("query"))),
+            _path_shapes(self._paths(rows, row_count)),
+            _shaped(self._queries(rows, query_rows), "query", query_shape(pl.col("query"))),
         ]
-        counted = pl.concat(pl.collect_all(parts)).drop_nulls("value").cast(_STATE_SCHEMA)  # type: ignore[arg-type]
-        self._parts.append(compacted(counted))  # kept past its batch: let go of the batch's buffers
-        self._rows += counted.height
+
+    def take(self, counted: list[pl.DataFrame]) -> None:
+        """Keep the results of `plan`, run."""
+        state = pl.concat(counted).drop_nulls("value").cast(_STATE_SCHEMA)  # type: ignore[arg-type]
+        self._parts.append(compacted(state))  # kept past its batch: let go of the batch's buffers
+        self._rows += state.height
         if self._rows > max(_COMPACT_ROWS, 2 * self._compacted_rows):
             self._compact()
 
     @staticmethod
-    def _queries(frame: pl.DataFrame) -> pl.LazyFrame:
+    def _paths(rows: pl.LazyFrame, row_count: int | None) -> pl.LazyFrame:
+        """(client, path, count) of the batch. A random-path flood makes every path unique, and each unique path is
+        shaped by five regular expressions: past `PATH_SAMPLE` rows a batch is sampled evenly and the counts scaled,
+        as for queries (the shares come out the same to within a few thousandths)."""
+        step = max(1, (row_count or 0) // PATH_SAMPLE)
+        return rows.gather_every(step).group_by("client", "path").agg((pl.len() * step).cast(pl.UInt64).alias("count"))
+
+    @staticmethod
+    def _queries(rows: pl.LazyFrame, query_rows: int) -> pl.LazyFrame:
         """(client, query, count) of the batch's requests with a query string. Cache-busting floods make every query
         unique, so nothing repeats to share the shaping work: past `QUERY_SAMPLE` such requests a batch is sampled
         evenly and the counts scaled (shares, which is all a fingerprint keeps, come out the same to within a few
         thousandths)."""
-        queried = frame.lazy().filter(pl.col("query").is_not_null())
-        rows = int(frame.get_column("query").count())
-        step = max(1, rows // QUERY_SAMPLE)
+        step = max(1, query_rows // QUERY_SAMPLE)
         return (
-            queried.gather_every(step).group_by("client", "query").agg((pl.len() * step).cast(pl.UInt64).alias("count"))
+            rows.filter(pl.col("query").is_not_null())
+            .gather_every(step)
+            .group_by("client", "query")
+            .agg((pl.len() * step).cast(pl.UInt64).alias("count"))
         )
 
     def _compact(self) -> pl.DataFrame:

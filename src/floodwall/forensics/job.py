@@ -18,6 +18,7 @@ import polars as pl
 from floodwall.detect import DetectionResult
 from floodwall.errors import FloodwallError
 from floodwall.forensics.build import Forensics, InputFacts
+from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.geo import open_geo
 from floodwall.report.account import Account
 
@@ -47,12 +48,14 @@ def account_from_logs(
     timezone: str = "UTC",
     rereadable: bool = True,
     spooled: bool = False,
+    fingerprints: FingerprintAccumulator | None = None,
 ) -> Account:
     """Read the batches again through `open_reader()`: a new `LogReader` over the same inputs (hashed again and
     compared), or `FrameSpool.frames` (what the detection pass spooled; not possible for stdin unless spooled:
     `rereadable` false then; `spooled` true says the batches are the detection pass's own). Aggregate them against
-    `detection`, look the attacking addresses up in the offline network database, and build the account."""
-    forensics = Forensics(site, detection, timezone=timezone)
+    `detection`, look the attacking addresses up in the offline network database, and build the account.
+    `fingerprints`, when given, is fed the attack rows of the same pass (see `Forensics`)."""
+    forensics = Forensics(site, detection, timezone=timezone, fingerprints=fingerprints)
     second: Sequence[InputFacts] = ()
     if rereadable and detection.requests:
         reader = open_reader()

@@ -13,6 +13,7 @@ __all__ = [
     "KIND_VECTOR",
     "cacheable",
     "looks_hostile",
+    "marker_candidate_plan",
     "marker_candidates",
     "query_scheme",
     "request_kind",
@@ -172,9 +173,8 @@ def query_scheme() -> pl.Expr:
     return pl.col("query").str.split("&").list.eval(part).list.join("&").str.slice(0, 80)
 
 
-def _values(grouped: pl.DataFrame, column: str) -> pl.LazyFrame:
-    """The candidate strings of one column of `grouped` (one row per distinct value and key), as `kind, value`."""
-    lazy = grouped.lazy()
+def _values(lazy: pl.LazyFrame, column: str) -> pl.LazyFrame:
+    """The candidate strings of one column of `lazy` (one row per distinct value and key), as `kind, value`."""
     value = pl.col(column).str.to_lowercase()
     if column == "user_agent":
         return lazy.with_columns(pl.lit("user-agent").alias("kind"), value.alias("value")).filter(
@@ -206,6 +206,16 @@ def marker_candidates(
     skip_paths: pl.Expr | None = None,
     count_clients: bool = False,
 ) -> pl.DataFrame:
+    """`marker_candidate_plan` of `frame`, run."""
+    return marker_candidate_plan(frame.lazy(), keys, skip_paths, count_clients).collect()
+
+
+def marker_candidate_plan(
+    frame: pl.LazyFrame,
+    keys: Sequence[str] = ("client",),
+    skip_paths: pl.Expr | None = None,
+    count_clients: bool = False,
+) -> pl.LazyFrame:
     """Strings a request carries that could be an attacker's signature, lower-cased: a user agent that is neither
     a browser's nor a known tool's, query keys that are not everyday ones, words of the path, referers. One row
     per (`keys`, kind, value) with requests, first_ts, last_ts and the first request's source and line.
@@ -214,7 +224,7 @@ def marker_candidates(
     (a popular page, a browser's user agent) is looked at once per batch; the grouping is by the value's 64-bit
     hash (integers group several times faster than strings), and clients are counted by theirs. Rows where
     `skip_paths` holds give no path words. With `count_clients`, `clients` counts the distinct clients that sent
-    each value."""
+    each value. Lazy, so a caller can run it beside its other aggregates of the same rows."""
     keys = list(keys)
     firsts = [
         pl.len().cast(pl.Int64).alias("requests"),
@@ -244,4 +254,4 @@ def marker_candidates(
         pl.col("source").sort_by("first_ts", "source", "line").first(),
         pl.col("line").sort_by("first_ts", "source", "line").first(),
         *([pl.col("clients").explode().n_unique().cast(pl.Int64)] if count_clients else []),
-    ).collect()
+    )
