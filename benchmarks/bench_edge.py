@@ -234,7 +234,13 @@ def main() -> None:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--wrk-connections", type=int, default=64)
     parser.add_argument("--wrk-duration", type=float, default=5.0, help="seconds per wrk run")
-    parser.add_argument("--fronts", nargs="+", choices=FRONTS, default=list(FRONTS))
+    parser.add_argument(
+        "--fronts",
+        nargs="+",
+        choices=FRONTS,
+        default=[f for f in FRONTS if f != "edge-nft"],
+        help="edge-base needs --baseline-src; edge-nft (bans dropped by the kernel too) needs root and nft",
+    )
     parser.add_argument("--flood-seconds", type=float, default=30.0)
     parser.add_argument("--flood-repeat", type=int, default=1, help="flood rounds (fronts alternating; medians)")
     parser.add_argument(

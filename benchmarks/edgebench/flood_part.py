@@ -4,8 +4,11 @@ fresh origin of fixed capacity, readers and the flood from `loadgen`; the table 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +21,10 @@ from edgebench.nginx_front import Nginx, newsroom_front
 from edgebench.origin import LimitedOrigin, OriginStats
 from edgebench.report import ms, percentile, table
 
-FRONTS = ("none", "nginx", "edge-base", "edge")  # edge-base: the old code, with bench_edge --baseline-src
+#: edge-base: the old code (bench_edge --baseline-src); edge-nft: the edge with its bans also dropped by the kernel
+#: (an nftables table of the benchmark's own, holding only flood addresses, removed after the run).
+FRONTS = ("none", "nginx", "edge-base", "edge", "edge-nft")
+FLOOD_NETWORK = "127.2.0.0/16"  # loadgen.flood_address's: the only addresses edge-nft may hand the kernel
 FAST_S = 0.5  # issue 7's bar for a reader's p99
 
 
@@ -69,18 +75,35 @@ def _origin_figures(stats: OriginStats, run_times: tuple[float, float, float]) -
     }
 
 
+def _drop_table(table: str) -> dict[str, int]:
+    """Remove edge-nft's table, saying first how many addresses it held."""
+    held = 0
+    done = subprocess.run(["nft", "-j", "list", "table", "ip", table], capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        for item in json.loads(done.stdout)["nftables"]:
+            held += len(item.get("set", {}).get("elem", []))
+    subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True, check=False)
+    return {"held": held}
+
+
 def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Load) -> dict[str, Any]:
     folder = tmp / f"flood-{front}"
     decided: dict[str, dict[str, float]] | None
+    table: str | None = None
+    kernel: dict[str, int] = {}
     folder.mkdir(parents=True)
     with LimitedOrigin(args.origin_slots, args.origin_service_ms / 1000) as origin:
         part: Nginx | Edge | None = None
         if front == "nginx":
             part = newsroom_front(folder, origin.url, args.workers)
-        elif front in ("edge", "edge-base"):
+        elif front in ("edge", "edge-base", "edge-nft"):
             config = edge_config(
                 folder, args.workers, open_limits=False, query_keep=["page"], under_attack=args.under_attack
             )
+            if front == "edge-nft":
+                table = f"fwbench{os.getpid()}"
+                config["edge"]["enforce"] = [f"nftables:ip/{table}/banned"]
+                config["edge"]["enforce_networks"] = [FLOOD_NETWORK]
             part = Edge(folder, origin.url, config, src=args.baseline_src if front == "edge-base" else None)
         try:
             if part is not None:
@@ -103,6 +126,8 @@ def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Loa
         finally:
             if part is not None:
                 part.stop()
+            if table is not None:
+                kernel = _drop_table(table)
     stats: OriginStats | None = origin.stats
     during = [s for s in readers.samples if 0 <= s[0] < load.flood_s]
     before = [s for s in readers.samples if s[0] < 0]
@@ -138,6 +163,7 @@ def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Loa
         "decided_all_s": None if decided is None else _seconds_until(decided["flood"], load.flood_addresses),
         "readers_decided": None if decided is None else len(decided["readers"]),
         "challenges_solved": readers.challenges_solved,
+        "kernel": kernel,
         "origin": None if stats is None else _origin_figures(stats, run_times),
     }
 
@@ -163,7 +189,7 @@ def flood(args: argparse.Namespace, tmp: Path, edge_reason: str | None, results:
     fronts = [
         f
         for f in args.fronts
-        if not f.startswith("edge") or (edge_reason is None and (f == "edge" or args.baseline_src is not None))
+        if not f.startswith("edge") or (edge_reason is None and (f != "edge-base" or args.baseline_src is not None))
     ]
     if edge_reason is not None and "edge" in args.fronts:
         print(f"  edge: skipped: {edge_reason}")
@@ -233,5 +259,6 @@ def flood(args: argparse.Namespace, tmp: Path, edge_reason: str | None, results:
             f"  {r['front']} #{r['round']}: readers' answers during the flood {r['readers_outcomes']} "
             f"({r['challenges_solved']} challenges solved), p99 {ms(r['readers_p99_first_10s_s'])} ms in its first "
             f"10 s, {ms(r['readers_p99_after_10s_s'])} ms after; flood's answers {r['flood_outcomes']}"
+            + (f"; kernel {r['kernel']}" if r.get("kernel") else "")
         )
     results["flood"] = done

@@ -34,6 +34,7 @@ from floodwall.config import Settings
 from floodwall.edge.admin import AdminServer, AdminThread
 from floodwall.edge.batches import BatchHub, BatchWriter
 from floodwall.edge.decisions import LiveDetector
+from floodwall.edge.kernel import KernelDrop, kernel_drop
 from floodwall.edge.live import LiveRecorder, LiveShipper
 from floodwall.edge.metrics import Metrics, MetricsBoard
 from floodwall.model import Decision
@@ -160,6 +161,8 @@ class EdgeControl:
             )
         )
         self._sync: CacheSync | None = None
+        self._clock = clock
+        self.kernel: KernelDrop | None = None
 
     def worker_handle(self, index: int) -> WorkerHandle:
         """What worker `index` of a new generation (or a respawn) attaches with; its metrics row alternates."""
@@ -184,8 +187,13 @@ class EdgeControl:
         if self.detector is not None:
             self.detector.start()
         self.admin.start()
+        if self.settings.edge.enforce:
+            self.kernel = kernel_drop(self.settings, self.cache, self._clock)
+            self.kernel.start()
 
     def close(self) -> None:
+        if self.kernel is not None:
+            self.kernel.close()
         self.admin.stop()
         if self.detector is not None:
             self.detector.stop()

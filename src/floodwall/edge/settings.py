@@ -6,7 +6,9 @@ Defaults are safe for a small outlet: nothing here blocks a reader on its own.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import ipaddress
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["AdminSettings", "CacheSettings", "ChallengeSettings", "EdgeSettings", "LimitSettings", "LiveSettings"]
 
@@ -125,8 +127,31 @@ class EdgeSettings(_Section):
     access_log: str | None = None
     #: Start in "under attack" mode (tighter limits, unknown clients challenged); also switchable at the admin API.
     under_attack: bool = False
+    #: Where bans also go so the kernel drops the packets (`floodwall.edge.kernel`): `nftables:FAMILY/TABLE/SET`.
+    enforce: list[str] = Field(default_factory=list)
+    #: When set, only bans inside these networks go to `enforce` (e.g. a benchmark's flood sources).
+    enforce_networks: list[str] = Field(default_factory=list)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     challenge: ChallengeSettings = Field(default_factory=ChallengeSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
+
+    @field_validator("enforce")
+    @classmethod
+    def _kernel_targets(cls, targets: list[str]) -> list[str]:
+        for target in targets:
+            kind, _, spec = target.partition(":")
+            if kind != "nftables" or spec.count("/") != 2:
+                raise ValueError(f"{target!r}: the edge enforces in the kernel only, as nftables:FAMILY/TABLE/SET")
+        return targets
+
+    @field_validator("enforce_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r}: not an address or CIDR") from None
+        return values
