@@ -9,7 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from floodwall.detect.signatures import load_engine
+from floodwall.detect.signatures import load_engine, match_request
+from floodwall.detect.signatures.fields import path_decode
 from floodwall.detect.signatures.ruleset import load_ruleset
 from floodwall.detect.signatures.secrules import Variable, parse_rules
 from floodwall.detect.signatures.transforms import (
@@ -125,3 +126,51 @@ def test_values_without_triggers_come_through_every_chain_unchanged_or_lowered(v
 def test_bulk_base64_decoding_agrees_with_modsecurity_semantics(value: str) -> None:
     (decoded,) = base64_decode_bulk(pl.Series([value])).to_list()
     assert decoded == to_bytes(apply_chain(value, ("base64Decode",)))
+
+
+def test_quoted_arguments_are_unescaped_the_way_apache_reads_them() -> None:
+    r"""`\\` in a quoted SecRule argument is one backslash, as Apache's `ap_getword_conf` reads it: CRS 941330 writes
+    `\\\\u006C` for a regex that matches the text `\u006C` (test 941330-1's IE-filter evasion, missed before)."""
+    (rule,) = parse_rules(r'SecRule ARGS "@rx (?:l|\\\\u006C)o\\.\"" "id:941330,phase:2,t:none"')
+    assert rule.argument == r'(?:l|\\u006C)o\."'
+    engine = load_engine(paranoia=2)
+    hits = {
+        hit.rule_id
+        for hit in match_request("GET", "/", r"var=%22in%20\u0076\u0061l\u0075e\u004F\u0066%3d", engine=engine)
+    }
+    assert "941330" in hits
+
+
+def test_the_request_filename_is_the_decoded_path_on_both_matching_paths() -> None:
+    """CRS 933151-1: a PHP function name and a `(` in a percent-encoded path fire 933151 (REQUEST_FILENAME is the
+    path with its escapes decoded, as the web server hands it to ModSecurity), columnar and one-request alike."""
+    engine = load_engine(paranoia=2)
+    inline = {hit.rule_id for hit in match_request("GET", "/array_diff%20foo%20%28", engine=engine)}
+    frame = pl.DataFrame(
+        {"method": ["GET"], "path": ["/array_diff%20foo%20%28"], "query": [None]}, schema_overrides={"query": pl.String}
+    )
+    columnar = set(engine.match(frame).get_column("rule_id").to_list())
+    assert "933151" in inline and "933151" in columnar
+    assert path_decode("/a%20b+c%2") == "/a b+c%2"  # `+` is a space in form data only; a bad escape stays
+
+
+def _vectorscan_finds(pattern: str, text: str) -> bool:
+    import hyperscan
+
+    database = hyperscan.Database()
+    database.compile(expressions=[pattern.encode()], ids=[0], elements=1, flags=[hyperscan.HS_FLAG_DOTALL])
+    found: list[int] = []
+    database.scan(text.encode(), match_event_handler=lambda *_: found.append(1))
+    return bool(found)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="vectorscan 5.4.12 (python-hyperscan 0.9.1) misses `a\\s*b` on 'ab' past 16 bytes"
+)
+def test_hyperscan_finds_a_class_star_between_two_characters_far_into_a_value() -> None:
+    """Why CRS 942210-39/-40 are missed (`\\@.+=\\s*?\\(\\s*?select` on a 115-byte value): the bundled vectorscan
+    loses `X\\s*Y` matches with nothing between X and Y once they sit 16 bytes or more into the scanned value (the
+    bug of VectorCamp/vectorscan#382, fixed upstream after 5.4.12). Strict: this fails loudly once a fixed build is
+    installed, so the CRS figures can be re-measured then."""
+    assert _vectorscan_finds(r"=\s*\(", "=(")
+    assert _vectorscan_finds(r"=\s*\(", "b" * 40 + "=(")

@@ -2,12 +2,15 @@
 
 Collections follow ModSecurity v2's names. `ARGS` is the union of `ARGS_GET` (the query) and `ARGS_POST` (a form body);
 argument names and values are URL-decoded the way ModSecurity parses them (`+` is a space, bad escapes stay).
+`REQUEST_FILENAME` and `REQUEST_BASENAME` hold the path with its %XX escapes decoded (`path_decode`), as the web server
+hands it to ModSecurity; `REQUEST_URI` and `REQUEST_LINE` keep it as sent.
 User agent, referer and host come from the frame's columns; a source that has more (the edge) adds a `headers`
 column (a list of `{name, value}` structs) and a `body` column.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -15,7 +18,15 @@ import polars as pl
 
 from floodwall.detect.signatures.transforms import url_decode
 
-__all__ = ["COLLECTIONS", "OCCURRENCE_SCHEMA", "arg_decode", "collection_names", "map_unique", "occurrences"]
+__all__ = [
+    "COLLECTIONS",
+    "OCCURRENCE_SCHEMA",
+    "arg_decode",
+    "collection_names",
+    "map_unique",
+    "occurrences",
+    "path_decode",
+]
 
 OCCURRENCE_SCHEMA: Final = {"row": pl.UInt32(), "var": pl.String(), "key": pl.String(), "value": pl.String()}
 
@@ -69,6 +80,18 @@ def arg_decode(value: str) -> str:
     return url_decode(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+_PERCENT_ESCAPE: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def path_decode(value: str) -> str:
+    """A request path as ModSecurity's `REQUEST_FILENAME` holds it: %XX escapes decoded, `+` kept (a space only in
+    form data), bad escapes kept. Apache (`ap_unescape_url` before phase 2) and libmodsecurity (`uri_decode`) both
+    decode the path; CRS 933151-1 (`/array_diff%20foo%20%28`: a PHP function name and a `(`) only fires on the
+    decoded path. Bytes that are not UTF-8 become U+FFFD, as in `arg_decode`."""
+    decoded = _PERCENT_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("utf-8", "surrogateescape"))
+    return decoded.decode("utf-8", "replace")
+
+
 def _decode(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     series = frame.get_column(column)
     decoded = map_unique(series, arg_decode, series.str.contains(_NEEDS_URL_DECODE).fill_null(False))
@@ -119,6 +142,9 @@ def occurrences(frame: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.concat_str(pl.col("path"), pl.lit("?"), pl.col("query")))
         .alias("uri")
     )
+    path = base.get_column("path")
+    filename = map_unique(path, path_decode, path.str.contains("%", literal=True).fill_null(False))
+    base = base.with_columns(filename.alias("filename"))
 
     def single(var: str, expression: pl.Expr, key: str | None = None) -> pl.DataFrame:
         return base.select(
@@ -127,8 +153,8 @@ def occurrences(frame: pl.DataFrame) -> pl.DataFrame:
 
     parts = [
         single("REQUEST_METHOD", pl.col("method")),
-        single("REQUEST_FILENAME", pl.col("path")),
-        single("REQUEST_BASENAME", pl.col("path").str.extract(r"([^/]*)$", 1)),
+        single("REQUEST_FILENAME", pl.col("filename")),
+        single("REQUEST_BASENAME", pl.col("filename").str.extract(r"([^/]*)$", 1)),
         single("QUERY_STRING", pl.col("query")),
         single("REQUEST_URI", pl.col("uri")),
         single(

@@ -23,7 +23,7 @@ from floodwall.detect.signatures.engine import (
     evidence,
     key_matches,
 )
-from floodwall.detect.signatures.fields import arg_decode
+from floodwall.detect.signatures.fields import arg_decode, path_decode
 from floodwall.detect.signatures.links import link_matches
 from floodwall.detect.signatures.ruleset import Selector
 from floodwall.detect.signatures.transforms import LOWERING, chain_trigger, to_bytes
@@ -87,10 +87,11 @@ def request_values(
     line = " ".join(part for part in (method, uri, protocol) if part is not None)
     if protocol is None:  # Polars' concat_str(ignore_nulls) keeps the separators
         line += " "
-    basename = _BASENAME.search(path)
+    filename = path_decode(path) if "%" in path else path
+    basename = _BASENAME.search(filename)
     found: list[tuple[str, str | None, str | None]] = [
         ("REQUEST_METHOD", None, method),
-        ("REQUEST_FILENAME", None, path),
+        ("REQUEST_FILENAME", None, filename),
         ("REQUEST_BASENAME", None, basename.group(1) if basename else None),
         ("QUERY_STRING", None, query),
         ("REQUEST_URI", None, uri),

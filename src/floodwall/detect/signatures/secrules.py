@@ -94,7 +94,12 @@ def _logical_lines(text: str) -> list[str]:
 
 
 def _tokens(line: str) -> list[str]:
-    """Split a directive into words; double-quoted words keep their backslashes except before a quote."""
+    """Split a directive into words the way Apache reads a directive's arguments (`ap_getword_conf`): inside double
+    quotes, `\\"` is a quote and `\\\\` one backslash; any other backslash is kept. CRS relies on it: 941330 writes
+    `\\\\\\\\u006C` in the file for the regex `\\\\u006C` (a literal backslash before `u006C`, the IE filter evasion
+    its test 941330-1 sends). The same reading turns 941170's `\\\\[ux]\\d` into `\\[ux]\\d` and 942440's `\\\\x00`
+    into a NUL byte, as Apache ModSecurity runs them (libmodsecurity 3's own parser may differ; CRS 4 writes `\\x5c`
+    instead)."""
     tokens: list[str] = []
     i, n = 0, len(line)
     while i < n:
@@ -105,8 +110,8 @@ def _tokens(line: str) -> list[str]:
             i += 1
             chars: list[str] = []
             while i < n and line[i] != '"':
-                if line[i] == "\\" and i + 1 < n and line[i + 1] == '"':
-                    chars.append('"')
+                if line[i] == "\\" and i + 1 < n and line[i + 1] in '"\\':
+                    chars.append(line[i + 1])
                     i += 2
                     continue
                 chars.append(line[i])
