@@ -9,7 +9,7 @@ from edge_run import EdgeUnderTest, Origin, edge_settings
 
 from floodwall.decide.allowlist import Allowlist
 from floodwall.edge.clientaddr import ClientAddress
-from floodwall.edge.gate import AcceptGate
+from floodwall.edge.gate import AcceptGate, Spared
 from floodwall.edge.metrics import Metrics
 from floodwall.model import Action
 from floodwall.store.cache import DecisionCache
@@ -98,7 +98,7 @@ def test_a_challenged_address_and_a_banned_trusted_proxy_are_not_refused_at_acce
 
 def test_the_gate_spares_the_outlets_networks_and_crawler_ranges() -> None:
     decisions = _decisions(("10.1.2.3", Action.BAN), ("66.249.64.0/19", Action.BAN), ("203.0.113.80", Action.BAN))
-    gate = AcceptGate(decisions, ClientAddress([]), Allowlist(own_networks=("10.0.0.0/8",)), "contact")
+    gate = AcceptGate(decisions, Spared(ClientAddress([]), Allowlist(own_networks=("10.0.0.0/8",))), "contact")
     assert not gate.refuses("10.1.2.3")  # the outlet's own network
     assert not gate.refuses("66.249.66.1")  # Googlebot's range: only the request's user agent can tell
     assert gate.refuses("203.0.113.80")

@@ -103,6 +103,8 @@ class EdgeConnection(asyncio.Protocol):
         gate = self.server.gate
         if gate is not None and gate.refuses(self.peer):
             self._refuse(gate)
+        elif self.server.priority is not None:
+            self.server.priority.note(self.peer)
 
     def _refuse(self, gate: AcceptGate) -> None:
         """A banned peer (`floodwall.edge.gate`): its first bytes get the pre-rendered 403, unparsed, then a
@@ -167,6 +169,17 @@ class EdgeConnection(asyncio.Protocol):
                 if self._partial_bytes > self.limits.max_header_bytes:
                     self._reject(_Reject(431, "The request's header fields are too large."))
         if self._queue and not self._busy:
+            priority = self.server.priority
+            if priority is not None and priority.waits(self.peer):
+                # The worker is behind and this address is new: known readers first (`floodwall.edge.priority`).
+                self._busy = True
+                self.loop.call_later(priority.defer_s, self._serve_deferred)
+            else:
+                self._serve_next()
+
+    def _serve_deferred(self) -> None:
+        self._busy = False
+        if self._queue and not self.closed:
             self._serve_next()
 
     def eof_received(self) -> bool | None:

@@ -34,11 +34,43 @@ if TYPE_CHECKING:
     from floodwall.edge.clientaddr import ClientAddress
     from floodwall.store.cache import DecisionCache
 
-__all__ = ["BANNED_TEXT", "AcceptGate"]
+__all__ = ["BANNED_TEXT", "AcceptGate", "Spared"]
 
 BANNED_TEXT: Final = "Your address has been blocked by this site's protection against attacks."
 #: Addresses whose exemption verdict is remembered before the memory is cleared.
 _REMEMBERED: Final = 65_536
+
+
+class Spared:
+    """Peers the connection-level defences leave to the per-request parts: trusted proxies, the outlet's own and
+    monitors' networks, verified crawlers' ranges. `spared(peer)` is remembered per address."""
+
+    def __init__(self, resolver: ClientAddress, allowlist: Allowlist | None) -> None:
+        self.resolver = resolver
+        networks = []
+        if allowlist is not None:
+            for cidr in (*allowlist.own_networks, *allowlist.monitor_networks):
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+            for _, ranges in allowlist.crawler_ranges.values():
+                networks.extend(ipaddress.ip_network(cidr, strict=False) for cidr in ranges)
+        self._networks = tuple(networks)
+        self._verdicts: dict[str, bool] = {}
+
+    def __call__(self, peer: str) -> bool:
+        verdict = self._verdicts.get(peer)
+        if verdict is None:
+            if len(self._verdicts) >= _REMEMBERED:
+                self._verdicts.clear()
+            verdict = self.resolver.trusts_peer(peer)
+            if not verdict and self._networks:
+                try:
+                    address = ipaddress.ip_address(peer)
+                except ValueError:
+                    verdict = True  # not an address (a Unix socket): leave it to the pipeline
+                else:
+                    verdict = any(address in network for network in self._networks)
+            self._verdicts[peer] = verdict
+        return verdict
 
 
 class AcceptGate:
@@ -47,19 +79,9 @@ class AcceptGate:
     `answer` is the bytes to write to it: a 403 with the human text and contact line, closing the connection.
     """
 
-    def __init__(
-        self, decisions: DecisionCache, resolver: ClientAddress, allowlist: Allowlist | None, contact: str
-    ) -> None:
+    def __init__(self, decisions: DecisionCache, spared: Spared, contact: str) -> None:
         self.decisions = decisions
-        self.resolver = resolver
-        networks = []
-        if allowlist is not None:
-            for cidr in (*allowlist.own_networks, *allowlist.monitor_networks):
-                networks.append(ipaddress.ip_network(cidr, strict=False))
-            for _, ranges in allowlist.crawler_ranges.values():
-                networks.extend(ipaddress.ip_network(cidr, strict=False) for cidr in ranges)
-        self._spared = tuple(networks)
-        self._verdicts: dict[str, bool] = {}
+        self.spared = spared
         text = Answer.text(403, BANNED_TEXT, contact, outcome=0)
         fields = [
             *text.headers,
@@ -74,26 +96,10 @@ class AcceptGate:
         try:
             if self.decisions.lookup(peer) is not Action.BAN:
                 return False  # the common case: one dict lookup
-            return not self._spared_peer(peer)
+            return not self.spared(peer)
         except Exception:  # fails open: the pipeline decides for this connection's requests
             return False
 
-    def _spared_peer(self, peer: str) -> bool:
-        verdict = self._verdicts.get(peer)
-        if verdict is None:
-            if len(self._verdicts) >= _REMEMBERED:
-                self._verdicts.clear()
-            verdict = self.resolver.trusts_peer(peer)
-            if not verdict and self._spared:
-                try:
-                    address = ipaddress.ip_address(peer)
-                except ValueError:
-                    verdict = True  # not an address (a Unix socket): leave it to the pipeline
-                else:
-                    verdict = any(address in network for network in self._spared)
-            self._verdicts[peer] = verdict
-        return verdict
-
     def closes_after_ban(self, client: str, peer: str) -> bool:
         """Whether a banned request's connection should close after its 403 (its next connection meets the gate)."""
-        return client == peer and not self._spared_peer(peer)
+        return client == peer and not self.spared(peer)

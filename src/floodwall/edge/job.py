@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,11 +24,12 @@ from floodwall.edge.admin import parse_listen
 from floodwall.edge.challenge import Challenger, secret_from_settings
 from floodwall.edge.clientaddr import ClientAddress
 from floodwall.edge.forward import Forwarder
-from floodwall.edge.gate import AcceptGate
+from floodwall.edge.gate import AcceptGate, Spared
 from floodwall.edge.limits import Limiter
 from floodwall.edge.live import LiveRecorder
 from floodwall.edge.metrics import Metrics
 from floodwall.edge.pipeline import Guard, Pipeline, default_parts
+from floodwall.edge.priority import ReaderPriority
 from floodwall.edge.server import EdgeServer
 from floodwall.edge.upstream import OriginPool, parse_origin
 from floodwall.errors import ConfigError
@@ -115,7 +117,16 @@ def build_server(
         challenger = Challenger(edge.challenge, contact, secret)
     resolver = ClientAddress(edge.trusted_proxies)
     allowlist = Allowlist(own_networks=tuple(settings.site.own_networks))
-    gate = AcceptGate(decisions, resolver, allowlist, contact) if decisions is not None else None
+    spared = Spared(resolver, allowlist)
+    gate = AcceptGate(decisions, spared, contact) if decisions is not None else None
+    priority = None
+    if edge.limits.new_client_wait_s > 0:
+        priority = ReaderPriority(
+            time.monotonic,
+            spared=spared,
+            known_after_s=edge.limits.known_after_s,
+            defer_s=edge.limits.new_client_wait_s,
+        )
     parts, before_origin = default_parts(
         contact=contact,
         resolver=resolver,
@@ -136,6 +147,7 @@ def build_server(
         metrics=metrics,
         recorder=recorder,
         gate=gate,
+        priority=priority,
     )
     worker = WorkerParts(server, limiter, decisions, metrics, access_log)
     worker.closers.append(pool.close)

@@ -2,6 +2,9 @@
 TCP connection is an `EdgeConnection` (`floodwall.edge.connection`).
 
 Deciding what to answer is the pipeline's business (`floodwall.edge.pipeline`); the connection frames and writes.
+Two defences act on connections rather than requests, before the pipeline: the accept-time gate refuses a banned
+address before reading it (`floodwall.edge.gate`), and while the worker is behind, new addresses wait so that known
+readers go first (`floodwall.edge.priority`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from floodwall.edge.live import LiveRecorder
     from floodwall.edge.metrics import Metrics
     from floodwall.edge.pipeline import Pipeline
+    from floodwall.edge.priority import ReaderPriority
 
 __all__ = ["EdgeConnection", "EdgeServer"]
 
@@ -73,9 +77,12 @@ class EdgeServer:
         metrics: Metrics | None = None,
         recorder: LiveRecorder | None = None,
         gate: AcceptGate | None = None,
+        priority: ReaderPriority | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.gate = gate
+        self.priority = priority
+        self._watcher: asyncio.Task[None] | None = None
         self.recorder = recorder
         self.limits = limits
         self.contact = contact
@@ -96,6 +103,8 @@ class EdgeServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self.protocol, sock=sock, backlog=1024)
         self._sweeper = asyncio.create_task(self._sweep())
+        if self.priority is not None:
+            self._watcher = asyncio.create_task(self.priority.watch())
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -120,6 +129,10 @@ class EdgeServer:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

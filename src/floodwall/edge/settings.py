@@ -64,6 +64,10 @@ class LimitSettings(_Section):
     origin_timeout_s: float = Field(default=30.0, gt=0)
     #: Under attack every rate above is multiplied by this factor (and unknown clients are challenged).
     under_attack_factor: float = Field(default=0.25, gt=0, le=1)
+    #: While a worker is behind, requests from addresses first seen less than `known_after_s` ago wait
+    #: `new_client_wait_s` so that known readers go first (`floodwall.edge.priority`); 0 turns this off.
+    new_client_wait_s: float = Field(default=0.2, ge=0, le=5)
+    known_after_s: float = Field(default=30.0, ge=0)
 
 
 class ChallengeSettings(_Section):
