@@ -1,9 +1,13 @@
-"""Breach signatures: the CRS 3.3.4 regression table per family; engine compile and cache load; match throughput on
-a news-site batch and on simulated logs (the frames detect.Engine hands the matcher), side by side with an earlier
+"""Breach signatures: the CRS 3.3.4 regression tables per family (payloads in the URI and user agent, as a log has
+them; payloads in the body or other headers, as the edge sees them); engine compile and cache load; match throughput
+on a news-site batch and on simulated logs (the frames detect.Engine hands the matcher), side by side with an earlier
 Floodwall; match_request latency; a naive Python `re` baseline.
 
     .venv/bin/python benchmarks/bench_crs.py [--rows 50000] [--sim-log /tmp/simperf/szabad-hang.access.log]
-        [--before-src DIR] [--repeats 3] [--baseline-rows 2000]
+        [--before-src DIR] [--repeats 3] [--baseline-rows 2000] [--tables-only]
+
+The regression tables run at paranoia 4 (as CRS runs its suite), each version in its own process; with
+`--before-src` both versions' shares are printed side by side.
 
 `--before-src DIR` is a tree holding an earlier `src/` (`git archive <commit> src | tar -x -C DIR`); each version runs
 in its own processes, alternating, and the table gives medians.
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +39,7 @@ import polars as pl
 
 from floodwall.detect.signatures import SignatureEngine, load_engine, match_requests
 from floodwall.detect.signatures.fields import occurrences
-from floodwall.detect.signatures.regression import load_cases, run_suite
+from floodwall.detect.signatures.regression import load_cases
 from floodwall.detect.signatures.ruleset import load_ruleset, python_pattern
 from floodwall.detect.signatures.transforms import apply_chain
 
@@ -205,6 +210,119 @@ def worker(inputs: list[Path], paranoia: int) -> None:
     print(json.dumps(result))
 
 
+Counts = dict[str, dict[str, Any]]  # family -> must_fire, detected, must_not, left_alone, missed, fired_wrongly
+
+
+def _count(counts: Counts, family: str, must_fire: bool, fired: bool, title: str) -> None:
+    row = counts.setdefault(
+        family, {"must_fire": 0, "detected": 0, "must_not": 0, "left_alone": 0, "missed": [], "fired_wrongly": []}
+    )
+    if must_fire:
+        row["must_fire"] += 1
+        row["detected"] += fired
+        if not fired:
+            row["missed"].append(title)
+    else:
+        row["must_not"] += 1
+        row["left_alone"] += not fired
+        if fired:
+            row["fired_wrongly"].append(title)
+
+
+def table_worker(cases_json: Path) -> None:
+    """Both regression tables with whichever floodwall is first on sys.path; prints JSON. The whole-request cases come
+    from `cases_json` (written by the parent), so an earlier Floodwall without `load_whole_cases` runs them too."""
+    from floodwall.detect.signatures import load_engine as load
+    from floodwall.detect.signatures import match_request
+    from floodwall.detect.signatures.regression import run_suite
+
+    engine = load(paranoia=4)
+    uri: Counts = {}
+    result = run_suite(SUITE, paranoia=4, engine=engine)
+    for family, score in result.families.items():
+        uri[family] = {
+            "must_fire": score.must_fire,
+            "detected": score.detected,
+            "must_not": score.must_not_fire,
+            "left_alone": score.left_alone,
+            "missed": score.missed,
+            "fired_wrongly": score.false_alarms,
+        }
+    whole: Counts = {}
+    for case in json.loads(cases_json.read_text()):
+        path, mark, query = case["uri"].partition("?")
+        named = {name.lower(): value for name, value in case["headers"]}
+        hits = match_request(
+            case["method"],
+            path,
+            query if mark else None,
+            user_agent=named.get("user-agent"),
+            referer=named.get("referer"),
+            host=named.get("host"),
+            headers=dict(case["headers"]),
+            body=case["body"],
+            engine=engine,
+        )
+        fired = case["rule_id"] in {hit.rule_id for hit in hits}
+        _count(whole, case["family"], case["must_fire"], fired, case["title"])
+    print(json.dumps({"uri": uri, "whole": whole, "skipped": dict(result.skipped)}))
+
+
+def suite_tables(before_src: Path | None) -> None:
+    """The URI and whole-request regression tables per family, after (and before, with `--before-src`)."""
+    from floodwall.detect.signatures.regression import load_whole_cases  # here: a table worker may run older code
+
+    versions = {"after": Path(__file__).resolve().parents[1] / "src"}
+    if before_src:
+        versions = {"before": before_src.resolve() / "src", **versions}
+    with tempfile.TemporaryDirectory() as scratch:
+        cases_json = Path(scratch) / "whole-cases.json"
+        cases_json.write_text(json.dumps([asdict(case) for case in load_whole_cases(SUITE)]))
+        results: dict[str, dict[str, Any]] = {}
+        for name, src in versions.items():
+            started = time.perf_counter()
+            env = {**os.environ, "PYTHONPATH": str(src)}
+            command = [sys.executable, __file__, "--table-worker", str(cases_json)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise SystemExit(f"{name} table worker failed:\n{done.stderr}")
+            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"  {name}: regression tables in {time.perf_counter() - started:.1f} s", flush=True)
+    titles = {
+        "uri": "payload in method/URI/query/User-Agent/Referer (what a log holds)",
+        "whole": "payload in the body or other headers (what the edge sees)",
+    }
+    for table, title in titles.items():
+        print(f"\nCRS 3.3.4 regression suite at paranoia 4, {title}; must-fire detected, must-not-fire left alone")
+        head = "".join(f"{name + ' det.':>20}" for name in versions) + "".join(
+            f"{name + ' alone':>18}" for name in versions
+        )
+        print(f"{'family':<24}{'must-fire':>10}{'must-not':>10}{head}")
+        families = sorted({f for result in results.values() for f in result[table]})
+        for family in families:
+            rows = {name: result[table].get(family) for name, result in results.items()}
+            first = next(row for row in rows.values() if row)
+            line = f"{family:<24}{first['must_fire']:>10}{first['must_not']:>10}"
+            line += "".join(f"{_share(row, 'detected', 'must_fire'):>20}" for row in rows.values())
+            line += "".join(f"{_share(row, 'left_alone', 'must_not'):>18}" for row in rows.values())
+            print(line)
+        for name, result in results.items():
+            for family in families:
+                row = result[table].get(family) or {}
+                if row.get("missed") or row.get("fired_wrongly"):
+                    wrong = row["fired_wrongly"]
+                    print(f"  {name} {family}: missed {row['missed']} fired wrongly {len(wrong)} {wrong[:3]}")
+    print(
+        "URI table, skipped (not selected): " + ", ".join(f"{k}: {n}" for k, n in results["after"]["skipped"].items())
+    )
+
+
+def _share(row: dict[str, Any] | None, part: str, whole: str) -> str:
+    if not row or not row[whole]:
+        return "-"
+    return f"{row[part]}/{row[whole]} {row[part] / max(row[whole], 1):.1%}"
+
+
 def run_worker(src: Path, inputs: list[Path], paranoia: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     command = [sys.executable, __file__, "--worker", "--paranoia", str(paranoia), *map(str, inputs)]
@@ -253,43 +371,27 @@ def main() -> None:
     parser.add_argument("--sim-log", type=Path, action="append", default=[], help="a `floodwall simulate` log")
     parser.add_argument("--before-src", type=Path, help="a checkout of an earlier Floodwall to compare with")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tables-only", action="store_true", help="the regression tables, then stop")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--table-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("inputs", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.inputs, args.paranoia)
+        return
+    if args.table_worker:
+        table_worker(args.table_worker)
         return
     print(
         f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, polars {pl.__version__}"
     )
 
     if SUITE.is_dir():
-        started = time.perf_counter()
-        result = run_suite(SUITE, paranoia=4)
-        print(
-            f"\nCRS 3.3.4 regression suite at paranoia 4 ({time.perf_counter() - started:.1f} s), payload in method/URI/query/User-Agent/Referer"
-        )
-        print(f"{'family':<24}{'must-fire':>10}{'detected':>10}{'must-not':>10}{'left alone':>12}")
-        total = [0, 0, 0, 0]
-        for family, score in sorted(result.families.items()):
-            print(
-                f"{family:<24}{score.must_fire:>10}{score.detected_share:>10.1%}{score.must_not_fire:>10}{score.left_alone_share:>12.1%}"
-            )
-            total = [
-                total[0] + score.must_fire,
-                total[1] + score.detected,
-                total[2] + score.must_not_fire,
-                total[3] + score.left_alone,
-            ]
-        print(
-            f"{'all':<24}{total[0]:>10}{total[1] / max(total[0], 1):>10.1%}{total[2]:>10}{total[3] / max(total[2], 1):>12.1%}"
-        )
-        print("skipped (not selected): " + ", ".join(f"{reason}: {n}" for reason, n in result.skipped.most_common()))
-        for family, score in sorted(result.families.items()):
-            if score.missed or score.false_alarms:
-                print(f"  {family}: missed {score.missed} fired-wrongly {score.false_alarms}")
+        suite_tables(args.before_src)
     else:
-        print(f"\nCRS regression suite not found at {SUITE}: table skipped")
+        print(f"\nCRS regression suite not found at {SUITE}: tables skipped")
+    if args.tables_only:
+        return
 
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()

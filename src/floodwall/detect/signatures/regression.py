@@ -4,6 +4,9 @@ Only tests whose payload sits where an access log or the edge sees it are select
 User-Agent and Referer, with nothing in the body and no other header than the ordinary ones. Each selected stage
 says a rule must fire (`log_contains: id "942100"`) or must not (`no_log_contains`); CRS runs its suite at
 paranoia level 4, and so does `run_suite` by default.
+
+`run_whole_suite` runs the others, whose payload sits in the body or in other headers (what the edge sees), through
+the one-request path (`inline.match_inline`, as the edge's guard does).
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from floodwall.detect.signatures.engine import SignatureEngine, load_engine
 from floodwall.detect.signatures.families import CRS_FILES, family_of
 from floodwall.errors import InputError
 
-__all__ = ["Case", "FamilyScore", "SuiteResult", "load_cases", "run_suite"]
+__all__ = [
+    "Case",
+    "FamilyScore",
+    "SuiteResult",
+    "WholeCase",
+    "load_cases",
+    "load_whole_cases",
+    "run_suite",
+    "run_whole_suite",
+]
 
 _RULE_ID: Final = re.compile(r'id\s*"?(\d{6})')
 #: Headers every test sends that carry no payload.
@@ -190,3 +202,88 @@ def run_suite(tests_dir: Path, *, paranoia: int = 4, engine: SignatureEngine | N
             if hit:
                 score.false_alarms.append(case.title)
     return SuiteResult(families, skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class WholeCase:
+    """A test whose payload is in the body or in headers other than the user agent and referer."""
+
+    title: str
+    rule_id: str
+    family: str
+    must_fire: bool
+    method: str
+    uri: str
+    headers: tuple[tuple[str, str], ...]
+    body: str | None
+
+
+#: Headers that do not make a test a whole-request one (the log-based suite reads these itself).
+_LOG_HEADERS: Final = frozenset({"host", "accept", "user-agent", "referer", "connection", "accept-encoding"})
+
+
+def load_whole_cases(tests_dir: Path) -> list[WholeCase]:
+    """The suite's tests with a body or other headers (the ones `load_cases` skips), raw and encoded requests aside."""
+    if not tests_dir.is_dir():
+        raise InputError(f"{tests_dir}: CRS regression tests not found")
+    yaml = _yaml()
+    cases: list[WholeCase] = []
+    for path in sorted(tests_dir.glob("REQUEST-*/*.yaml")):
+        if path.parent.name[8:11] not in CRS_FILES:
+            continue
+        document = yaml.safe_load(path.read_text(encoding="utf-8", errors="surrogateescape"))
+        for test in document.get("tests") or []:
+            for item in test.get("stages") or []:
+                given = (item.get("stage") or {}).get("input") or {}
+                expected = (item.get("stage") or {}).get("output") or {}
+                if given.get("raw_request") or given.get("encoded_request"):
+                    continue
+                data = given.get("data")
+                body = "\r\n".join(map(str, data)) if isinstance(data, list) else (str(data) if data else None)
+                headers = tuple((str(k), str(v)) for k, v in (given.get("headers") or {}).items())
+                if body is None and not {name.lower() for name, _ in headers} - _LOG_HEADERS:
+                    continue
+                for must_fire, key in ((True, "log_contains"), (False, "no_log_contains")):
+                    for rule_id in _RULE_ID.findall(str(expected.get(key, ""))):
+                        family = family_of(rule_id)
+                        if family is not None:
+                            title = str(test.get("test_title", path.stem))
+                            uri = str(given.get("uri", "/"))
+                            method = str(given.get("method", "GET"))
+                            cases.append(WholeCase(title, rule_id, family[0], must_fire, method, uri, headers, body))
+    return cases
+
+
+def run_whole_suite(tests_dir: Path, *, paranoia: int = 4, engine: SignatureEngine | None = None) -> SuiteResult:
+    """Every whole-request case through the one-request path; per family, the shares detected and left alone."""
+    from floodwall.detect.signatures.inline import match_inline, request_values
+
+    engine = engine or load_engine(paranoia=paranoia)
+    families: dict[str, FamilyScore] = {}
+    for case in load_whole_cases(tests_dir):
+        path, mark, query = case.uri.partition("?")
+        named = {name.lower(): value for name, value in case.headers}
+        values = request_values(
+            case.method,
+            path,
+            query if mark else None,
+            "HTTP/1.1",
+            named.get("user-agent"),
+            named.get("referer"),
+            named.get("host"),
+            dict(case.headers),
+            case.body,
+        )
+        hit = case.rule_id in {h.rule_id for h in match_inline(engine, values)}
+        score = families.setdefault(case.family, FamilyScore())
+        if case.must_fire:
+            score.must_fire += 1
+            score.detected += hit
+            if not hit:
+                score.missed.append(case.title)
+        else:
+            score.must_not_fire += 1
+            score.left_alone += not hit
+            if hit:
+                score.false_alarms.append(case.title)
+    return SuiteResult(families, Counter())
