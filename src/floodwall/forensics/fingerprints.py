@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from floodwall.detect import DetectionResult
+from floodwall.forensics.shapes import grouped
 from floodwall.logs.frame import compacted
 
 __all__ = ["Fingerprint", "FingerprintAccumulator", "path_shape", "query_shape", "ua_family", "ua_hash"]
@@ -152,7 +153,7 @@ class FingerprintAccumulator:
             frame = frame.filter(pl.col("client").is_in(self._clients.implode()))
         if frame.height == 0:
             return
-        self.take(pl.collect_all(self.plan(frame.lazy(), int(frame.get_column("query").count()))))
+        self.take(pl.collect_all(self.plan(frame.lazy(), int(frame.get_column("query").count())), engine="in-memory"))
 
     def plan(
         self, rows: pl.LazyFrame, query_rows: int, agents: pl.LazyFrame | None = None, row_count: int | None = None
@@ -165,13 +166,13 @@ class FingerprintAccumulator:
         # regular expressions run on distinct values, not on every request (the same counts come out).
         source = rows if agents is None else agents
         weight = pl.len() if agents is None else pl.col("count").sum()
-        agents = source.group_by("client", "user_agent").agg(weight.cast(pl.UInt64).alias("count"))
+        agents = grouped(source, [], ["client", "user_agent"], [weight.cast(pl.UInt64).alias("count")])
         return [
             agents.select(
                 "client", pl.lit("ua").alias("feature"), pl.col("user_agent").fill_null("").alias("value"), "count"
             ),
-            _shaped(agents, "family", ua_family(pl.col("user_agent"))),
-            _path_shapes(self._paths(rows, row_count)),
+            _distinct_shapes(agents, "user_agent", "family", ua_family(pl.col("user_agent"))),
+            _distinct_shapes(self._paths(rows, row_count), "path", "path", path_shape(pl.col("path"))),
             _shaped(self._queries(rows, query_rows), "query", query_shape(pl.col("query"))),
         ]
 
@@ -189,7 +190,8 @@ class FingerprintAccumulator:
         shaped by five regular expressions: past `PATH_SAMPLE` rows a batch is sampled evenly and the counts scaled,
         as for queries (the shares come out the same to within a few thousandths)."""
         step = max(1, (row_count or 0) // PATH_SAMPLE)
-        return rows.gather_every(step).group_by("client", "path").agg((pl.len() * step).cast(pl.UInt64).alias("count"))
+        counts = [(pl.len() * step).cast(pl.UInt64).alias("count")]
+        return grouped(rows.gather_every(step), [], ["client", "path"], counts)
 
     @staticmethod
     def _queries(rows: pl.LazyFrame, query_rows: int) -> pl.LazyFrame:
@@ -198,12 +200,8 @@ class FingerprintAccumulator:
         evenly and the counts scaled (shares, which is all a fingerprint keeps, come out the same to within a few
         thousandths)."""
         step = max(1, query_rows // QUERY_SAMPLE)
-        return (
-            rows.filter(pl.col("query").is_not_null())
-            .gather_every(step)
-            .group_by("client", "query")
-            .agg((pl.len() * step).cast(pl.UInt64).alias("count"))
-        )
+        counts = [(pl.len() * step).cast(pl.UInt64).alias("count")]
+        return grouped(rows.filter(pl.col("query").is_not_null()).gather_every(step), [], ["client", "query"], counts)
 
     def _compact(self) -> pl.DataFrame:
         state = (
@@ -250,15 +248,15 @@ class FingerprintAccumulator:
         return result
 
 
-def _path_shapes(counts: pl.LazyFrame) -> pl.LazyFrame:
-    """`counts` (client, path, count) as path-shape state rows, each distinct path shaped once (attackers share
-    their targets: fewer distinct paths than (client, path) pairs)."""
-    shapes = counts.select(pl.col("path").unique()).with_columns(path_shape(pl.col("path")).alias("value"))
+def _distinct_shapes(counts: pl.LazyFrame, column: str, feature: str, shape: pl.Expr) -> pl.LazyFrame:
+    """`counts` (client, `column`, count) as `feature` state rows, each distinct value shaped once (attackers share
+    their targets and their user-agent lists: fewer distinct values than (client, value) pairs)."""
+    shapes = counts.select(pl.col(column).unique()).with_columns(shape.alias("value"))
     return (
-        counts.join(shapes, on="path", how="left")
+        counts.join(shapes, on=column, how="left", nulls_equal=True)
         .group_by("client", "value")
         .agg(pl.col("count").sum())
-        .select("client", pl.lit("path").alias("feature"), "value", "count")
+        .select("client", pl.lit(feature).alias("feature"), "value", "count")
     )
 
 

@@ -12,6 +12,7 @@ import polars as pl
 __all__ = [
     "KIND_VECTOR",
     "cacheable",
+    "grouped",
     "looks_hostile",
     "marker_candidate_plan",
     "marker_candidates",
@@ -58,6 +59,21 @@ _KNOWN_UA: Final = (
     r"headless|facebookexternalhit|twitterbot|whatsapp|telegrambot|slackbot|discordbot|apache-httpclient|axios|"
     r"node-fetch|postman|nikto|sqlmap|nmap|zgrab|masscan|wpscan|nuclei"
 )
+
+
+def grouped(
+    frame: pl.LazyFrame, keys: Sequence[str | pl.Expr], hashed: Sequence[str], aggs: Sequence[pl.Expr]
+) -> pl.LazyFrame:
+    """`frame.group_by(keys + hashed).agg(aggs)`, with the `hashed` string columns grouped by their 64-bit hash and
+    their text taken from each group's first row. Strings as group keys cost Polars about twice integers (a batch's
+    (client, user agent) pairs: 0.15 s against 0.07 s per million rows), and hashing a column is cheap; a collision
+    between two of a log's distinct values is a chance of about one in a million at ten million values."""
+    hashes = [pl.col(name).hash().alias(f"_hash_{name}") for name in hashed]
+    return (
+        frame.group_by([*keys, *hashes])
+        .agg(*(pl.col(name).first() for name in hashed), *aggs)
+        .drop([f"_hash_{name}" for name in hashed])
+    )
 
 
 def request_kind() -> pl.Expr:
@@ -207,7 +223,7 @@ def marker_candidates(
     count_clients: bool = False,
 ) -> pl.DataFrame:
     """`marker_candidate_plan` of `frame`, run."""
-    return marker_candidate_plan(frame.lazy(), keys, skip_paths, count_clients).collect()
+    return marker_candidate_plan(frame.lazy(), keys, skip_paths, count_clients).collect(engine="in-memory")
 
 
 def marker_candidate_plan(
