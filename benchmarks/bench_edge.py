@@ -3,11 +3,15 @@
     .venv/bin/python benchmarks/bench_edge.py                        # all three parts, a few minutes
     .venv/bin/python benchmarks/bench_edge.py --parts throughput --repeat 5 --wrk-duration 10
     .venv/bin/python benchmarks/bench_edge.py --parts flood --flood-seconds 60 --fronts nginx edge
+    .venv/bin/python benchmarks/bench_edge.py --baseline-src /tmp/old/src      # old code beside new: edge-base
+    .venv/bin/python benchmarks/bench_edge.py --parts flood --fronts edge edge-nft   # + bans dropped by the kernel
 
 1. Throughput (`wrk`, fixed threads, connections and duration; medians of `--repeat` rounds, the fronts
    alternating in each round): nginx with proxy_cache and `floodwall edge`, both in front of one static nginx
    origin, with as many worker processes each (`--workers`); cache hits (a page the origin marks max-age=3600) and
-   pass-through (a page the origin marks no-store). Requests/s, the ratio edge/nginx (target >= 0.8), p50/p99.
+   pass-through (a page the origin marks no-store). Requests/s, the ratio edge/nginx (target >= 0.8), p50/p99, and
+   the CPU time (user + system) each front's processes spent per request during the run: the steadier figure on a
+   shared machine. Nothing is pinned: every process (fronts, origin, wrk) may run on either core, alike for all.
    wrk sends from one address, so the edge here lists 127.0.0.1 as the outlet's own network and lifts its
    per-address limits (nginx has none in this part).
 2. Goodput under a flood, one front after another in the same command: nothing in front, nginx in front (the
@@ -25,7 +29,10 @@
    flood's rate and answers, and the seconds from the flood's start until 90% and all of its addresses were
    refused (403, 429 or a challenge page; for nginx that is limit_req's 429), blocked (403 or a challenge) and,
    for the edge, decided (a ban or challenge covering the address in the admin decision list, polled every
-   0.5 s), and how many readers' addresses were decided on.
+   0.5 s), and how many readers' addresses were decided on. `edge-nft` is the edge with `[edge] enforce` set: its
+   bans also go to an nftables table of the benchmark's own (`fwbench<pid>`, only 127.2.0.0/16, the flood's
+   addresses, may enter it; deleted after the run), so banned flood sources see their packets dropped ("refused"
+   or "timeout" in the flood's answers) rather than a 403; run as root.
    Challenges: a reader is a browser. On the edge's proof-of-work page it does what the page's script does
    (finds the nonce, loads the verify URL, keeps the cookie, loads the page again), and the answer counts as served
    when that second load brings the page; its latency includes the work. `--no-solve` counts every challenge page
