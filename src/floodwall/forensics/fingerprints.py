@@ -81,8 +81,9 @@ def path_shape(path: pl.Expr) -> pl.Expr:
 def query_shape(query: pl.Expr) -> pl.Expr:
     """A query string as its sorted parameter names with value shapes (`_={n}&s={w}`); random-looking names
     (digits, or longer than 16) become `{r}`. Null when there was no query."""
-    value = pl.element().str.replace(r"^[^=]*=?", "")
-    name = pl.element().str.replace(r"=.*$", "").str.to_lowercase()
+    halves = pl.element().str.splitn("=", 2)  # a plain split: cheaper than two regular expressions, same halves
+    value = halves.struct.field("field_1").fill_null("")
+    name = halves.struct.field("field_0").fill_null("").str.to_lowercase()
     shaped_value = (
         pl.when(value == "")
         .then(pl.lit(""))
