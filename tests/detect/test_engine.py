@@ -86,7 +86,7 @@ def test_streaming_first_finding_within_ten_seconds(flood_site):
             first = second
     assert first is not None
     assert (first - flood_site.onset).total_seconds() <= 10
-    assert engine._closed == [] and engine._hits == []
+    assert engine._closed.rows == 0 and engine._hits == []
     with pytest.raises(RuntimeError, match="history"):
         engine.finish()
 

@@ -9,6 +9,7 @@ can never make an attacker, it only adds weight to clients the rules already dou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -20,8 +21,9 @@ from sklearn.ensemble import IsolationForest
 
 from floodwall.detect.profile import Profile
 from floodwall.detect.settings import DetectSettings
+from floodwall.detect.windows import WINDOW_SCHEMA
 
-__all__ = ["FOREST_FEATURES", "ClientForest", "client_features", "score_clients"]
+__all__ = ["FOREST_FEATURES", "ClientForest", "ClientTotals", "client_features", "features_of", "score_clients"]
 
 #: The numeric features the isolation forest sees, all scale-free.
 FOREST_FEATURES: Final = (
@@ -71,80 +73,200 @@ _FEATURE_ORDER: Final = (
 )
 
 
-def _known(windows: pl.DataFrame, quiet: pl.DataFrame, key: str, surge: bool, settings: DetectSettings) -> pl.DataFrame:
-    """Per value of `key` in `windows`: known (True) unless its share of the interval's requests is `novelty_lift`
-    times or more its share of quiet traffic. A lift, not mere presence: a crawler seen twice a day is known, and a
-    flood's user agents are unknown even when its first probes slipped into quiet time."""
+_SUMS: Final = (
+    ("requests", "requests"),
+    ("pages", "pages"),
+    ("assets", "assets"),
+    ("posts", "posts"),
+    ("s4xx", "_s4xx"),
+    ("s5xx", "_s5xx"),
+    ("cache_bust", "_cache_bust"),
+    ("with_query", "with_query"),
+    ("queries", "_queries"),
+    ("paths", "_paths"),
+    ("user_agents", "_agent_sum"),
+    ("no_referer", "_no_referer"),
+    ("social_referer", "_social"),
+    ("bot_requests", "_bot"),
+)
+#: Evidence rows kept per client: its first windows' (source, line).
+_EVIDENCE: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTotals:
+    """Running totals of clients' windows (WINDOW_SCHEMA rows), from which `client_features` follow exactly.
+
+    Every part is a sum, a count, a minimum, a maximum or a head, so the totals of consecutive parts of a log fold
+    into the totals of the whole (`fold`): a long log is judged from one row per client (and per client and user
+    agent, query scheme or template) instead of one row per client and window, which grew with the log. Parts must
+    be folded in time order (the evidence is each client's first windows)."""
+
+    clients: pl.DataFrame  # per client: sums, window count, gap sums, peak, first and last request, evidence
+    agents: pl.DataFrame  # per (client, ua_id): windows, requests
+    schemes: pl.DataFrame  # per (client, query_keys): windows, requests
+    templates: pl.DataFrame  # per (client, template): windows
+
+    @classmethod
+    def of(cls, windows: pl.DataFrame, by: Sequence[str] = ()) -> ClientTotals:
+        """The totals of `windows` per client, or per client and each value of the columns `by` (kept as they are:
+        one pass over the windows can then give the totals of several intervals, or of every client and hour)."""
+        keys = ["client", *by]
+        gap_cv = (pl.col("gap_std_s") / pl.col("gap_mean_s")).fill_nan(None)
+        clients = (
+            windows.lazy()
+            .group_by(keys)
+            .agg(
+                pl.col("client_net").first(),
+                *(pl.col(name).sum().cast(pl.Int64).alias(alias) for name, alias in _SUMS),
+                pl.len().cast(pl.Int64).alias("windows"),
+                gap_cv.sum().alias("_gap_sum"),
+                gap_cv.count().cast(pl.Int64).alias("_gap_n"),
+                pl.col("requests").max().alias("_peak"),
+                pl.col("first_ts").min(),
+                pl.col("last_ts").max(),
+                pl.col("source").head(_EVIDENCE).alias("evidence_source"),
+                pl.col("line").head(_EVIDENCE).alias("evidence_line"),
+            )
+            .collect()
+        )
+        requests = pl.col("requests").cast(pl.Int64).sum().alias("requests")
+        windows_n = pl.len().cast(pl.Int64).alias("windows")
+        return cls(
+            clients,
+            windows.group_by(*keys, "ua_id").agg(windows_n, requests),
+            windows.group_by(*keys, "query_keys").agg(windows_n, requests),
+            windows.group_by(*keys, "template").agg(windows_n),
+        )
+
+    @classmethod
+    def fold(cls, parts: Sequence[ClientTotals], by: Sequence[str] = ()) -> ClientTotals:
+        """The totals of the consecutive parts `parts` (oldest first) per client and `by`; key columns the parts
+        carry beyond those are merged away. Within a part, rows of one client must be in time order."""
+        keys = ["client", *by]
+        sums = [alias for _, alias in _SUMS]
+        clients = (
+            pl.concat([p.clients for p in parts])
+            .lazy()
+            .group_by(keys, maintain_order=True)
+            .agg(
+                pl.col("client_net").first(),
+                *(pl.col(name).sum() for name in [*sums, "windows", "_gap_sum", "_gap_n"]),
+                pl.col("_peak").max(),
+                pl.col("first_ts").min(),
+                pl.col("last_ts").max(),
+                *(
+                    pl.col(name).list.explode(keep_nulls=False, empty_as_null=False).head(_EVIDENCE)
+                    for name in ("evidence_source", "evidence_line")
+                ),
+            )
+            .collect()
+        )
+
+        def merged(name: str, key: str, columns: tuple[str, ...]) -> pl.DataFrame:
+            frames: list[pl.DataFrame] = [getattr(p, name) for p in parts]
+            return pl.concat(frames).group_by(*keys, key).agg(pl.col(c).sum() for c in columns)
+
+        return cls(
+            clients,
+            merged("agents", "ua_id", ("windows", "requests")),
+            merged("schemes", "query_keys", ("windows", "requests")),
+            merged("templates", "template", ("windows",)),
+        )
+
+    def where(self, predicate: pl.Expr) -> ClientTotals:
+        """The rows of every table where `predicate` (over the key columns) holds."""
+        return ClientTotals(
+            self.clients.filter(predicate),
+            self.agents.filter(predicate),
+            self.schemes.filter(predicate),
+            self.templates.filter(predicate),
+        )
+
+    def with_key(self, name: str, value: pl.Expr) -> ClientTotals:
+        """Every table with the key column `name` set to `value` (an expression over the key columns)."""
+        return ClientTotals(*(t.with_columns(value.alias(name)) for t in self.tables))
+
+    @property
+    def tables(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        return self.clients, self.agents, self.schemes, self.templates
+
+    @classmethod
+    def empty(cls, by: Sequence[str] = ()) -> ClientTotals:
+        """No totals, with key columns `by` (typed as window starts)."""
+        windows = pl.DataFrame(schema=WINDOW_SCHEMA).with_columns(pl.col("window").alias(name) for name in by)
+        return cls.of(windows, by)
+
+    @property
+    def height(self) -> int:
+        return self.clients.height
+
+
+def _novel(totals: pl.DataFrame, quiet: pl.DataFrame, key: str, surge: bool, settings: DetectSettings) -> pl.Series:
+    """The values of `key` (per (client, key) totals of one interval) unknown to quiet traffic: those whose share of
+    the interval's requests is `novelty_lift` times or more their share of quiet traffic. A lift, not mere presence:
+    a crawler seen twice a day is known, and a flood's user agents are unknown even when its first probes slipped into
+    quiet time. Outside a surge nothing is novel."""
     if not surge:
-        name = "known_ua" if key == "ua_id" else "known_qk"
-        return pl.DataFrame({key: windows.get_column(key).unique()}).with_columns(pl.lit(True).alias(name))
-    total = max(float(windows.get_column("requests").sum() or 0), 1.0)
+        return pl.Series(key, [], dtype=totals.schema[key])
+    total = max(float(totals.get_column("requests").sum() or 0), 1.0)
     floor = settings.known_share
-    known = (
-        windows.group_by(key)
+    shares = (
+        totals.group_by(key)
         .agg((pl.col("requests").sum() / total).alias("now"))
         .join(quiet.select(key, "share"), on=key, how="left")
-        .select(key, (pl.col("now") < settings.novelty_lift * pl.col("share").fill_null(0.0).clip(floor)).alias("k"))
     )
-    return known.rename({"k": "known_ua" if key == "ua_id" else "known_qk"})
+    novel = pl.col("now") >= settings.novelty_lift * pl.col("share").fill_null(0.0).clip(floor)
+    return shares.filter(novel).get_column(key)
+
+
+def _novel_requests(totals: pl.DataFrame, key: str, novel: pl.Series, alias: str) -> pl.DataFrame:
+    hit = pl.col(key).is_in(novel.implode()).fill_null(False)
+    if key == "query_keys":
+        hit = hit & (pl.col(key) != "")
+    return totals.filter(hit).group_by("client").agg(pl.col("requests").sum().alias(alias))
+
+
+def _mode(totals: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Per client, the value of `key` in most of its windows; the smallest of a tie (a tie's first value would depend
+    on the hash table)."""
+    return (
+        totals.filter(pl.col("windows") == pl.col("windows").max().over("client"))
+        .group_by("client")
+        .agg(pl.col(key).min())
+    )
 
 
 def client_features(
     windows: pl.DataFrame, profile: Profile, onset: datetime | None, settings: DetectSettings
 ) -> pl.DataFrame:
     """One row per client of `windows` (WINDOW_SCHEMA rows of one interval) with its behaviour features."""
-    known_ua = _known(windows, profile.known_agents, "ua_id", onset is not None, settings)
-    known_qk = _known(windows, profile.known_query_keys, "query_keys", onset is not None, settings)
-    # The unknown values as sets tested per window, not joined: a join copies every column of the windows (the
-    # biggest table analyze holds), and `is_in` keeps their order (the evidence lines depend on it). Values the
-    # interval has that no lookup row names count as known, as before.
-    novel_ua = known_ua.filter(~pl.col("known_ua")).get_column("ua_id").implode()
-    novel_qk = known_qk.filter(~pl.col("known_qk")).get_column("query_keys").implode()
-    enriched = windows.with_columns(
-        pl.when(~pl.col("ua_id").is_in(novel_ua).fill_null(False))
-        .then(0)
-        .otherwise(pl.col("requests"))
-        .alias("_novel_ua"),
-        pl.when(~pl.col("query_keys").is_in(novel_qk).fill_null(False) | (pl.col("query_keys") == ""))
-        .then(0)
-        .otherwise(pl.col("requests"))
-        .alias("_novel_qk"),
-        (pl.col("gap_std_s") / pl.col("gap_mean_s")).fill_nan(None).alias("_gap_cv"),
-    )
-    requests = pl.col("requests").cast(pl.Float64)
+    return features_of(ClientTotals.of(windows), profile, onset, settings)
+
+
+def features_of(
+    totals: ClientTotals, profile: Profile, onset: datetime | None, settings: DetectSettings
+) -> pl.DataFrame:
+    """One row per client of `totals` (the totals of one interval's windows) with its behaviour features."""
+    surge = onset is not None
+    novel_ua = _novel(totals.agents, profile.known_agents, "ua_id", surge, settings)
+    novel_qk = _novel(totals.schemes, profile.known_query_keys, "query_keys", surge, settings)
+    requests = pl.col("requests")
     features = (
-        enriched.lazy()
-        .group_by("client")
-        .agg(
-            pl.col("client_net").first(),
-            pl.col("requests").sum().cast(pl.Float64).alias("requests"),
-            pl.col("pages").sum().alias("pages"),
-            pl.col("assets").sum().alias("assets"),
-            pl.col("posts").sum().alias("posts"),
-            pl.col("s4xx").sum().alias("_s4xx"),
-            pl.col("s5xx").sum().alias("_s5xx"),
-            pl.col("cache_bust").sum().alias("_cache_bust"),
-            pl.col("with_query").sum().alias("with_query"),
-            pl.col("queries").sum().alias("_queries"),
-            pl.col("paths").sum().alias("_paths"),
-            pl.col("user_agents").mean().alias("agents_per_window"),
-            pl.col("ua_id").n_unique().alias("agents"),
-            pl.col("no_referer").sum().alias("_no_referer"),
-            pl.col("social_referer").sum().alias("_social"),
-            pl.col("bot_requests").sum().alias("_bot"),
-            pl.col("_novel_ua").sum(),
-            pl.col("_novel_qk").sum(),
-            pl.col("_gap_cv").mean().fill_null(1.0).alias("gap_cv"),
-            pl.col("requests").max().alias("_peak"),
-            pl.col("first_ts").min().alias("first_ts"),
-            pl.col("last_ts").max().alias("last_ts"),
-            pl.len().alias("windows"),
-            # The most frequent value, the smallest of a tie (a tie's first value depends on the hash table).
-            pl.col("template").mode().min().alias("template"),
-            pl.col("query_keys").mode().min().alias("query_keys"),
-            pl.col("ua_id").mode().min().alias("ua_id"),
-            pl.col("source").head(5).alias("evidence_source"),
-            pl.col("line").head(5).alias("evidence_line"),
+        totals.clients.lazy()
+        .join(_novel_requests(totals.agents, "ua_id", novel_ua, "_novel_ua").lazy(), on="client", how="left")
+        .join(_novel_requests(totals.schemes, "query_keys", novel_qk, "_novel_qk").lazy(), on="client", how="left")
+        .join(totals.agents.group_by("client").agg(pl.len().cast(pl.UInt32).alias("agents")).lazy(), on="client")
+        .join(_mode(totals.templates, "template").lazy(), on="client", how="left")
+        .join(_mode(totals.schemes, "query_keys").lazy(), on="client", how="left")
+        .join(_mode(totals.agents, "ua_id").lazy(), on="client", how="left")
+        .with_columns(
+            requests.cast(pl.Float64),
+            *(pl.col(name).cast(pl.UInt32) for name in ("pages", "assets", "posts", "with_query", "windows")),
+            (pl.col("_agent_sum") / pl.col("windows")).alias("agents_per_window"),
+            pl.col("_novel_ua").fill_null(0),
+            pl.col("_novel_qk").fill_null(0),
+            pl.when(pl.col("_gap_n") > 0).then(pl.col("_gap_sum") / pl.col("_gap_n")).otherwise(1.0).alias("gap_cv"),
         )
         .with_columns(
             (pl.col("_s4xx") / requests).alias("error_share"),

@@ -24,6 +24,7 @@ import polars as pl
 from floodwall.detect.baseline import minute_baseline
 from floodwall.detect.breach import (
     BREACH_SCHEMA,
+    BreachGroup,
     aggregate_hits,
     breach_groups,
     candidates,
@@ -31,14 +32,14 @@ from floodwall.detect.breach import (
     plain_request,
     probing_clients,
 )
-from floodwall.detect.clients import client_features
-from floodwall.detect.judge import JudgeContext, judge_interval
+from floodwall.detect.clients import features_of
+from floodwall.detect.history import Summary, WindowHistory, summarise, window_sums
+from floodwall.detect.judge import JudgeContext, judge_totals
 from floodwall.detect.live import LiveWatch
 from floodwall.detect.onset import Surge, find_surges, phases_of
-from floodwall.detect.profile import build_profile, quiet_mask_of
-from floodwall.detect.result import ATTACKER_SCHEMA, DetectionResult, SurgeVerdict, timeline_of
+from floodwall.detect.result import ATTACKER_SCHEMA, DetectionResult, SurgeVerdict, attack_pairs, timeline_from
 from floodwall.detect.settings import DetectSettings
-from floodwall.detect.windows import WINDOW_SCHEMA, ClientWindows, SecondCounter, tokens
+from floodwall.detect.windows import ClientWindows, SecondCounter, tokens
 from floodwall.logs.frame import compacted
 from floodwall.model import Finding, Incident, IncidentKind, Vector
 
@@ -87,6 +88,7 @@ class Engine:
         signatures: SignatureMatcher | None = None,
         live: bool = True,
         history: bool = True,
+        memory_windows: int = 400_000,
         background_profile: bool = False,
     ) -> None:
         # `history=False` (a watcher or the edge, running for weeks) keeps no closed windows or hits for `finish()`:
@@ -97,7 +99,8 @@ class Engine:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._counter = SecondCounter()
         self._windows = ClientWindows(self.settings.window_s)
-        self._closed: list[pl.DataFrame] = []
+        # Every closed window, for finish(): past `memory_windows` rows, in files on disk (see detect.history).
+        self._closed = WindowHistory(memory_windows)
         self._hits: list[pl.DataFrame] = []
         self._agents: dict[int, str] = {}
         self._matcher = signatures
@@ -117,9 +120,7 @@ class Engine:
         seconds = self._counter.add(toks)
         closed = self._windows.add(toks)
         if closed.height and self._history:
-            self._closed.append(closed)
-            if len(self._closed) > 256:
-                self._closed = [pl.concat(self._closed)]
+            self._closed.add(closed)
         self._remember_agents(frame)
         breach = self._match(frame)
         if self._live is None:
@@ -181,30 +182,35 @@ class Engine:
         if not self._history:
             raise RuntimeError("Engine.finish() needs the history that Engine(history=False) does not keep")
         self._finished = True
-        last = self._windows.flush()
-        parts = [*self._closed, last] if last.height else self._closed
-        windows = pl.concat(parts) if parts else pl.DataFrame(schema=WINDOW_SCHEMA)
+        try:
+            return self._judge_history()
+        finally:
+            self._closed.close()
+
+    def _judge_history(self) -> DetectionResult:
+        self._closed.add(self._windows.flush())
         seconds = self._counter.frame()
-        if windows.height == 0:
+        if self._closed.rows == 0:
             return DetectionResult.empty(self.site, self.clock())
         baseline = minute_baseline(seconds, self.settings)
         surges = find_surges(seconds, baseline, self.settings)
         busy = [(s.start - _MARGIN, s.end + _MARGIN) for s in surges]
-        mask = quiet_mask_of(windows, busy)
-        profile = build_profile(windows, mask, self.settings)
-        context = JudgeContext.build(windows, mask, profile, self.settings)
+        step = timedelta(seconds=self.settings.window_s)
+        intervals = [(s.start - _BEFORE - step, s.end + _AFTER) for s in surges]
+        summary = summarise(self._closed, busy, intervals, self.settings)
+        profile = summary.profile
+        quiet = features_of(summary.quiet, profile, None, self.settings)
+        context = JudgeContext.of_quiet(quiet, profile, self.settings)
 
         incidents: list[Incident] = []
         spans: list[Surge] = []
         attackers: list[pl.DataFrame] = []
         findings: list[Finding] = []
         verdicts: list[SurgeVerdict] = []
-        for surge in surges:
+        for surge, totals in zip(surges, summary.intervals, strict=True):
             # Judge with margins: a test flood, rotating addresses and a tail under the threshold are still the
             # attack; the incident then runs from its attackers' first request to their last.
-            judged = judge_interval(
-                context, windows, surge.start - _BEFORE, surge.end + _AFTER, self.settings, onset=surge.start
-            )
+            judged = judge_totals(context, totals, surge.start, self.settings)
             excess = max(1.0, surge.requests - surge.expected_rps * ((surge.end - surge.start).total_seconds() + 1))
             # POSTs to login forms and xmlrpc.php are a brute force, not a flood: the breach layer reports them.
             brute = pl.col("vectors").list.set_intersection(pl.lit(_BRUTE_VECTORS)).list.len() > 0
@@ -240,19 +246,30 @@ class Engine:
             attackers.append(rows)
             findings.extend(context.findings(hostile, start, end))
 
-        self._breaches(windows, context, incidents, attackers, findings)
-        incidents.sort(key=lambda i: i.start)
+        breaches = self._breaches(summary, context, incidents, attackers, findings)
         attacker_frame = pl.concat(attackers) if attackers else pl.DataFrame(schema=ATTACKER_SCHEMA)
+        # One more pass over the windows: the breach incidents' requests, and the attackers' share of each window.
+        window_s = self.settings.window_s
+        selections = [(sorted(group.clients), group.start, group.end) for _, group in breaches]
+        pairs = attack_pairs(attacker_frame, incidents, window_s)
+        member_sums, attack = window_sums(self._closed, selections, pairs, window_s)
+        for (index, _), sums in zip(breaches, member_sums, strict=True):
+            requests = int(sums.get_column("requests").sum() or 0)
+            peak = float(sums.get_column("requests").cast(pl.Float64).max() or 0.0) / window_s  # type: ignore[arg-type]
+            incidents[index] = replace(
+                incidents[index], peak_rps=round(peak, 1), requests=requests, attack_requests=requests
+            )
+        incidents.sort(key=lambda i: i.start)
         return DetectionResult(
             site=self.site,
             incidents=tuple(incidents),
             findings=tuple(findings),
             attackers=attacker_frame,
-            timeline=timeline_of(seconds, windows, attacker_frame, incidents, self.settings.window_s),
+            timeline=timeline_from(seconds, summary.per_window, attack, window_s),
             surges=tuple(verdicts),
             baseline_method=baseline.method,
             requests=int(seconds.get_column("requests").sum() or 0),
-            clients=int(windows.get_column("client").n_unique()),
+            clients=summary.clients,
             analysed_at=self.clock(),
             window_start=seconds.get_column("ts").min(),  # type: ignore[arg-type]
             window_end=seconds.get_column("ts").max(),  # type: ignore[arg-type]
@@ -301,28 +318,25 @@ class Engine:
 
     def _breaches(
         self,
-        windows: pl.DataFrame,
+        summary: Summary,
         context: JudgeContext,
         incidents: list[Incident],
         attackers: list[pl.DataFrame],
         findings: list[Finding],
-    ) -> None:
+    ) -> list[tuple[int, BreachGroup]]:
+        """Add the breach incidents, their attackers and findings; returns each one's index in `incidents` and its
+        group. Their requests and peak rate are counted by the caller's next pass over the windows."""
         hits = pl.concat(self._hits) if self._hits else pl.DataFrame(schema=BREACH_SCHEMA)
-        everyone = client_features(windows, context.profile, None, self.settings)
+        everyone = features_of(summary.everyone, context.profile, None, self.settings)
         flooders = {c for i in incidents for c in i.attackers}
         probing = probing_clients(everyone.filter(~pl.col("client").is_in(list(flooders))))
         signed = set(hits.filter(pl.col("family").is_in(["login", "xmlrpc"])).get_column("client").to_list())
-        posters = login_posters(windows.filter(~pl.col("client").is_in(list(signed))))
+        posters = login_posters(summary.logins.filter(~pl.col("client").is_in(list(signed))))
         combined = pl.concat([hits.drop("bucket", "rule_ids", "matched"), probing, posters], how="vertical_relaxed")
+        added: list[tuple[int, BreachGroup]] = []
         for group in breach_groups(combined, self.settings):
             incident_id = self._incident_id(group.start, incidents)
-            members = windows.filter(
-                pl.col("client").is_in(list(group.clients))
-                & pl.col("window").is_between(group.start - timedelta(seconds=self.settings.window_s), group.end)
-            )
-            requests = int(members.get_column("requests").sum() or 0)
-            per_window = members.group_by("window").agg(pl.col("requests").sum())
-            peak = float(per_window.get_column("requests").cast(pl.Float64).max() or 0.0) / self.settings.window_s  # type: ignore[arg-type]
+            added.append((len(incidents), group))
             incidents.append(
                 Incident(
                     id=incident_id,
@@ -330,9 +344,9 @@ class Engine:
                     kind=group.kind,
                     start=group.start,
                     end=group.end,
-                    peak_rps=round(peak, 1),
-                    requests=requests,
-                    attack_requests=requests,
+                    peak_rps=0.0,
+                    requests=0,
+                    attack_requests=0,
                     vectors=group.vectors or (Vector.SCAN,),
                     attackers=tuple(sorted(group.clients)),
                 )
@@ -360,3 +374,4 @@ class Engine:
                         breach_hits=group.breach_hits.get(client, ()),
                     )
                 )
+        return added

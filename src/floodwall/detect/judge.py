@@ -12,7 +12,7 @@ from typing import Final
 
 import polars as pl
 
-from floodwall.detect.clients import ClientForest, client_features, score_clients
+from floodwall.detect.clients import ClientForest, ClientTotals, client_features, features_of, score_clients
 from floodwall.detect.flashcrowd import protect_readers
 from floodwall.detect.fleet import FLEET_POINTS, find_fleets
 from floodwall.detect.profile import Profile
@@ -20,7 +20,15 @@ from floodwall.detect.settings import DetectSettings
 from floodwall.detect.vectors import attacker_vectors, incident_vectors
 from floodwall.model import Finding, Vector
 
-__all__ = ["ATTACKER_SCHEMA", "JudgeContext", "judge_interval"]
+__all__ = [
+    "ATTACKER_SCHEMA",
+    "QUIET_ROWS",
+    "JudgeContext",
+    "judge_interval",
+    "judge_totals",
+    "quiet_client_features",
+    "quiet_keyed",
+]
 
 #: One row per (attacker, incident).
 ATTACKER_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -31,19 +39,21 @@ ATTACKER_SCHEMA: Final[dict[str, pl.DataType]] = {
     "reasons": pl.List(pl.String()),
     "requests": pl.Int64(),
 }
-_QUIET_ROWS: Final = 2_000_000
+#: Quiet windows the judge learns readers from: the most recent ones (the best yardstick), at most this many.
+QUIET_ROWS: Final = 2_000_000
+
+
+def quiet_keyed(quiet: pl.DataFrame) -> pl.DataFrame:
+    """Quiet windows keyed by client and hour: a reader's visit is one summary, not three days of them."""
+    hour = pl.col("window").dt.truncate("1h").cast(pl.String)
+    return quiet.with_columns(pl.concat_str([pl.col("client"), pl.lit("@"), hour]).alias("client"))
 
 
 def quiet_client_features(quiet: pl.DataFrame, profile: Profile, settings: DetectSettings) -> pl.DataFrame:
-    """Client features of quiet traffic, one row per client and hour (a reader's visit, not three days of them)."""
-    if quiet.height > _QUIET_ROWS:
-        quiet = quiet.tail(_QUIET_ROWS)  # the most recent quiet traffic is the best yardstick
-    keyed = quiet.with_columns(
-        pl.concat_str([pl.col("client"), pl.lit("@"), pl.col("window").dt.truncate("1h").cast(pl.String)]).alias(
-            "client"
-        )
-    )
-    return client_features(keyed, profile, None, settings)
+    """Client features of quiet traffic, one row per client and hour, of the most recent `QUIET_ROWS` windows."""
+    if quiet.height > QUIET_ROWS:
+        quiet = quiet.tail(QUIET_ROWS)
+    return client_features(quiet_keyed(quiet), profile, None, settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +69,11 @@ class JudgeContext:
     def build(
         cls, windows: pl.DataFrame, quiet_mask: pl.Series, profile: Profile, settings: DetectSettings
     ) -> JudgeContext:
-        quiet = quiet_client_features(windows.filter(quiet_mask), profile, settings)
+        return cls.of_quiet(quiet_client_features(windows.filter(quiet_mask), profile, settings), profile, settings)
+
+    @classmethod
+    def of_quiet(cls, quiet: pl.DataFrame, profile: Profile, settings: DetectSettings) -> JudgeContext:
+        """The context from quiet client features (`quiet_client_features`, or the same from `ClientTotals`)."""
         scored_quiet = score_clients(quiet, profile, None, settings) if quiet.height else quiet
         return cls(profile, scored_quiet, ClientForest(quiet, settings), settings)
 
@@ -108,7 +122,14 @@ def judge_interval(
 
     `onset` (default `start`) is when the surge began, for "new at the onset"."""
     inside = windows.filter(pl.col("window").is_between(start - timedelta(seconds=settings.window_s), end))
-    features = client_features(inside, context.profile, onset or start, settings)
+    return judge_totals(context, ClientTotals.of(inside), onset or start, settings)
+
+
+def judge_totals(
+    context: JudgeContext, totals: ClientTotals, onset: datetime, settings: DetectSettings
+) -> pl.DataFrame:
+    """`judge_interval` from the interval's `ClientTotals` (how batch analysis judges a long log)."""
+    features = features_of(totals, context.profile, onset, settings)
     scored = score_clients(features, context.profile, context.forest, settings)
     fleets = find_fleets(scored, context.quiet_clients, context.profile, settings)
     fleet_hostile = pl.col("fleet_hostile").fill_null(False)

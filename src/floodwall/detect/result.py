@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -12,7 +13,16 @@ from floodwall.detect.judge import ATTACKER_SCHEMA
 from floodwall.detect.onset import Surge
 from floodwall.model import Finding, Incident
 
-__all__ = ["ATTACKER_SCHEMA", "TIMELINE_SCHEMA", "DetectionResult", "SurgeVerdict", "timeline_of"]
+__all__ = [
+    "ATTACKER_SCHEMA",
+    "TIMELINE_SCHEMA",
+    "DetectionResult",
+    "SurgeVerdict",
+    "attack_pairs",
+    "attack_windows",
+    "timeline_from",
+    "timeline_of",
+]
 
 #: One row per second with requests: totals, the attackers' share, and the status classes.
 TIMELINE_SCHEMA: Final[dict[str, pl.DataType]] = {
@@ -97,8 +107,13 @@ def timeline_of(
 ) -> pl.DataFrame:
     """The per-second timeline. Attack requests are exact per client window and spread over its seconds in
     proportion to the site's traffic (windows are `window_s` long, so the spread is at most that coarse)."""
-    if seconds.height == 0:
-        return pl.DataFrame(schema=TIMELINE_SCHEMA)
+    everything = windows.group_by("window").agg(pl.col("requests").cast(pl.Int64).sum())
+    attack = attack_windows(windows, attack_pairs(attackers, incidents, window_s))
+    return timeline_from(seconds, everything, attack, window_s)
+
+
+def attack_pairs(attackers: pl.DataFrame, incidents: Sequence[Incident], window_s: int) -> pl.DataFrame:
+    """(client, incident_id, start, end): each attacker with the span of windows its incident covers."""
     spans = pl.DataFrame(
         {
             "incident_id": [i.id for i in incidents],
@@ -107,18 +122,33 @@ def timeline_of(
         },
         schema={"incident_id": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")},
     )
-    pairs = attackers.select("client", "incident_id").unique().join(spans, on="incident_id", how="inner")
-    attack = (
+    return attackers.select("client", "incident_id").unique().join(spans, on="incident_id", how="inner")
+
+
+def attack_windows(windows: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
+    """(window, attack): the attackers' requests per window of `windows`, each (client, window) counted once. Parts
+    of a log give parts of the sums (a client's window is in one part only)."""
+    attackers = pairs.get_column("client").unique().implode()
+    return (
         windows.select("client", "window", "requests")
+        .filter(pl.col("client").is_in(attackers))  # a few attackers among many readers: filter before joining
         .join(pairs, on="client", how="inner")
         .filter(pl.col("window").is_between(pl.col("start"), pl.col("end")))
         .unique(subset=["client", "window"])
         .group_by("window")
-        .agg(pl.col("requests").sum().alias("attack"))
+        .agg(pl.col("requests").cast(pl.Int64).sum().alias("attack"))
     )
-    everything = windows.group_by("window").agg(pl.col("requests").sum().alias("all"))
-    share = everything.join(attack, on="window", how="left").with_columns(
-        (pl.col("attack").fill_null(0) / pl.col("all")).clip(0, 1).alias("share")
+
+
+def timeline_from(seconds: pl.DataFrame, everything: pl.DataFrame, attack: pl.DataFrame, window_s: int) -> pl.DataFrame:
+    """The timeline from the per-second counts, every client's requests per window (window, requests) and the
+    attackers' (window, attack)."""
+    if seconds.height == 0:
+        return pl.DataFrame(schema=TIMELINE_SCHEMA)
+    share = (
+        everything.rename({"requests": "all"})
+        .join(attack, on="window", how="left")
+        .with_columns((pl.col("attack").fill_null(0) / pl.col("all")).clip(0, 1).alias("share"))
     )
     return (
         seconds.with_columns(pl.col("ts").dt.truncate(f"{window_s}s").alias("window"))

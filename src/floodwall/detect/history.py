@@ -1,0 +1,282 @@
+"""The closed windows of a whole log, for `Engine.finish`: spilled to disk past a bound, read back part by part.
+
+Batch analysis judges with hindsight (a baseline over all quiet time, surges known only at the end), so every
+closed (client, window) row is kept until `finish`. That table grows with the log, about 0.73 rows and 230 bytes per
+request: held in memory it was the largest thing `analyze` kept (0.8 GB at 5M lines, then copied whole by
+`finish`). Here parts beyond `memory_rows` go to uncompressed Arrow IPC files in a temporary folder (0.04 s per 176k
+rows; LZ4 would halve the disk but cost four times the CPU on every read), and `summarise` and `window_sums` read
+them back one part at a time, folding each into per-client totals (`ClientTotals`) and small per-window sums. What
+`finish` holds then follows the number of clients and of seconds in the log, not the number of lines.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import polars as pl
+
+from floodwall.detect.clients import ClientTotals
+from floodwall.detect.judge import QUIET_ROWS
+from floodwall.detect.profile import Profile
+from floodwall.detect.result import attack_windows
+from floodwall.detect.settings import DetectSettings
+from floodwall.detect.windows import WINDOW_SCHEMA
+
+__all__ = ["Summary", "WindowHistory", "summarise", "window_sums"]
+
+_TICK: Final = timedelta(microseconds=1)
+#: Partial totals folded together once this many are pending (each part's totals are as long as its clients).
+_FOLD_EVERY: Final = 8
+
+
+class WindowHistory:
+    """Closed (client, window) rows in time order: in memory up to `memory_rows`, then in files in a temporary
+    folder (made in `folder`, default the system's; removed by `close()` or when the history is garbage-collected)."""
+
+    def __init__(self, memory_rows: int = 400_000, folder: Path | None = None) -> None:
+        self.memory_rows = memory_rows
+        self._folder = folder
+        self._spill_to = Path()
+        self._files: list[Path] = []
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
+        self.rows = 0
+        self._cleanup: weakref.finalize[..., WindowHistory] | None = None
+
+    def add(self, part: pl.DataFrame) -> None:
+        if part.height == 0:
+            return
+        self._pending.append(part)
+        self._pending_rows += part.height
+        self.rows += part.height
+        if self._pending_rows > self.memory_rows:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._cleanup is None:
+            self._spill_to = Path(tempfile.mkdtemp(prefix="floodwall-windows-", dir=self._folder))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._spill_to, True)
+        path = self._spill_to / f"windows-{len(self._files):05d}.arrow"
+        pl.concat(self._pending).write_ipc(path, compression="uncompressed")
+        self._files.append(path)
+        self._pending, self._pending_rows = [], 0
+
+    def parts(self, columns: Sequence[str] | None = None) -> Iterator[pl.DataFrame]:
+        """Every part, oldest first; only `columns` when given (the files are read for those alone)."""
+        wanted = None if columns is None else list(columns)
+        for path in self._files:
+            yield pl.read_ipc(path, columns=wanted)
+        for part in self._pending:
+            yield part if wanted is None else part.select(wanted)
+
+    def close(self) -> None:
+        """Forget every part and remove the files."""
+        self._pending, self._pending_rows, self.rows = [], 0, 0
+        self._files = []
+        if self._cleanup is not None:
+            self._cleanup()
+
+    @property
+    def spilled_files(self) -> int:
+        return len(self._files)
+
+
+class _Folding:
+    """`ClientTotals` of consecutive parts, folded every few parts so that pending totals stay few."""
+
+    def __init__(self, by: Sequence[str]) -> None:
+        self.by = by
+        self._parts: list[ClientTotals] = []
+
+    def add(self, totals: ClientTotals) -> None:
+        self._parts.append(totals)
+        if len(self._parts) >= _FOLD_EVERY:
+            self._parts = [ClientTotals.fold(self._parts, self.by)]
+
+    def total(self) -> ClientTotals:
+        return ClientTotals.fold(self._parts, self.by) if self._parts else ClientTotals.empty(self.by)
+
+
+def _outside(busy: Sequence[tuple[datetime, datetime]]) -> pl.Expr:
+    quiet = pl.lit(True)
+    for start, end in busy:
+        quiet = quiet & ~pl.col("window").is_between(start, end)
+    return quiet
+
+
+def _summed(frames: list[pl.DataFrame], key: str, value: str = "n") -> pl.DataFrame:
+    return pl.concat(frames).group_by(key).agg(pl.col(value).sum())
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What one pass over the history yields for `finish`."""
+
+    profile: Profile
+    quiet: ClientTotals  # per client and hour, of the most recent `QUIET_ROWS` quiet windows
+    everyone: ClientTotals  # per client, of the whole log
+    intervals: tuple[ClientTotals, ...]  # per client, of each interval asked for
+    logins: pl.DataFrame  # windows mostly of POSTs (WINDOW_SCHEMA), for `breach.login_posters`
+    per_window: pl.DataFrame  # window, requests: every client's requests per window
+    clients: int
+
+
+class _ProfileTotals:
+    """`profile.build_profile`'s figures, folded part by part (same formulas; the quantile from a histogram)."""
+
+    def __init__(self) -> None:
+        self.agents: list[pl.DataFrame] = []
+        self.schemes: list[pl.DataFrame] = []
+        self.templates: list[pl.DataFrame] = []
+        self.rates: list[pl.DataFrame] = []
+        self.first: list[pl.DataFrame] = []
+        self.net_first: list[pl.DataFrame] = []
+        self.requests = 0
+        self.assets = 0
+        self.quiet_rows = 0
+
+    def add(self, part: pl.DataFrame, quiet: pl.DataFrame) -> None:
+        n = pl.col("requests").cast(pl.Int64).sum().alias("n")
+        self.agents.append(quiet.group_by("ua_id").agg(n))
+        self.schemes.append(quiet.filter(pl.col("query_keys") != "").group_by("query_keys").agg(n))
+        self.templates.append(quiet.group_by("template").agg(n))
+        self.rates.append(quiet.group_by("requests").agg(pl.len().cast(pl.Int64).alias("n")))
+        self.first.append(part.group_by("client").agg(pl.col("first_ts").min().alias("first_seen")))
+        self.net_first.append(part.group_by("client_net").agg(pl.col("first_ts").min().alias("net_first_seen")))
+        self.requests += int(quiet.get_column("requests").sum() or 0)
+        self.assets += int(quiet.get_column("assets").sum() or 0)
+        self.quiet_rows += quiet.height
+        if len(self.first) >= _FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        self.agents = [_summed(self.agents, "ua_id")]
+        self.schemes = [_summed(self.schemes, "query_keys")]
+        self.templates = [_summed(self.templates, "template")]
+        self.rates = [_summed(self.rates, "requests")]
+        self.first = [pl.concat(self.first).group_by("client").agg(pl.col("first_seen").min())]
+        self.net_first = [pl.concat(self.net_first).group_by("client_net").agg(pl.col("net_first_seen").min())]
+
+    def _quantile_rps(self, settings: DetectSettings) -> float:
+        """Polars' `quantile(0.999)` ("nearest": index round((n - 1) q)) of the quiet windows' rates, from counts."""
+        if self.quiet_rows == 0:
+            return 0.0
+        counts = self.rates[0].sort("requests").with_columns(pl.col("n").cum_sum().alias("upto"))
+        index = int((self.quiet_rows - 1) * 0.999 + 0.5)
+        value = counts.filter(pl.col("upto") > index).get_column("requests").head(1)
+        return float((value.cast(pl.Float64) / settings.window_s).item())
+
+    def profile(self, settings: DetectSettings) -> Profile:
+        if self.first:
+            self._fold()
+        total = max(self.requests, 1)
+
+        def shares(frames: list[pl.DataFrame], key: str) -> pl.DataFrame:
+            if not frames:
+                return pl.DataFrame(schema={key: WINDOW_SCHEMA[key], "share": pl.Float64})
+            return frames[0].select(key, (pl.col("n") / total).alias("share"))
+
+        empty_first = pl.DataFrame(schema={"client": pl.String, "first_seen": WINDOW_SCHEMA["first_ts"]})
+        empty_net = pl.DataFrame(schema={"client_net": pl.String, "net_first_seen": WINDOW_SCHEMA["first_ts"]})
+        return Profile(
+            known_agents=shares(self.agents, "ua_id"),
+            known_query_keys=shares(self.schemes, "query_keys"),
+            known_templates=shares(self.templates, "template"),
+            first_seen=self.first[0] if self.first else empty_first,
+            net_first_seen=self.net_first[0] if self.net_first else empty_net,
+            quiet_requests=self.requests,
+            quiet_window_rps=self._quantile_rps(settings),
+            asset_share=self.assets / self.requests if self.requests else 0.0,
+        )
+
+
+def summarise(
+    history: WindowHistory,
+    busy: Sequence[tuple[datetime, datetime]],
+    intervals: Sequence[tuple[datetime, datetime]],
+    settings: DetectSettings,
+) -> Summary:
+    """The profile of the windows outside `busy`, and per-client totals of the whole log, of its recent quiet hours
+    and of each (start, end) of `intervals` (windows starting within it, inclusive), in one pass over the history
+    (two reads: the first counts the quiet windows, for the most recent `QUIET_ROWS`)."""
+    is_quiet = _outside(busy)
+    quiet_rows = sum(int(part.select(is_quiet.sum()).item()) for part in history.parts(["window"]))
+    skip = max(0, quiet_rows - QUIET_ROWS)
+    # Each window's segment: how many interval edges come at or before it. One grouping per part by client and
+    # segment then gives the whole log's totals and every interval's (an interval is a run of segments).
+    edges = sorted({start for start, _ in intervals} | {end + _TICK for _, end in intervals})
+    edge_series = pl.Series("edges", edges, dtype=WINDOW_SCHEMA["window"])
+    profile = _ProfileTotals()
+    segmented, quiet_hours = _Folding(["_by_segment"]), _Folding(["_by_hour"])
+    logins: list[pl.DataFrame] = []
+    per_window: list[pl.DataFrame] = []
+    for part in history.parts():
+        quiet = part.filter(is_quiet)
+        profile.add(part, quiet)
+        if skip >= quiet.height:
+            skip -= quiet.height
+        else:
+            hours = quiet.slice(skip).with_columns(pl.col("window").dt.truncate("1h").alias("_by_hour"))
+            quiet_hours.add(ClientTotals.of(hours, ["_by_hour"]))
+            skip = 0
+        segments = edge_series.search_sorted(part.get_column("window"), side="right").alias("_by_segment")
+        segmented.add(ClientTotals.of(part.with_columns(segments), ["_by_segment"]))
+        logins.append(part.filter((pl.col("posts") >= 1) & (pl.col("posts") * 2 >= pl.col("requests"))))
+        per_window.append(part.group_by("window").agg(pl.col("requests").cast(pl.Int64).sum()))
+    by_segment = segmented.total()
+    by_segment = ClientTotals(*(t.sort("_by_segment", maintain_order=True) for t in by_segment.tables))
+    spans = [
+        (edge_series.search_sorted(start, side="right"), edge_series.search_sorted(end, side="right"))
+        for start, end in intervals
+    ]
+    hour_key = pl.concat_str([pl.col("client"), pl.lit("@"), pl.col("_by_hour").cast(pl.String)])
+    built = profile.profile(settings)
+    return Summary(
+        profile=built,
+        quiet=ClientTotals.fold([quiet_hours.total().with_key("client", hour_key)]),
+        everyone=ClientTotals.fold([by_segment]),
+        intervals=tuple(
+            ClientTotals.fold([by_segment.where(pl.col("_by_segment").is_between(low, high))]) for low, high in spans
+        ),
+        logins=pl.concat(logins) if logins else pl.DataFrame(schema=WINDOW_SCHEMA),
+        per_window=_summed(per_window, "window", "requests").sort("window")
+        if per_window
+        else pl.DataFrame(schema={"window": WINDOW_SCHEMA["window"], "requests": pl.Int64}),
+        clients=built.first_seen.height,
+    )
+
+
+def window_sums(
+    history: WindowHistory,
+    selections: Sequence[tuple[Sequence[str], datetime, datetime]],
+    pairs: pl.DataFrame,
+    window_s: int,
+) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """In one more pass over the history: per (clients, start, end) of `selections`, those clients' requests per
+    window (window, requests) from `start - window_s` to `end`; and the attackers' requests per window (window,
+    attack) of `result.attack_windows` for `pairs` (`result.attack_pairs`)."""
+    found: list[list[pl.DataFrame]] = [[] for _ in selections]
+    attack: list[pl.DataFrame] = []
+    wanted = [pl.Series(list(clients), dtype=pl.String).implode() for clients, _, _ in selections]
+    step = timedelta(seconds=window_s)
+    everyone = pl.Series([c for clients, _, _ in selections for c in clients], dtype=pl.String).unique().implode()
+    for part in history.parts(["client", "window", "requests"]):
+        attack.append(attack_windows(part, pairs))
+        members_only = part.filter(pl.col("client").is_in(everyone))
+        for sums, clients, (_, start, end) in zip(found, wanted, selections, strict=True):
+            members = members_only.filter(
+                pl.col("client").is_in(clients) & pl.col("window").is_between(start - step, end)
+            )
+            if members.height:
+                sums.append(members.group_by("window").agg(pl.col("requests").cast(pl.Int64).sum()))
+    empty = pl.DataFrame(schema={"window": WINDOW_SCHEMA["window"], "requests": pl.Int64})
+    nothing = pl.DataFrame(schema=WINDOW_SCHEMA)
+    attacked = _summed(attack, "window", "attack") if attack else attack_windows(nothing, pairs)
+    return [_summed(sums, "window", "requests") if sums else empty for sums in found], attacked
