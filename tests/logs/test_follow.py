@@ -328,3 +328,25 @@ def test_a_clock_stepped_back_does_not_stall_the_windows(tmp_path: Path) -> None
     (batch,) = collect(batches, 1)
     assert batch.data == b"after the step\n"
     assert timedelta(0) < batch.ended - batch.started <= timedelta(seconds=1)
+
+
+def test_a_batch_tells_when_its_lines_had_all_been_read(tmp_path: Path) -> None:
+    """`read_at` is the time of the last look whose lines the batch holds (the live judge projects the second being
+    written from it): every line was written by then, and the last one then."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"")
+    written_at: dict[bytes, datetime] = {}
+
+    def write_one(now: datetime) -> None:
+        line = f"line {len(written_at)}".encode()
+        written_at[line] = now
+        append(log, line + b"\n")
+
+    clock = SteppingClock(step_s=0.3)
+    follower = Follower(log, clock=clock, poll_interval=0.001)
+    clock.on_read = write_one
+    got = [batch for batch in collect(iter(follower), 30) if batch.lines]
+    assert len(got) >= 5
+    for batch in got:
+        assert batch.read_at is not None and batch.started <= batch.read_at <= batch.ended
+        assert max(written_at[line] for line in batch.data.splitlines()) == batch.read_at
