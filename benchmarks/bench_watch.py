@@ -56,6 +56,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import floodwall.logs.parse as log_parse  # noqa: E402
 from floodwall.enforce import NftablesEnforcer, NginxMapEnforcer  # noqa: E402
 from floodwall.model import Action, Decision, Finding  # noqa: E402
 from floodwall.store import store_from_url  # noqa: E402
@@ -455,6 +456,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}")
     print(f"load average before: {os.getloadavg()}, nice {os.nice(0)}")
+    # Without the C scanner (a build artefact: absent from a `git archive` copy) every line takes the strict parser.
+    scanner = getattr(log_parse, "_clfscan", None) is not None  # older versions have no fast_path_available()
+    print(f"log parser: {'the C scanner' if scanner else 'the strict per-line parser only (C scanner not built)'}")
     if args.baseline_src is not None and not args.skip_latency:
         side_by_side(args.baseline_src, args.rate, args.waves, args.spacing, args.repeat)
     elif not args.skip_latency:
