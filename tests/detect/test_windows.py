@@ -77,3 +77,10 @@ def test_window_aggregates():
     one = closed.filter(pl.col("client") == "192.0.2.0").sort("window").row(0, named=True)
     assert one["requests"] >= 1 and one["first_ts"] <= one["last_ts"]
     assert closed.get_column("s5xx").sum() == 100
+
+
+def test_query_keys_are_the_sorted_distinct_parameter_names():
+    queries = ["utm_source=x", "b=2&a=1&a=3", "&&x", "=x", "k=v&=z&m", "q", "", None, "p=" + "1" * 60, "k" * 50 + "=1"]
+    frame = requests_frame([{"query": q, "ts": START + timedelta(seconds=k)} for k, q in enumerate(queries)])
+    got = tokens(frame).get_column("query_keys").to_list()
+    assert got == ["utm_source", "a,b", "x", "", "k,m", "q", "", "", "p", "k" * 40]
