@@ -227,7 +227,8 @@ def test_outputs_follow_the_contract_and_stix_validates(tmp_path: Path) -> None:
     (linked,) = [c for c in document["campaigns"] if len(c["incidents"]) == 2]
     assert linked["evidence"]["shared_addresses"] == 50 and linked["evidence"]["shared_markers"] == ["zastava"]
     page = (out / "campaigns.html").read_text()
-    assert "<script src=" not in page and 'rel="stylesheet" href="http' not in page
+    assert "<script" not in page and 'rel="stylesheet" href="http' not in page
+    assert '<figure class="chart" id="chart-campaign-timeline">' in page and 'role="img"' in page
     assert all(c["id"] in page for c in document["campaigns"]) and a["id"] in page
     stix = json.loads((out / "campaigns.stix.json").read_text())
     results = validate_instance(stix, ValidationOptions(strict=True))

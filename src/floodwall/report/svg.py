@@ -209,11 +209,15 @@ def legend(entries: Sequence[tuple[str, str, str]], x: float, y: float, width: f
     return f'<g class="legend">{"".join(parts)}</g>'
 
 
-def figure(chart_id: str, width: int, height: int, title: str, description: str, body: str) -> str:
-    """The chart as a `<figure>`: an accessible `<svg>` (title and description) and a visible caption."""
+def figure(
+    chart_id: str, width: float, height: float, title: str, description: str, body: str, *, stretch: bool = True
+) -> str:
+    """The chart as a `<figure>`: an accessible `<svg>` (title and description) and a visible caption. A chart
+    that `stretch`es fills the page's width; one that does not keeps its own size (at most the page's width)."""
+    size = 'width="100%"' if stretch else f'width="{width:.0f}" height="{height:.0f}"'
     return (
         f'<figure class="chart" id="{chart_id}">'
-        f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" '
+        f'<svg viewBox="0 0 {width:.0f} {height:.0f}" {size} role="img" '
         f'aria-labelledby="{chart_id}-title {chart_id}-desc" xmlns="http://www.w3.org/2000/svg">'
         f'<title id="{chart_id}-title">{escape(title)}</title><desc id="{chart_id}-desc">{escape(description)}</desc>'
         f"{body}</svg><figcaption>{escape(title)}</figcaption></figure>"
