@@ -160,3 +160,17 @@ def test_read_bundle_round_trip_and_errors(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(BundleError, match=re.escape(str(path))):
         read_bundle(path)
+
+
+def test_the_forensic_pass_counts_the_same_fingerprints() -> None:
+    """analyze feeds the fingerprints from the forensic pass's attack rows: the bundle is the same as from an
+    accumulator fed every request (the reader's requests are no attacker's, and every attacker's are in the flood)."""
+    from floodwall.forensics import Forensics
+
+    counted = FingerprintAccumulator()
+    forensics = Forensics("example", _detection(), fingerprints=counted)
+    for frame in _frames():
+        forensics.feed(frame)
+    forensics.finish()
+    via_pass = build_bundle("example", _detection(), counted, KEY, None, version="test", generated=START)
+    assert via_pass == _bundle(KEY)

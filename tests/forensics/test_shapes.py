@@ -83,3 +83,15 @@ def test_addresses_are_masked_but_times_and_versions_are_not() -> None:
     masked = mask_addresses(text)
     assert "198.51.100.7" not in masked and "2001:db8" not in masked
     assert "18:05:07" in masked and "Chrome/103.0.0.0" in masked
+
+
+def test_grouping_by_hash_gives_what_grouping_by_text_gives() -> None:
+    from floodwall.forensics.shapes import grouped
+
+    combos = [(c, u, p) for c in ("203.0.113.7", "2001:db8::1") for u in ("a", None, "ü") for p in ("/", "/x", None)]
+    frame = _frame([{"client": c, "user_agent": u, "path": p} for c, u, p in combos] * 3)
+    by_hash = grouped(frame.lazy(), ["method"], ["client", "user_agent", "path"], [pl.len().alias("n")]).collect()
+    by_text = frame.group_by("method", "client", "user_agent", "path").agg(pl.len().alias("n"))
+    order = ["method", "client", "user_agent", "path"]
+    assert by_hash.select(*order, "n").sort(order, nulls_last=True).equals(by_text.sort(order, nulls_last=True))
+    assert by_hash.height == 2 * 3 * 3
