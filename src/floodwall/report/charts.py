@@ -94,6 +94,7 @@ def _traffic(charts: Charts) -> str:
     ticks = nice_ticks(float(total.max()) if total.size else 0.0)
     plot = Plot(_WIDTH, _HEIGHT, start, end, ticks[-1])
     bands, names = _bands(plot, charts.shading)
+    others = sorted({part["kind"] for part in charts.shading if part["kind"] != "phase"})  # shaded blue
     body = "".join(
         [
             bands,
@@ -102,7 +103,8 @@ def _traffic(charts: Charts) -> str:
             plot.area(x, benign, total, _ATTACK, "attack"),
             plot.time_axis(),
             legend(
-                [("other traffic", _BENIGN, "area"), ("attack", _ATTACK, "area"), ("phase", "#f2d7d5", "area")],
+                [("other traffic", _BENIGN, "area"), ("attack", _ATTACK, "area"), ("flood phase", "#f2d7d5", "area")]
+                + ([(f"incident ({', '.join(others)})", "#d6e6f2", "area")] if others else []),
                 plot.left,
                 _HEIGHT - 8,
                 plot.inner_width,
