@@ -22,9 +22,10 @@
    include of that size, until a newly banned address gets 403; one nft transaction adding them all, and an
    update of 1,000 more on top.
 
-`--baseline-src DIR` (another version's `src` folder, e.g. a `git worktree` of an older commit) measures latency
-with that version too: each run is a child process of this script (PYTHONPATH set to the version's `src`), the two
-versions alternating `--repeat` times, so both see the same machine load; a table then puts them side by side.
+`--baseline-src DIR [DIR ...]` (other versions' `src` folders, e.g. `git worktree`s of older commits) measures
+latency with those versions too: each run is a child process of this script (PYTHONPATH set to the version's
+`src`), the versions taking turns `--repeat` times, so all see the same machine load; a table then puts them side
+by side (a wave never banned before the run ended is counted apart, not in the median).
 
 Bounded: the latency run lasts warm-up + waves x spacing seconds; everything is on loopback or in a namespace.
 """
@@ -409,11 +410,15 @@ def overlay(baseline_src: Path, into: Path) -> Path:
     return into
 
 
-def side_by_side(baseline_src: Path, rate: int, waves: int, spacing_s: int, repeat: int) -> None:
-    """Latency of this version and of `baseline_src`, each run a child process of this script, alternating."""
-    runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
+def side_by_side(baselines: list[Path], rate: int, waves: int, spacing_s: int, repeat: int) -> None:
+    """Latency of this version and of each of `baselines`, each run a child process of this script, in turn."""
     with tempfile.TemporaryDirectory() as tmp:
-        versions = {"this": str(ROOT / "src"), "baseline": str(overlay(baseline_src, Path(tmp) / "baseline"))}
+        versions = {"this": str(ROOT / "src")}
+        for k, baseline_src in enumerate(baselines):
+            name = "baseline" if len(baselines) == 1 else f"baseline{k + 1}"
+            versions[name] = str(overlay(baseline_src, Path(tmp) / name))
+            print(f"{name}: {baseline_src}")
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in versions}
         for round_ in range(repeat):
             for name, src in versions.items():
                 out = Path(tmp) / f"{name}-{round_}.json"
@@ -425,11 +430,13 @@ def side_by_side(baseline_src: Path, rate: int, waves: int, spacing_s: int, repe
     print(f"side by side ({repeat} run(s) each, alternating; first line to first ban, per wave):")
     for name, figures in runs.items():
         waves_s = [w for run in figures for w in run["waves_s"]]
+        never = waves * len(figures) - len(waves_s)
         median = f"{statistics.median(waves_s):.2f} s" if waves_s else "none banned"
         cpu = ", ".join(f"{100 * run['cpu_share']:.0f}%" for run in figures)
         load = ", ".join(f"{run['load']:.1f}" for run in figures)
         print(
-            f"  {name:8}: median {median} over {len(waves_s)} waves ({', '.join(f'{w:.2f}' for w in waves_s)}); "
+            f"  {name:9}: median {median} over {len(waves_s)} waves ({', '.join(f'{w:.2f}' for w in waves_s)}), "
+            f"{never} never banned; "
             f"readers decided {sum(run['readers_decided'] for run in figures)}; watcher CPU "
             f"{cpu} of one core; load average at the end {load}"
         )
@@ -449,7 +456,10 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-bans", action="store_true")
     parser.add_argument(
-        "--baseline-src", type=Path, help="another version's src folder: its latency is measured too, alternately"
+        "--baseline-src",
+        type=Path,
+        nargs="+",
+        help="other versions' src folders: their latency is measured too, in turn with this one's",
     )
     parser.add_argument("--repeat", type=int, default=1, help="latency runs per version with --baseline-src")
     parser.add_argument("--result-json", type=Path, help=argparse.SUPPRESS)  # a child run's figures, for the parent
