@@ -10,11 +10,17 @@ from pathlib import Path
 import polars as pl
 
 from floodwall.detect import Engine
-from floodwall.detect.breach import BREACH_SCHEMA, breach_groups, candidates, collective_bruteforce
+from floodwall.detect.breach import (
+    BREACH_SCHEMA,
+    breach_groups,
+    candidates,
+    collective_bruteforce,
+    payload_senders,
+)
 from floodwall.detect.kinds import decide_kind
 from floodwall.detect.settings import DetectSettings
 from floodwall.logs import LogReader
-from floodwall.model import IncidentKind
+from floodwall.model import IncidentKind, Vector
 from floodwall.simulate import load_scenario, simulate
 from floodwall.testing import requests_frame
 
@@ -227,3 +233,32 @@ def test_the_engine_finds_every_stuffer_and_no_editor():
     assert len(brute) == 1 and set(brute[0].attackers) == stuffers
     assert flagged == stuffers, flagged - stuffers
     assert all(f.breach_hits and f.families == {"login"} for f in result.findings if f.target in stuffers)
+
+
+def test_clients_whose_requests_mostly_carry_payloads_are_breach_actors():
+    """sqlmap (every request a payload, its user agent a scanner's) is a payload sender; a flood client whose agent a
+    scanner rule names, and a reader whose search once looked like an injection, are not."""
+    rows = [("198.51.100.2", "sqli", "sqli", 40, 0), ("198.51.100.2", "xss", "xss", 30, 0)]
+    rows += [("198.51.100.2", "scanner", "scan", 108, 0)]
+    rows += [("203.0.113.7", "scanner", "scan", 5000, 0)]  # a flood tool's user agent, on every request
+    rows += [("192.0.2.9", "sqli", "sqli", 1, 0)]
+    hits = [_hits(rows[:3]), _hits(rows[3:])]
+    clients = pl.DataFrame({"client": ["198.51.100.2", "203.0.113.7", "192.0.2.9"], "requests": [108, 5000, 40]})
+    assert payload_senders(hits, clients) == ["198.51.100.2"]
+    assert payload_senders([], clients) == []
+
+
+def test_an_exploit_in_a_quiet_hour_is_no_flood(tmp_path):
+    """scanner seed 106: the SQL injection and XSS address makes a night surge of its own (33 requests in a minute);
+    it is reported once, as the exploit attempt it is, and no flood incident is reported beside it."""
+    simulate(load_scenario("scanner"), tmp_path, seed=106, scale=0.05)
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    (site,) = truth["sites"]
+    engine = Engine(site["name"], live=False)
+    for frame in LogReader([tmp_path / site["log"]], site=site["name"]):
+        engine.feed(frame)
+    incidents = engine.finish().incidents
+    assert [i.kind for i in incidents if i.kind is IncidentKind.FLOOD] == []
+    (told,) = [i for i in site["incidents"] if set(i["vectors"]) == {"sqli", "xss"}]
+    (exploit,) = [i for i in incidents if i.kind is IncidentKind.EXPLOIT and Vector.SQLI in i.vectors]
+    assert set(exploit.attackers) == set(told["attackers"])

@@ -29,6 +29,7 @@ from floodwall.detect.breach import (
     breach_groups,
     candidates,
     login_posters,
+    payload_senders,
     plain_request,
     probing_clients,
 )
@@ -207,6 +208,7 @@ class Engine:
         attackers: list[pl.DataFrame] = []
         findings: list[Finding] = []
         verdicts: list[SurgeVerdict] = []
+        senders = payload_senders(self._hits, summary.everyone.clients)  # breach actors, never flood members
         for surge, totals in zip(surges, summary.intervals, strict=True):
             # Judge with margins: a test flood, rotating addresses and a tail under the threshold are still the
             # attack; the incident then runs from its attackers' first request to their last.
@@ -214,7 +216,7 @@ class Engine:
             excess = max(1.0, surge.requests - surge.expected_rps * ((surge.end - surge.start).total_seconds() + 1))
             # POSTs to login forms and xmlrpc.php are a brute force, not a flood: the breach layer reports them.
             brute = pl.col("vectors").list.set_intersection(pl.lit(_BRUTE_VECTORS)).list.len() > 0
-            hostile = judged.filter(pl.col("attacker") & ~brute)
+            hostile = judged.filter(pl.col("attacker") & ~brute & ~pl.col("client").is_in(senders))
             attack_requests = int(hostile.get_column("requests").sum() or 0)
             is_flood = hostile.height > 0 and attack_requests >= 0.25 * excess
             verdicts.append(SurgeVerdict.of(surge, judged, is_flood))
