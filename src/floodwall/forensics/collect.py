@@ -17,8 +17,9 @@ from typing import Final
 import polars as pl
 
 from floodwall.detect import DetectionResult
+from floodwall.forensics.batch import SAMPLE_COLUMNS, STATUS, plan_all, plan_attack, plan_normal
 from floodwall.forensics.fingerprints import FingerprintAccumulator
-from floodwall.forensics.shapes import cacheable, grouped, marker_candidate_plan, query_scheme, request_kind, ua_family
+from floodwall.forensics.shapes import cacheable, request_kind
 from floodwall.logs.frame import compacted
 from floodwall.model import IncidentKind
 
@@ -27,24 +28,6 @@ __all__ = ["Collected", "Collector"]
 _UTC: Final = pl.Datetime("us", "UTC")
 _MARGIN: Final = timedelta(seconds=60)
 _CANDIDATE_CAP: Final = 400_000  # rows of normal-traffic candidate strings kept before the rarest are pruned
-_SCHEME_SAMPLE: Final = 50_000  # query rows per batch given a scheme; fewer undercount rare schemes' addresses
-_SAMPLE_COLUMNS: Final = (
-    "ts", "client", "source", "line", "method", "path", "query", "protocol", "status", "user_agent", "referer",
-    "host", "forwarded_for", "incident_id", "kind",
-)  # fmt: skip
-_STATUS: Final = {
-    "s2xx": (pl.col("status") // 100 == 2),
-    "s3xx": (pl.col("status") // 100 == 3),
-    "s4xx": (pl.col("status") // 100 == 4) & (pl.col("status") != 499),
-    "s5xx": (pl.col("status") // 100 == 5),
-    "s499": (pl.col("status") == 499),
-}
-_HIT: Final = ("HIT", "STALE", "UPDATING", "REVALIDATED")
-_NOT_FOUND: Final = pl.lit("(paths answered 404)")  # a random-path flood's paths, counted as one
-
-
-def _counts() -> list[pl.Expr]:
-    return [pl.len().cast(pl.Int64).alias("requests"), *(e.sum().cast(pl.Int64).alias(n) for n, e in _STATUS.items())]
 
 
 class _Parts:
@@ -89,19 +72,6 @@ def _prune(parts: _Parts, by: list[str], cap: int = _CANDIDATE_CAP) -> int:
         merged = merged.join(keep, on=by, how="semi")
     parts.parts = [compacted(merged)]
     return threshold
-
-
-def _first_three(attack: pl.LazyFrame) -> pl.LazyFrame:
-    """The first three rows per (incident, kind, status class), found by row number: the group-by moves one integer
-    column, and only the chosen rows' strings are gathered (a group-by `head` copied every column of every row)."""
-    numbered = attack.with_row_index("_n")
-    chosen = (
-        numbered.group_by("incident_id", "kind", (pl.col("status") // 100).alias("_class"))
-        .agg(pl.col("_n").head(3))
-        .explode("_n")
-        .select("_n")
-    )
-    return numbered.join(chosen, on="_n", how="semi").select(list(_SAMPLE_COLUMNS))
 
 
 def _summed(keys: Sequence[str], names: Sequence[str], extra: Sequence[pl.Expr] = ()) -> _Parts:
@@ -171,7 +141,7 @@ class Collector:
             .with_columns(pl.concat_str([pl.col("incident_id"), pl.lit("/"), pl.col("phase")]).alias("phase_key"))
             .sort("phase_start")
         )
-        count_names = ["requests", *_STATUS]
+        count_names = ["requests", *STATUS]
         self.minutes = _summed(
             ["minute"], [*count_names, "rt_sum", "rt_n", "cache_hit", "cache_miss", "attack"], [pl.col("rt_max").max()]
         )
@@ -242,7 +212,7 @@ class Collector:
             pl.col("attack").sum().alias("rows"), (pl.col("attack") & pl.col("query").is_not_null()).sum().alias("q")
         ).row(0)
         lazy = rows.lazy()
-        plans = self._plan_all(lazy)
+        plans = self._tables(plan_all(lazy, self._phases))
         extra: list[pl.LazyFrame] = []
         if attack_rows:
             # Filtered once, eagerly: each query below then starts from these rows (cheaper than a cached subplan).
@@ -255,14 +225,16 @@ class Collector:
                 )
                 .lazy()
             )
-            plans += self._plan_attack(attack, int(query_rows))
+            attack_plans, step = plan_attack(attack, self._phases, int(query_rows))
+            self.scheme_step = max(self.scheme_step, step)
+            plans += self._tables(attack_plans)
             if self.fingerprints is not None:
                 agents = next(plan for parts, plan in plans if parts is self.agents)
                 extra = self.fingerprints.plan(
                     attack, int(query_rows), agents=agents.rename({"requests": "count"}), row_count=int(attack_rows)
                 )
         if attack_rows < rows.height:
-            plans += self._plan_normal(rows.filter(~pl.col("attack")).lazy())
+            plans += self._tables(plan_normal(rows.filter(~pl.col("attack")).lazy()))
         # The in-memory engine: "auto" picks Polars' streaming engine here, which ran these group-bys 2-3x slower
         # (a batch fits in memory by construction).
         results = pl.collect_all([plan for _, plan in plans] + extra, engine="in-memory")
@@ -275,6 +247,10 @@ class Collector:
             self._settle_attack()
         if attack_rows < rows.height:
             self._prune_normal_candidates()
+
+    def _tables(self, plans: list[tuple[str, pl.LazyFrame]]) -> list[tuple[_Parts, pl.LazyFrame]]:
+        """Each named query with the table its result adds to."""
+        return [(getattr(self, name), plan) for name, plan in plans]
 
     def _marked(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The batch with its request kind, minute, and the incident (if any) each row is attack traffic of."""
@@ -295,153 +271,15 @@ class Collector:
             pl.col("incident_id").is_not_null().alias("attack")
         )
 
-    def _plan_all(self, rows: pl.LazyFrame) -> list[tuple[_Parts, pl.LazyFrame]]:
-        cache = pl.col("cache_status").str.to_uppercase()
-        plans = [
-            (
-                self.minutes,
-                rows.group_by("minute").agg(
-                    *_counts(),
-                    pl.col("request_time").sum().alias("rt_sum"),
-                    pl.col("request_time").count().cast(pl.Int64).alias("rt_n"),
-                    pl.col("request_time").max().alias("rt_max"),
-                    cache.is_in(list(_HIT)).sum().cast(pl.Int64).alias("cache_hit"),
-                    (cache.is_not_null() & ~cache.is_in(list(_HIT))).sum().cast(pl.Int64).alias("cache_miss"),
-                    pl.col("attack").sum().cast(pl.Int64).alias("attack"),
-                ),
-            )
-        ]
-        if self._phases.height:
-            phased = (
-                rows.select("ts", "client", "attack")
-                .join_asof(self._phases.lazy(), left_on="ts", right_on="phase_start", strategy="backward")
-                .filter(pl.col("ts") <= pl.col("phase_end"))
-            )
-            plans.append((self.phase_clients, grouped(phased, ["phase_key"], ["client"], [pl.col("attack").max()])))
-        return plans
-
-    def _plan_attack(self, attack: pl.LazyFrame, query_rows: int) -> list[tuple[_Parts, pl.LazyFrame]]:
-        phased = attack.join_asof(
-            self._phases.lazy().select("incident_id", "phase", "phase_start", "phase_end"),
-            left_on="ts",
-            right_on="phase_start",
-            by="incident_id",
-            strategy="backward",
-            check_sortedness=False,  # rows sorted by ts in `_marked`; the check cannot see that per group
-        ).with_columns(
-            pl.when(pl.col("ts") <= pl.col("phase_end")).then(pl.col("phase")).otherwise(pl.lit("pause")).alias("phase")
-        )
-        agents = grouped(attack, ["incident_id"], ["client", "user_agent"], [pl.len().cast(pl.Int64).alias("requests")])
-        # The family per distinct agent (a flood has a few dozen), not per (incident, client, agent) row.
-        families = agents.select(pl.col("user_agent").unique()).with_columns(ua_family().alias("family"))
-        # Schemes describe; past _SCHEME_SAMPLE query rows a batch is sampled evenly and the counts scaled.
-        step = max(1, query_rows // _SCHEME_SAMPLE)
-        self.scheme_step = max(self.scheme_step, step)
-        # A random-path flood makes every path unique: its 404s are counted as one row, and their words are not
-        # marker candidates (they would all be one-offs).
-        random_path = pl.col("kind") == "notfound"
-        plans = [
-            (self.attack_seconds, attack.group_by("second").agg(pl.len().cast(pl.Int64).alias("attack"))),
-            (self.attack_kinds, attack.group_by("minute", "kind").agg(pl.len().cast(pl.Int64).alias("attack"))),
-            (
-                self.attackers,
-                grouped(
-                    phased,
-                    ["incident_id", "phase", "kind"],
-                    ["client"],
-                    [
-                        *_counts(),
-                        pl.col("cacheable_plain").sum().cast(pl.Int64),
-                        pl.col("cacheable_any").sum().cast(pl.Int64),
-                        pl.col("bytes").sum().cast(pl.Int64),
-                        pl.col("minute").n_unique().cast(pl.Int64).alias("minutes"),
-                        pl.col("ts").min().alias("first_ts"),
-                        pl.col("ts").max().alias("last_ts"),
-                    ],
-                ),
-            ),
-            (self.samples, _first_three(attack)),
-            (self.agents, agents.join(families, on="user_agent", how="left", nulls_equal=True)),
-            (
-                self.schemes,
-                grouped(
-                    attack.filter(pl.col("query").is_not_null())
-                    .gather_every(step)
-                    .with_columns(query_scheme().alias("scheme")),
-                    ["incident_id", "scheme"],
-                    ["client"],
-                    [(pl.len() * step).cast(pl.Int64).alias("requests")],
-                ),
-            ),
-            (
-                self.candidates,
-                marker_candidate_plan(attack, keys=("incident_id",), skip_paths=random_path, count_clients=True),
-            ),
-            (
-                self.paths,
-                grouped(
-                    attack.with_columns(pl.when(random_path).then(_NOT_FOUND).otherwise(pl.col("path")).alias("path")),
-                    ["incident_id", "host"],
-                    ["path"],
-                    [pl.len().cast(pl.Int64).alias("requests")],
-                ),
-            ),
-            (
-                self.breach,
-                attack.filter(pl.col("incident_kind") != "flood")
-                .group_by("incident_id", "client", "method", "path", "status")
-                .agg(
-                    pl.len().cast(pl.Int64).alias("requests"),
-                    pl.col("ts").min().alias("first_ts"),
-                    pl.col("ts").max().alias("last_ts"),
-                    pl.col("source").first(),
-                    pl.col("line").first(),
-                    pl.col("query").first(),
-                ),
-            ),
-            (
-                self.forwarded,
-                attack.filter(pl.col("forwarded_for").is_not_null())
-                .group_by("incident_id", "client", "forwarded_for")
-                .agg(pl.len().cast(pl.Int64).alias("requests")),
-            ),
-        ]
-        return plans
-
     def _settle_attack(self) -> None:
         """After a batch's attack aggregates were added: keep a few samples, prune the long tails."""
         if len(self.samples.parts) > 8:
             status_class = (pl.col("status") // 100).alias("_class")
             merged = pl.concat(self.samples.parts).sort("ts").with_columns(status_class)
             picked = merged.group_by("incident_id", "kind", "_class", maintain_order=True).head(3)
-            self.samples.parts = [compacted(picked.select(list(_SAMPLE_COLUMNS)))]
+            self.samples.parts = [compacted(picked.select(list(SAMPLE_COLUMNS)))]
         self.paths_pruned_below = max(self.paths_pruned_below, _prune(self.paths, ["host", "path"]))
         self.candidates_pruned_below = max(self.candidates_pruned_below, _prune(self.candidates, ["kind", "value"]))
-
-    def _plan_normal(self, normal: pl.LazyFrame) -> list[tuple[_Parts, pl.LazyFrame]]:
-        agents = grouped(normal, [], ["user_agent"], [pl.len().cast(pl.Int64).alias("requests")])
-        return [
-            (self.normal_families, agents.group_by(ua_family().alias("family")).agg(pl.col("requests").sum())),
-            (
-                self.normal_schemes,
-                normal.filter(pl.col("query").is_not_null())
-                .group_by(query_scheme().alias("scheme"))
-                .agg(pl.len().cast(pl.Int64).alias("requests")),
-            ),
-            (self.normal_candidates, marker_candidate_plan(normal, keys=()).select("kind", "value", "requests")),
-            (
-                self.readers,
-                grouped(
-                    normal,
-                    [],
-                    ["client"],
-                    [
-                        pl.len().cast(pl.Int64).alias("requests"),
-                        pl.col("minute").n_unique().cast(pl.Int64).alias("minutes"),
-                    ],
-                ),
-            ),
-        ]
 
     def _prune_normal_candidates(self) -> None:
         self.pruned_below = max(self.pruned_below, _prune(self.normal_candidates, ["kind", "value"]))
@@ -456,7 +294,7 @@ class Collector:
             return merged if merged is not None else pl.DataFrame(schema=schema)
 
         i64, s = pl.Int64(), pl.String()
-        counts = {"requests": i64, **{n: i64 for n in _STATUS}}
+        counts = {"requests": i64, **{n: i64 for n in STATUS}}
         when = {"first_ts": _UTC, "last_ts": _UTC}
         return Collected(
             minutes=get(
@@ -473,7 +311,7 @@ class Collector:
             ),
             samples=pl.concat(self.samples.parts).sort("ts")
             if self.samples.parts
-            else pl.DataFrame(schema={c: pl.String() for c in _SAMPLE_COLUMNS}),
+            else pl.DataFrame(schema={c: pl.String() for c in SAMPLE_COLUMNS}),
             agents=get(self.agents, {"incident_id": s, "client": s, "user_agent": s, "family": s, "requests": i64}),
             normal_families=get(self.normal_families, {"family": s, "requests": i64}),
             schemes=get(self.schemes, {"incident_id": s, "scheme": s, "client": s, "requests": i64}),
