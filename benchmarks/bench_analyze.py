@@ -10,9 +10,8 @@ child's peak RSS (`%M`). GNU time is used because Linux carries a process's RSS 
 exec: the children are started from this small process, never from one that held a log. Attacker precision and
 recall come from `floodwall score` against the simulation's truth.json. Each run is made with `--verbose`, and the
 stage times analyze then logs (reading, detecting, judging, deciding, spooling, forensics, writing) are printed as
-medians, with the share of the last three (issue 5 wants at most 30%). Detection runs on a thread of its own beside
-reading and spooling, so "detecting" is the time analyze waited for it, and a stage's CPU seconds are the whole
-process's while that stage ran. `--also-scales 0.12` adds a ~1M-line log of
+medians, with the share of the last three (issue 5 wants at most 30%); a stage's CPU seconds are the whole
+process's while that stage ran (the reader's parsing threads included). `--also-scales 0.12` adds a ~1M-line log of
 the same scenario (peak memory against log length); `--baseline-src DIR` runs another version's `src` (say, a
 `git worktree` of an older commit, its C scanner copied in) alternately with this one, under the same load.
 

@@ -12,7 +12,6 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -142,22 +141,11 @@ def analyze(
     with FrameSpool(columns=FORENSIC_COLUMNS) as spool:
         # The parsed columns the forensic pass needs go to disk as they are read: attackers are known only after
         # detection, and reading the spool back costs a fraction of parsing the log again (stdin included).
-        # Detection runs on a thread of its own, one batch behind, while this thread spools the batch and the reader
-        # parses the next: Polars, hyperscan and the C scanner let go of the GIL, so the stages share the cores
-        # instead of taking turns (the engine still sees every batch, in order). "detecting" is then the time spent
-        # waiting for the engine, the part of detection the other stages could not hide.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="floodwall-detect") as detector:
-            feeding: Future[object] | None = None
-            for frame in times.timed("reading", reader):
-                if feeding is not None:
-                    with times.stage("detecting"):
-                        feeding.result()
-                feeding = detector.submit(engine.feed, frame)
-                with times.stage("spooling"):
-                    spool.add(frame)
-            if feeding is not None:
-                with times.stage("detecting"):
-                    feeding.result()
+        for frame in times.timed("reading", reader):
+            with times.stage("detecting"):
+                engine.feed(frame)
+            with times.stage("spooling"):
+                spool.add(frame)
         with times.stage("judging"):
             detection = engine.finish()
             del engine  # its per-window tables are no longer needed: free them before the forensic pass
