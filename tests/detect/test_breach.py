@@ -244,8 +244,10 @@ def test_clients_whose_requests_mostly_carry_payloads_are_breach_actors():
     rows += [("192.0.2.9", "sqli", "sqli", 1, 0)]
     hits = [_hits(rows[:3]), _hits(rows[3:])]
     clients = pl.DataFrame({"client": ["198.51.100.2", "203.0.113.7", "192.0.2.9"], "requests": [108, 5000, 40]})
-    assert payload_senders(hits, clients) == ["198.51.100.2"]
-    assert payload_senders([], clients) == []
+    assert payload_senders(hits, clients, T0, T0 + timedelta(hours=1)) == ["198.51.100.2"]
+    assert payload_senders([], clients, T0, T0 + timedelta(hours=1)) == []
+    # The day before, the same address was one of a flood's clients, and sent no payload then.
+    assert payload_senders(hits, clients, T0 - timedelta(days=1), T0 - timedelta(hours=20)) == []
 
 
 def test_an_exploit_in_a_quiet_hour_is_no_flood(tmp_path):

@@ -166,23 +166,27 @@ def probing_clients(clients: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def payload_senders(hits: Sequence[pl.DataFrame], clients: pl.DataFrame) -> list[str]:
-    """Clients most of whose requests (`clients`: client, requests, over the whole log) carried a payload: signature
-    hits of the families a request's own content trips (injections, traversal, code execution, sensitive files).
+def payload_senders(hits: Sequence[pl.DataFrame], clients: pl.DataFrame, start: datetime, end: datetime) -> list[str]:
+    """Clients most of whose requests between `start` and `end` (`clients`: client, requests, over that interval)
+    carried a payload: signature hits (`BREACH_SCHEMA` rows of half hours overlapping the interval) of the families a
+    request's own content trips (injections, traversal, code execution, sensitive files).
 
     They are breach actors, reported by this layer with their kind. A flood's judges see only their rate and shape (an
     address sending 100 sqlmap requests in a quiet night hour is fast, refers nothing and fetches no assets), and made
     them a second, one-member "flood" beside their exploit (scanner seed 106). Flood clients carry no payload: their
     requests are plain pages, searches and cache-busting queries. The `scanner` family is left out (it names a tool by
     its user agent, which a flood's own clients may share), and so are login and xmlrpc POSTs (the brute-force rules'
-    business). A request that trips two families counts twice, so the sum is an upper bound of the requests that
-    carried a payload. The margin is wide: on seeds 101-108 of the built-in scenarios, flood-only addresses, readers
-    and robots carried none, addresses in both a flood and a scan at most 18%, exploit actors and hano-like's
-    sqlmap-like scanners 70% or more (a sweeping scanner's file probes: about a quarter, and it is no flood member)."""
-    frames = [h.select("client", "family", "hits") for h in hits if h.height]
+    business). The share is taken over the interval judged, not the whole log: a pool's address may flood one day
+    and run the scan the next (hano-like seed 103). A request that trips two families counts twice, and a half hour
+    at the interval's edge counts whole, so the sum is an upper bound of the payload requests. The margin is wide:
+    on seeds 101-108 of the built-in scenarios, flood-only addresses, readers and robots carried no payload at all,
+    exploit actors and hano-like's sqlmap-like scanners on 70% of their requests or more."""
+    frames = [h.select("client", "family", "hits", "first_ts", "last_ts") for h in hits if h.height]
     if not frames or clients.height == 0:
         return []
-    content = pl.concat(frames).filter(~pl.col("family").is_in((*_BRUTE, "scanner")))
+    content = pl.concat(frames).filter(
+        ~pl.col("family").is_in((*_BRUTE, "scanner")) & (pl.col("last_ts") >= start) & (pl.col("first_ts") <= end)
+    )
     per_client = content.group_by("client").agg(pl.col("hits").cast(pl.Int64).sum().alias("payload_hits"))
     senders = clients.select("client", "requests").join(per_client, on="client", how="inner")
     chosen = senders.filter(pl.col("payload_hits") >= PAYLOAD_SENDER_SHARE * pl.col("requests"))

@@ -208,14 +208,14 @@ class Engine:
         attackers: list[pl.DataFrame] = []
         findings: list[Finding] = []
         verdicts: list[SurgeVerdict] = []
-        senders = payload_senders(self._hits, summary.everyone.clients)  # breach actors, never flood members
-        for surge, totals in zip(surges, summary.intervals, strict=True):
+        for surge, totals, interval in zip(surges, summary.intervals, intervals, strict=True):
             # Judge with margins: a test flood, rotating addresses and a tail under the threshold are still the
             # attack; the incident then runs from its attackers' first request to their last.
             judged = judge_totals(context, totals, surge.start, self.settings)
             excess = max(1.0, surge.requests - surge.expected_rps * ((surge.end - surge.start).total_seconds() + 1))
             # POSTs to login forms and xmlrpc.php are a brute force, not a flood: the breach layer reports them.
             brute = pl.col("vectors").list.set_intersection(pl.lit(_BRUTE_VECTORS)).list.len() > 0
+            senders = payload_senders(self._hits, judged, *interval)  # breach actors, never flood members
             hostile = judged.filter(pl.col("attacker") & ~brute & ~pl.col("client").is_in(senders))
             attack_requests = int(hostile.get_column("requests").sum() or 0)
             is_flood = hostile.height > 0 and attack_requests >= 0.25 * excess
