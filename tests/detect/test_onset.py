@@ -148,3 +148,21 @@ def test_hano_like_flood_has_a_handful_of_phases(tmp_path, seed):
     assert sustained.start <= _iso(told["sustained"]["start"]) and sustained.end >= _iso(
         told["tail"]["start"]
     ) - timedelta(minutes=2)
+
+
+def test_a_tail_under_the_threshold_is_still_the_surge():
+    """A flood's milder tail, under the alarm's threshold but well above the readers, keeps the surge going until the
+    rate is back at the readers' level: the attackers of the tail are then looked for, and found, too."""
+    rates = np.full(8 * 3600, 3.0)
+    onset = 3 * 3600 + 17
+    rates[onset : onset + 1200] += 40  # twenty minutes of flood
+    end = onset + 1200 + 3600
+    rates[onset + 1200 : end] += 2.0  # an hour's tail at 5 requests per second: under twice the readers' 3
+    seconds = _seconds(rates)
+    settings = DetectSettings()
+    baseline = minute_baseline(seconds, settings)
+    minute = (onset + 1800) // 60  # a minute of the tail: not anomalous
+    assert baseline.rate_rps[minute] < baseline.threshold_rps[minute]
+    (surge,) = find_surges(seconds, baseline, settings)
+    assert abs((surge.start - (START + timedelta(seconds=onset))).total_seconds()) <= 30
+    assert abs((surge.end - (START + timedelta(seconds=end))).total_seconds()) <= 300

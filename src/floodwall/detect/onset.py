@@ -2,7 +2,16 @@
 
 Minutes above the baseline's threshold are grouped into stretches (gaps under `merge_gap_s` joined, so a test
 flood, its pause and the waves are one surge). Onset and end are then refined on the per-second counts: the first
-second from which the next five average above the threshold, the last second up to which the previous five do.
+second from which the next ten seconds and the next minute average above the threshold, the last second up to which
+the previous ones do.
+
+The alarm's threshold is not where a surge ends, though: a flood's milder tail may run on for an hour under it
+(hano-like seed 108: a tail at 0.7 requests per second, five times the readers' 0.15, under a morning threshold of
+1.1 raised by a wide spread of that hour). So a surge lasts, past its last minute over the threshold, until the rate
+has come back to the readers' level: until the next `_RELEASE_MIN` minutes average no more than the expected rate
+plus `_RELEASE_SPREADS` spreads (of those minutes, or their counting noise if larger). This is the alarm with
+hysteresis of control charts (raise on a high limit, clear on a lower one). The surge's end then bounds the span
+in which its attackers are looked for; the flood incident runs to the attackers' last request.
 Phases cut the surge's per-minute rate into level stretches: a short first burst followed by a pause is the test
 flood, the stretches after it are waves, and a last stretch at under half the peak is the tail.
 
@@ -27,6 +36,8 @@ from floodwall.model import Phase
 __all__ = ["Surge", "find_surges", "phases_of"]
 
 _SMOOTH_S = 5
+_RELEASE_MIN = 10  # minutes whose mean rate must be back at the readers' level for a surge to end
+_RELEASE_SPREADS = 2.0  # ... within this many spreads of the expected rate
 _MIN_PHASED_MIN = 6  # a surge shorter than this many minutes is one phase
 
 
@@ -75,17 +86,32 @@ def _forward_mean(counts: npt.NDArray[np.float64], width: int) -> npt.NDArray[np
     return means
 
 
+def _released(baseline: MinuteBaseline) -> npt.NDArray[np.bool_]:
+    """Per minute: the next `_RELEASE_MIN` minutes average no more than the readers' level (module docstring)."""
+    rate = _forward_mean(baseline.rate_rps, _RELEASE_MIN)
+    expected = _forward_mean(baseline.expected_rps, _RELEASE_MIN)
+    spread = _forward_mean(baseline.spread_rps, _RELEASE_MIN)
+    counting = np.sqrt(np.maximum(expected, 0.05) * 60 * _RELEASE_MIN) / (60 * _RELEASE_MIN)
+    released: npt.NDArray[np.bool_] = rate <= expected + _RELEASE_SPREADS * np.maximum(spread, counting)
+    return released
+
+
 def find_surges(seconds: pl.DataFrame, baseline: MinuteBaseline, settings: DetectSettings) -> list[Surge]:
     """The surges of the per-second counts `seconds` (ts, requests) against `baseline`."""
     anomalous = baseline.anomalous()
     runs = _merge(_runs(anomalous), settings.merge_gap_s // 60)
     surges: list[Surge] = []
     minutes = baseline.minutes
-    for a, b in runs:
+    released = _released(baseline)
+    for k, (a, b) in enumerate(runs):
         threshold = float(np.min(baseline.threshold_rps[a:b]))
         expected = float(baseline.expected_rps[a])
+        # The first minute from `b` on whose next minutes are back at the readers' level (never into the next run).
+        stop = runs[k + 1][0] if k + 1 < len(runs) else len(minutes)
+        back = np.flatnonzero(released[b:stop])
+        tail_end = b + int(back[0]) if back.size else stop
         lo = max(0, a - 2)
-        hi = min(len(minutes) - 1, b + 1)
+        hi = min(len(minutes) - 1, tail_end + 1)
         times, counts = _second_series(seconds, minutes[lo], minutes[hi] + timedelta(seconds=59))
         # Onset: the first second from which both the next 10 s and the next minute average above the threshold
         # (one busy second of a quiet site is not an onset); end: the last second up to which both did.
@@ -100,6 +126,8 @@ def find_surges(seconds: pl.DataFrame, baseline: MinuteBaseline, settings: Detec
         behind_long = _forward_mean(counts[::-1], 60)[::-1]
         lasting = (behind_short > threshold) & (behind_long > threshold)
         last = int(np.flatnonzero(lasting)[-1]) if lasting.any() else counts.size - 1
+        if tail_end > b:  # a tail under the threshold: to the last second before the rate came back
+            last = max(last, min(counts.size, (tail_end - lo) * 60) - 1)
         while last > first and counts[last] == 0:
             last -= 1
         smooth = _forward_mean(counts, _SMOOTH_S)
