@@ -95,6 +95,22 @@ def test_every_truth_attacker_appears_in_its_incident_s_window(coalition: Any) -
             assert sent >= incident["requests"]
 
 
+def test_an_incident_starts_and_ends_with_its_own_requests(coalition: Any) -> None:
+    """Observed bounds, not planned ones: a slow attack starts when its first request went out."""
+    _, truth, rows = coalition
+    for site in truth["sites"]:
+        for incident in site["incidents"]:
+            start, end = _ts(incident["start"]), _ts(incident["end"])
+            attackers = set(incident["attackers"])
+            times = [
+                float(r["ts"])
+                for r in rows[site["name"]]
+                if r["client"] in attackers and start <= float(r["ts"]) <= end
+            ]
+            assert start <= min(times) < start + 1, incident["id"]
+            assert end - 1 <= max(times) <= end, incident["id"]
+
+
 def test_flash_crowd_clients_and_robots_exist_and_markers_are_planted(coalition: Any) -> None:
     _, truth, rows = coalition
     site = truth["sites"][0]

@@ -57,6 +57,8 @@ class IncidentPlan:
     requests: int = 0
     planted: set[str] = field(default_factory=set)  # the markers that went out in at least one request
     http2: bool = False  # whether most of its addresses speak HTTP/2 (browser-based bots)
+    first_s: float = float("inf")  # when its first request went out (a slow attack's comes well after `start_s`)
+    last_s: float = float("-inf")  # and its last
 
     def __post_init__(self) -> None:
         self.seen = np.zeros(len(self.addresses), dtype=bool)
@@ -81,6 +83,8 @@ class IncidentPlan:
         who = self._addresses_at((ts - self.start_s) / 60.0, rng)
         self.seen[who] = True
         self.requests += total
+        self.first_s = min(self.first_s, float(ts.min()))
+        self.last_s = max(self.last_s, float(ts.max()))
         vectors = self.spec.vectors
         which = rng.integers(0, len(vectors), total)
         parts: list[pl.DataFrame] = []

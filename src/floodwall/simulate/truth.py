@@ -6,6 +6,7 @@ at least one of its requests, its `markers` those that went out at least once, a
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,19 +36,24 @@ def _chosen(addresses: pl.Series, mask: np.ndarray) -> list[str]:
 
 
 def _incident(inc: IncidentPlan) -> dict[str, Any]:
+    # Observed bounds: from the second of its first request to the second after its last. A slow brute force planned
+    # from 21:00 whose first try went out at 21:00:53 began at 21:00:53; nothing in any log could say otherwise.
+    start_s, end_s = math.floor(inc.first_s), math.ceil(inc.last_s)
+    phases = [(p, max(p.start_s, start_s), min(p.end_s, end_s)) for p in inc.phases]
     return {
         "id": inc.id,
         "kind": str(inc.spec.kind),
         "campaign": inc.campaign,
-        "start": iso(inc.start_s),
-        "end": iso(inc.end_s),
+        "start": iso(start_s),
+        "end": iso(end_s),
         "vectors": [str(v) for v in inc.spec.vectors],
         "peak_rps": round(float(inc.rps_per_minute.max(initial=0.0)), 3),
         "requests": inc.requests,
         "markers": sorted(m.lower() for m in inc.planted),
         "phases": [
-            {"label": p.label, "start": iso(p.start_s), "end": iso(p.end_s), "peak_rps": round(p.peak_rps, 3)}
-            for p in inc.phases
+            {"label": p.label, "start": iso(lo_s), "end": iso(hi_s), "peak_rps": round(p.peak_rps, 3)}
+            for p, lo_s, hi_s in phases
+            if lo_s < hi_s
         ],
         "attackers": _chosen(inc.addresses, inc.seen),
     }
