@@ -9,12 +9,11 @@ writes report.json in CONTRACT.md's shape to RESULTS/<site>/report.json), scores
 issue 4's "How good" table: attacker F1, false positives among flash-crowd clients, crawlers, monitors and readers,
 incident start and end errors. Then it times read + detect on a simulated log of `--throughput-lines` lines.
 
-The truth's start and end are the incident's planned bounds (docs/truth.md: every request of it lies in [start, end]),
-and a slow incident's first request may come a minute after its planned start: a brute force of three POSTs a minute
-sends its first 20 s in on average, and later than 30 s one time in four or five. So beside the errors against the
-truth, the table gives the errors against the attackers' own first and last request inside those bounds (read from
-the log: `obs`), which is the part a detector can be blamed for, and lists every incident that misses issue 4's 30 s
-/ 2 minutes, with both.
+The truth's start and end are the seconds of the incident's first and last request (docs/truth.md; before, they
+were the planned bounds, and a slow brute force's first try could come a minute after its planned start). Beside
+the errors against the truth, the table gives the errors against the attackers' own first and last request inside
+those bounds, read from the log (`obs`), as a cross-check, and lists every incident that misses issue 4's 30 s / 2
+minutes, with both.
 """
 
 from __future__ import annotations
