@@ -6,109 +6,38 @@ loopback port, with as many worker processes as the edge it is compared with; it
 
 from __future__ import annotations
 
-import contextlib
-import os
-import random
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 from edgebench.origin import page_body
+from floodwall import localservers
+from floodwall.localservers import wait_listening
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+__all__ = ["HOT_PAGE", "PASS_PAGE", "Nginx", "caching_front", "free_port", "newsroom_front", "static_origin"]
+__all__ += ["wait_listening"]
+
 HOT_PAGE = "/news/story-1.html"  # cacheable for an hour at the static origin
 PASS_PAGE = "/nocache/story-1.html"  # Cache-Control: no-store at the static origin: every request goes through
 
 
 def free_port() -> int:
-    """A free loopback port below Linux's ephemeral range (32768-60999): the load generators open thousands of
-    client connections, and a listening port picked from that range can be taken by one of them (or by a front's
-    own connection to its origin) between the pick and the server's bind."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port between 20000 and 32000")
+    """A free loopback port below Linux's ephemeral range: the load generators open thousands of client connections,
+    and a listening port picked from that range can be taken by one of them between the pick and the server's bind."""
+    return localservers.free_port(below_ephemeral=True)
 
 
-def wait_listening(port: int, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
-
-
-class Nginx:
-    """One nginx: `http_body` goes inside `http {}`."""
+class Nginx(localservers.Nginx):
+    """One nginx sized for load (`http_body` goes inside `http {}`): as many workers as the edge it is compared with."""
 
     def __init__(self, prefix: Path, http_body: str, port: int, workers: int = 1) -> None:
-        if NGINX is None:
-            raise RuntimeError("nginx is not installed (scripts/ensure-debian-packages nginx)")
-        self.prefix = prefix
-        self.port = port
-        (prefix / "tmp").mkdir(parents=True, exist_ok=True)
-        self.conf = prefix / "nginx.conf"
-        # As root, workers would otherwise run as nobody and could not write the cache under a private prefix.
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        self.conf.write_text(
-            f"""{user}daemon on;
-worker_processes {workers};
-worker_rlimit_nofile 16384;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log crit;
-events {{ worker_connections 8192; }}
-http {{
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    access_log off;
-    keepalive_requests 100000;
-{http_body}
-}}
-"""
+        super().__init__(
+            prefix,
+            http_body,
+            port,
+            workers=workers,
+            connections=8192,
+            error_level="crit",
+            http_extra="    keepalive_requests 100000;\n",
         )
-
-    def command(self, *args: str) -> list[str]:
-        assert NGINX is not None
-        return [NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-e", str(self.prefix / "error.log"), *args]
-
-    def start(self) -> None:
-        done = subprocess.run(self.command(), capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"nginx did not start: {done.stderr.strip()}")
-        wait_listening(self.port, 10, "nginx")
-
-    @property
-    def pid(self) -> int:
-        """The master's process id (its workers are its children)."""
-        return int((self.prefix / "nginx.pid").read_text())
-
-    def stop(self) -> None:
-        pid_file = self.prefix / "nginx.pid"
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text()), signal.SIGQUIT)
-        deadline = time.monotonic() + 10
-        while pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def __enter__(self) -> Nginx:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def static_origin(prefix: Path, workers: int = 1) -> Nginx:

@@ -146,6 +146,11 @@ http {{
     def reload_command(self) -> list[str]:
         return self.command("-s", "reload")
 
+    @property
+    def pid(self) -> int:
+        """The master process's pid (its workers are its children)."""
+        return int((self.prefix / "nginx.pid").read_text())
+
     def start(self, timeout_s: float = 10) -> None:
         done = subprocess.run(self.command(), capture_output=True, text=True, check=False)
         if done.returncode != 0:
