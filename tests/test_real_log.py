@@ -130,13 +130,15 @@ def test_decisions_point_at_their_targets_lines(real_run: tuple[dict[str, Any], 
 
 def test_no_one_is_banned_in_ordinary_traffic(real_run: tuple[dict[str, Any], list[Request]]) -> None:
     """Without a flood, signature hits without a payload (a Chef client looping on a 404, a malformed user agent)
-    are observed and a crawler's few hits on broken template links (MJ12bot, `${linkto}`) challenged: nobody in this
-    small blog's day is banned, and each softened decision says why."""
+    are observed, and a crawler's few hits on broken template links (MJ12bot, `${linkto}`) and a comment-spam bot's
+    `assert(` challenged: nobody in this small blog's day is banned, and each softened decision says why."""
     report, _ = real_run
     decisions = report.get("decisions", [])  # report.json lists enforced decisions (challenges and bans) only
     assert [d["target"] for d in decisions if d["action"] == "ban"] == []
-    assert [d["action"] for d in decisions] == ["challenge"]
-    assert any("not banned" in r for r in decisions[0]["reasons"]), decisions[0]["reasons"]
+    # MJ12bot, and a comment-spam bot whose text carries `assert(` (CRS 933160): challenged, never banned.
+    assert [d["action"] for d in decisions] == ["challenge", "challenge"]
+    for decision in decisions:
+        assert any("not banned" in r for r in decision["reasons"]), decision["reasons"]
 
 
 def test_the_blocklist_lists_no_one_the_policy_spared(real_run: tuple[dict[str, Any], list[Request]]) -> None:
