@@ -23,6 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 __all__ = ["NGINX", "REDIS_SERVER", "Nginx", "RedisServer", "free_port", "wait_listening"]
 
@@ -68,7 +69,26 @@ def wait_listening(port: int, timeout_s: float, what: str) -> None:
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s:g} s")
 
 
-class Nginx:
+class _Server:
+    """Started on entering a `with` block, stopped on leaving it."""
+
+    def start(self, timeout_s: float = 10) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class Nginx(_Server):
     """One nginx: `http_body` goes inside `http {}`, with `{port}` replaced by the port it listens on.
 
     `workers` and `connections` size it (the benchmarks compare it with an edge of as many workers); `error_level`
@@ -170,17 +190,8 @@ http {{
         while pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def __enter__(self) -> Nginx:
-        self.start()
-        return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class RedisServer:
+class RedisServer(_Server):
     """A throwaway redis-server on loopback, without persistence; can be killed and started again."""
 
     def __init__(self, directory: Path) -> None:
@@ -216,12 +227,3 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
