@@ -77,6 +77,19 @@ class FamilyScore:
     missed: list[str] = field(default_factory=list)  # titles of must-fire tests not detected
     false_alarms: list[str] = field(default_factory=list)  # titles of must-not-fire tests that fired
 
+    def count(self, title: str, must_fire: bool, hit: bool) -> None:
+        """One test's outcome."""
+        if must_fire:
+            self.must_fire += 1
+            self.detected += hit
+            if not hit:
+                self.missed.append(title)
+        else:
+            self.must_not_fire += 1
+            self.left_alone += not hit
+            if hit:
+                self.false_alarms.append(title)
+
     @property
     def detected_share(self) -> float:
         return self.detected / self.must_fire if self.must_fire else 1.0
@@ -189,18 +202,7 @@ def run_suite(tests_dir: Path, *, paranoia: int = 4, engine: SignatureEngine | N
     fired = set(zip(hits.get_column("row").to_list(), hits.get_column("rule_id").to_list(), strict=True))
     families: dict[str, FamilyScore] = {}
     for row, case in enumerate(cases):
-        score = families.setdefault(case.family, FamilyScore())
-        hit = (row, case.rule_id) in fired
-        if case.must_fire:
-            score.must_fire += 1
-            score.detected += hit
-            if not hit:
-                score.missed.append(case.title)
-        else:
-            score.must_not_fire += 1
-            score.left_alone += not hit
-            if hit:
-                score.false_alarms.append(case.title)
+        families.setdefault(case.family, FamilyScore()).count(case.title, case.must_fire, (row, case.rule_id) in fired)
     return SuiteResult(families, skipped)
 
 
@@ -275,15 +277,5 @@ def run_whole_suite(tests_dir: Path, *, paranoia: int = 4, engine: SignatureEngi
             case.body,
         )
         hit = case.rule_id in {h.rule_id for h in match_inline(engine, values)}
-        score = families.setdefault(case.family, FamilyScore())
-        if case.must_fire:
-            score.must_fire += 1
-            score.detected += hit
-            if not hit:
-                score.missed.append(case.title)
-        else:
-            score.must_not_fire += 1
-            score.left_alone += not hit
-            if hit:
-                score.false_alarms.append(case.title)
+        families.setdefault(case.family, FamilyScore()).count(case.title, case.must_fire, hit)
     return SuiteResult(families, Counter())
