@@ -8,19 +8,16 @@ quick first pass must never change a verdict (checked against `match_request` on
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from floodwall.config import DetectSettings
 from floodwall.detect.signatures import load_engine, match_request
-from floodwall.detect.signatures.families import CRS_FILES, family_of
-from floodwall.detect.signatures.regression import _RULE_ID, load_cases
+from floodwall.detect.signatures.regression import WholeCase, load_cases, load_whole_cases
 from floodwall.edge.guard import CRS_INBOUND_THRESHOLD, InlineGuard
 
 SUITE = Path(__file__).resolve().parents[3] / "shared/data/crs-3.3.4-regression/tests/regression/tests"
@@ -38,61 +35,11 @@ READER_HEADERS = [
 ]
 
 
-@dataclass(frozen=True)
-class WholeCase:
-    title: str
-    rule_id: str
-    family: str
-    must_fire: bool
-    method: str
-    uri: str
-    headers: tuple[tuple[str, str], ...]
-    body: str | None
-
-
-def _whole_cases() -> list[WholeCase]:
-    """Stages whose payload is in the body or in headers other than the user agent and referer."""
-    cases = []
-    for path in sorted(SUITE.glob("REQUEST-*/*.yaml")):
-        if path.parent.name[8:11] not in CRS_FILES:
-            continue
-        document: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8", errors="surrogateescape"))
-        for test in document.get("tests") or []:
-            for item in test.get("stages") or []:
-                given = (item.get("stage") or {}).get("input") or {}
-                expected = (item.get("stage") or {}).get("output") or {}
-                if given.get("raw_request") or given.get("encoded_request"):
-                    continue
-                data = given.get("data")
-                body = "\r\n".join(map(str, data)) if isinstance(data, list) else (str(data) if data else None)
-                headers = tuple((str(k), str(v)) for k, v in (given.get("headers") or {}).items())
-                ordinary = {"host", "accept", "user-agent", "referer", "connection", "accept-encoding"}
-                if body is None and not {name.lower() for name, _ in headers} - ordinary:
-                    continue  # tests/detect/test_signatures_crs.py covers these
-                for must_fire, field in ((True, "log_contains"), (False, "no_log_contains")):
-                    for rule_id in _RULE_ID.findall(str(expected.get(field, ""))):
-                        family = family_of(rule_id)
-                        if family is not None:
-                            cases.append(
-                                WholeCase(
-                                    str(test.get("test_title")),
-                                    rule_id,
-                                    family[0],
-                                    must_fire,
-                                    str(given.get("method", "GET")),
-                                    str(given.get("uri", "/")),
-                                    headers,
-                                    body,
-                                )
-                            )
-    return cases
-
-
 @pytest.fixture(scope="module")
 def cases() -> list[WholeCase]:
     if not SUITE.is_dir():
         pytest.skip(f"CRS regression suite not found at {SUITE} (the shared data folder is absent)")
-    return _whole_cases()
+    return load_whole_cases(SUITE)
 
 
 @pytest.fixture(scope="module")
