@@ -36,8 +36,12 @@ class NginxUnderTest(Nginx):
     def stop(self, timeout_s: float = 5) -> None:
         super().stop(timeout_s)
 
-    def get(self, path: str = "/", forwarded_for: str | None = None, host: str | None = None) -> tuple[int, bytes]:
+    def get(
+        self, path: str = "/", forwarded_for: str | None = None, host: str | None = None, agent: str | None = None
+    ) -> tuple[int, bytes]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if agent is not None:
+            request.add_header("User-Agent", agent)
         if host is not None:
             request.add_header("Host", host)
         if forwarded_for is not None:

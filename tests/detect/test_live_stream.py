@@ -142,3 +142,29 @@ def test_a_flood_fed_live_with_background_profiles_is_found(flood_site) -> None:
     engine.close()
     assert not profile_threads()
     assert first is not None and (first - flood_site.onset).total_seconds() <= 10
+
+
+def test_a_batch_holding_the_quiet_minute_and_the_flood_profiles_only_the_quiet() -> None:
+    # A watcher that fell behind, or a log written in bulk, hands the engine quiet seconds and a flood in one batch:
+    # the windows closed in it that overlap the flood must not be learnt as quiet (the flood would look normal).
+    frame, attackers = live_log()
+    engine = Engine("example-news", SETTINGS, FakeClock(START + timedelta(days=1)), history=False)
+    found = engine.feed(frame)
+    assert {f.target for f in found} == attackers
+    live = engine._live
+    assert live is not None and live.surge_start is not None
+    learnt = pl.concat(live._quiet).get_column("window").max()
+    assert isinstance(learnt, datetime)
+    assert learnt + timedelta(seconds=SETTINGS.window_s) <= live.surge_start, "no window of the flood is learnt"
+
+
+def test_clients_of_the_last_seconds_are_judged_when_a_window_has_just_opened() -> None:
+    # The flood's last lines fall a third of a second into a new ten-second window. Every client with a request in
+    # the last seconds is judged, not only those that sent in that third of a second (most of a hundred).
+    rng = np.random.default_rng(5)
+    quiet = readers(rng, START, QUIET_S + 10, 100.0)
+    attack = flood(rng, ONSET, 11, 650.0, 100).filter(pl.col("ts") < ONSET + timedelta(seconds=10.3))
+    frame = pl.concat([quiet, attack]).sort("ts", maintain_order=True).with_columns(pl.col("ts").dt.truncate("1s"))
+    engine = Engine("example-news", SETTINGS, FakeClock(START + timedelta(days=1)), history=False)
+    found = engine.feed(frame)
+    assert {f.target for f in found} == set(attack.get_column("client").unique().to_list())

@@ -101,20 +101,33 @@ class LiveWatch:
         now = toks.get_column("ts").max()
         assert isinstance(now, datetime)
         self._keep_rows(toks, now)
+        quiet_before = self.surge_start is None
+        self._step_seconds(seconds)
         if closed.height:
             self._recent.append(closed)
-            if self.surge_start is None:
-                self._quiet.append(closed)
-                if self._quiet_since is None:
-                    first = closed.get_column("window").min()
-                    self._quiet_since = first if isinstance(first, datetime) else None
-        self._step_seconds(seconds)
+            if quiet_before:
+                self._keep_quiet(closed)
         findings = self._breach_findings(breach)
         self._collect_build(wait=False)
         if self.surge_start is None:
             self._refresh_context(now)
             return findings
         return findings + self._judge(now)
+
+    def _keep_quiet(self, closed: pl.DataFrame) -> None:
+        """Keep the windows closed before the surge (if this batch started one) for the profile.
+
+        A batch can hold quiet seconds and a flood's first ones (a watcher that fell behind, a log written in bulk):
+        the windows that overlap the surge must not teach the profile that the flood is normal."""
+        if self.surge_start is not None:
+            width = timedelta(seconds=self.settings.window_s)
+            closed = closed.filter(pl.col("window") + width <= self.surge_start)
+            if closed.height == 0:
+                return
+        self._quiet.append(closed)
+        if self._quiet_since is None:
+            first = closed.get_column("window").min()
+            self._quiet_since = first if isinstance(first, datetime) else None
 
     def close(self) -> None:
         """Wait for a profile build under way (the watcher calls this through `Engine.close` when it stops)."""
@@ -318,19 +331,21 @@ class LiveWatch:
         # The engine closes every window before the one holding its newest row: what follows the newest closed
         # window is open. Without one, the open window starts where `start` falls.
         cut = max(ends) + width if ends else start - timedelta(seconds=start.timestamp() % self.settings.window_s)
+        newest = self._rows[-1].get_column("ts").max() if self._rows else None
+        if not isinstance(newest, datetime) or newest < cut:
+            return pl.DataFrame(schema=WINDOW_SCHEMA)
+        # Active means a request in the last `_ACTIVE` seconds, wherever the open window starts: a window opened a
+        # moment ago would otherwise leave out every client that did not send in that moment.
+        since = min(cut, newest - _ACTIVE)
         tail: list[pl.DataFrame] = []
         for rows in reversed(self._rows):
             tail.append(rows)
             first = rows.get_column("ts").min()
-            if not isinstance(first, datetime) or first < cut:
+            if not isinstance(first, datetime) or first < since:
                 break
-        open_rows = pl.concat(tail[::-1]).filter(pl.col("ts") >= cut) if tail else None
-        if open_rows is None or open_rows.height == 0:
-            return pl.DataFrame(schema=WINDOW_SCHEMA)
-        newest = open_rows.get_column("ts").max()
-        assert isinstance(newest, datetime)
-        active = open_rows.filter(pl.col("ts") >= newest - _ACTIVE).get_column("client").unique()
-        open_rows = open_rows.filter(pl.col("client").is_in(active))
+        rows = pl.concat(tail[::-1]).filter(pl.col("ts") >= since)
+        active = rows.filter(pl.col("ts") >= newest - _ACTIVE).get_column("client").unique().implode()
+        open_rows = rows.filter((pl.col("ts") >= cut) & pl.col("client").is_in(active))
         parts = [w.filter((pl.col("window") >= start - width) & pl.col("client").is_in(active)) for w in closed]
         windows = ClientWindows(self.settings.window_s)
         parts += [windows.add(open_rows), windows.flush()]
