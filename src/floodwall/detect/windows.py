@@ -33,6 +33,23 @@ _RANDOM_VALUE: Final = (
 _ROBOT: Final = r"(?i)(?:bot|crawler|spider|slurp|\+https?://|feed|monitor|pingdom|uptime)"
 _TIMESTAMP_VALUE: Final = r"(?:^|[=&])[0-9]{8,}(?:&|$)"
 
+#: (column of `_aggregate`'s narrow frame, window column): per-window counts of the requests that have a flag.
+_COUNTED: Final = (
+    ("_page", "pages"),
+    ("_asset", "assets"),
+    ("is_post", "posts"),
+    ("_3xx", "s3xx"),
+    ("_4xx", "s4xx"),
+    ("_5xx", "s5xx"),
+    ("_with_query", "with_query"),
+    ("cache_bust", "cache_bust"),
+    ("no_referer", "no_referer"),
+    ("social_referer", "social_referer"),
+    ("declared_bot", "bot_requests"),
+)
+#: (column, window column): per-window counts of distinct values.
+_DISTINCT: Final = (("_path", "paths"), ("_query", "queries"), ("ua_id", "user_agents"))
+
 #: One row per (client, window): what the client did in those `window_s` seconds.
 WINDOW_SCHEMA: Final[dict[str, pl.DataType]] = {
     "client": pl.String(),
@@ -262,25 +279,21 @@ def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
         )
         .collect()
     )
-    grouped = (
+    # A proxy pool's address sends about one request per window: most windows are a single row (three in four in a
+    # 5M-line cache-busting flood), and grouping pays per group. Single-row windows are read straight off their
+    # row; only the others are grouped. Groups come out in order of first appearance, i.e. by `_first`.
+    new_run = ((pl.col("_c") != pl.col("_c").shift()) | (pl.col("window") != pl.col("window").shift())).fill_null(True)
+    single = narrow.select(new_run & new_run.shift(-1).fill_null(True)).to_series()
+    counts = [pl.col(column).sum().cast(pl.UInt32).alias(name) for column, name in _COUNTED]
+    distinct = [pl.col(column).n_unique().cast(pl.UInt32).alias(name) for column, name in _DISTINCT]
+    several = (
         narrow.lazy()
+        .filter(~single)
         .group_by("_c", "window", maintain_order=True)  # windows in a stable order: by client hash, then time
         .agg(
             pl.len().cast(pl.UInt32).alias("requests"),
-            pl.col("_page").sum().cast(pl.UInt32).alias("pages"),
-            pl.col("_asset").sum().cast(pl.UInt32).alias("assets"),
-            pl.col("is_post").sum().cast(pl.UInt32).alias("posts"),
-            pl.col("_3xx").sum().cast(pl.UInt32).alias("s3xx"),
-            pl.col("_4xx").sum().cast(pl.UInt32).alias("s4xx"),
-            pl.col("_5xx").sum().cast(pl.UInt32).alias("s5xx"),
-            pl.col("_with_query").sum().cast(pl.UInt32).alias("with_query"),
-            pl.col("cache_bust").sum().cast(pl.UInt32).alias("cache_bust"),
-            pl.col("no_referer").sum().cast(pl.UInt32).alias("no_referer"),
-            pl.col("social_referer").sum().cast(pl.UInt32).alias("social_referer"),
-            pl.col("declared_bot").sum().cast(pl.UInt32).alias("bot_requests"),
-            pl.col("_path").n_unique().cast(pl.UInt32).alias("paths"),
-            pl.col("_query").n_unique().cast(pl.UInt32).alias("queries"),
-            pl.col("ua_id").n_unique().cast(pl.UInt32).alias("user_agents"),
+            *counts,
+            *distinct,
             pl.col("_gap").mean().alias("gap_mean_s"),
             pl.col("_gap").std().alias("gap_std_s"),
             pl.col("ts").min().alias("first_ts"),
@@ -291,6 +304,26 @@ def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
         )
         .collect()
     )
+    one = (
+        narrow.lazy()
+        .filter(single)
+        .select(
+            "_c",
+            "window",
+            pl.lit(1, pl.UInt32).alias("requests"),
+            *(pl.col(column).cast(pl.UInt32).alias(name) for column, name in _COUNTED),
+            *(pl.lit(1, pl.UInt32).alias(name) for _, name in _DISTINCT),
+            pl.lit(None, pl.Float64).alias("gap_mean_s"),
+            pl.lit(None, pl.Float64).alias("gap_std_s"),
+            pl.col("ts").alias("first_ts"),
+            pl.col("ts").alias("last_ts"),
+            pl.col("_pos").alias("_first"),
+            pl.col("_page_pos").alias("_first_page"),
+            pl.col("_keys_pos").alias("_first_keys"),
+        )
+        .collect()
+    )
+    grouped = pl.concat([several, one]).sort("_first") if several.height else one
     order = narrow.get_column("_row")
 
     def pick(position: str, columns: list[str]) -> pl.DataFrame:

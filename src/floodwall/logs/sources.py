@@ -157,14 +157,20 @@ class LogSource:
                     self.sha256 = raw.hexdigest()
                     self.stored_bytes = raw.size
                     break
-                data = pending + block if pending else block
-                cut = data.rfind(b"\n")
+                cut = block.rfind(b"\n")
                 if cut < 0:
-                    pending = data
+                    pending += block
                     continue
-                count = data.count(b"\n", 0, cut + 1)
-                yield Chunk(data if cut + 1 == len(data) else data[: cut + 1], line_no, count)
-                pending = data[cut + 1 :]
+                # One copy of the block at most (there were two, `pending + block` then its slice: a quarter of the
+                # reading thread's time, which runs in turn with detection): the chunk is the unfinished line
+                # carried over plus the block up to its last line break.
+                if pending:
+                    data = b"".join((pending, memoryview(block)[: cut + 1]))
+                else:
+                    data = block if cut + 1 == len(block) else block[: cut + 1]
+                count = data.count(b"\n")
+                yield Chunk(data, line_no, count)
+                pending = block[cut + 1 :]
                 line_no += count
             if pending:
                 yield Chunk(pending, line_no, 1)
