@@ -58,6 +58,15 @@ def _median_s(values: list[float | None]) -> str:
     return "never" if math.isinf(middle) else f"{middle:.1f}"
 
 
+def _p99_by_slice(samples: list[tuple[float, float, str]], flood_s: float, slice_s: float) -> list[float]:
+    """The p99 latency (s) of the readers' requests sent in each `slice_s` of the flood (NaN for an empty slice)."""
+    slices = max(1, math.ceil(flood_s / slice_s))
+    bins: list[list[float]] = [[] for _ in range(slices)]
+    for sent, latency, _ in samples:
+        bins[min(slices - 1, int(sent // slice_s))].append(latency)
+    return [percentile(b, 99) if b else math.nan for b in bins]
+
+
 def _origin_figures(stats: OriginStats, run_times: tuple[float, float, float]) -> dict[str, Any]:
     start_at, flood_at, end_at = run_times
     open_before, _ = stats.between(start_at, flood_at - 1)
@@ -151,6 +160,9 @@ def flood_one(front: str, args: argparse.Namespace, tmp: Path, load: loadgen.Loa
         # Issue 7 gives the edge 10 s to challenge or ban the flood: the readers' wait before and after that.
         "readers_p99_first_10s_s": percentile([s[1] for s in during if s[0] < 10], 99),
         "readers_p99_after_10s_s": percentile([s[1] for s in during if s[0] >= 10], 99),
+        # Where the p99 comes from: the readers' slowest answers by 2-second slice of the flood.
+        "readers_p99_by_2s": _p99_by_slice(during, load.flood_s, 2.0),
+        "readers_samples": during,
         "flood_sent": sent,
         "flood_rps": sent / load.flood_s,
         "flood_outcomes": dict(flood.outcomes),
@@ -261,4 +273,5 @@ def flood(args: argparse.Namespace, tmp: Path, edge_reason: str | None, results:
             f"10 s, {ms(r['readers_p99_after_10s_s'])} ms after; flood's answers {r['flood_outcomes']}"
             + (f"; kernel {r['kernel']}" if r.get("kernel") else "")
         )
+        print("    p99 ms by 2 s of the flood: " + " ".join(f"{1000 * v:.0f}" for v in r["readers_p99_by_2s"]))
     results["flood"] = done

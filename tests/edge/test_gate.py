@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import socket
 from datetime import UTC, datetime
+from pathlib import Path
 
+import polars as pl
 from edge_run import EdgeUnderTest, Origin, edge_settings
 
 from floodwall.decide.allowlist import Allowlist
 from floodwall.edge.clientaddr import ClientAddress
-from floodwall.edge.gate import AcceptGate, Spared
+from floodwall.edge.gate import AcceptGate, Spared, refused_fields
 from floodwall.edge.metrics import Metrics
+from floodwall.logs import LogReader
 from floodwall.model import Action
 from floodwall.store.cache import DecisionCache
 from floodwall.testing import make_decision
@@ -104,3 +107,38 @@ def test_the_gate_spares_the_outlets_networks_and_crawler_ranges() -> None:
     assert gate.refuses("203.0.113.80")
     assert not gate.refuses("203.0.113.81")
     assert not gate.refuses("2001:db8::1")
+
+
+def test_a_refused_connection_leaves_its_request_in_the_access_log_for_the_report(
+    origin: Origin, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "edge.access.log"
+    decisions = _decisions(("127.9.0.9", Action.BAN))
+    with EdgeUnderTest(edge_settings(origin.url), decisions=decisions, access_log=log_path) as edge:
+        for k in range(3):  # a banned bot keeps coming: each refusal is evidence
+            _exchange(
+                edge.port,
+                "127.9.0.9",
+                b"GET /news/story-%d.html?r=%d HTTP/1.1\r\nHost: news.example\r\nUser-Agent: Go-http-client/1.1\r\n\r\n"
+                % (k, k),
+            )
+        _exchange(edge.port, "127.9.0.9", b"\x00garbage that is no request\r\n\r\n")
+        refused_count = _gate(edge).refused
+    assert refused_count == 4
+    rows = pl.concat(list(LogReader([str(log_path)], site="gate-test"))).to_dicts()
+    assert len(rows) == 4
+    assert all(row["client"] == "127.9.0.9" and row["status"] == 403 for row in rows)
+    assert [row["path"] for row in rows[:3]] == [f"/news/story-{k}.html" for k in range(3)]
+    assert rows[0]["query"] == "r=0"
+    assert {row["user_agent"] for row in rows[:3]} == {"Go-http-client/1.1"}
+    assert rows[0]["host"] == "news.example"
+    assert rows[3]["method"] is None  # unreadable: logged, as a 400 would be, without a request line
+
+
+def test_a_refused_request_is_read_from_its_first_bytes_whatever_they_hold() -> None:
+    line, host, agent = refused_fields(b"POST /login HTTP/1.0\r\nuser-agent:  curl/8 \r\nhost: a\r\n\r\nx=1")
+    assert (line, host, agent) == ("POST /login HTTP/1.0", "a", "curl/8")
+    # No end of line yet, or a line past what is kept: logged without a request line rather than cut mid-target.
+    assert refused_fields(b"GET /" + b"a" * 100_000) == ("", "", "")
+    assert refused_fields(b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n")[0] == ""
+    assert refused_fields(b"get / HTTP/1.1\r\nUser-Agent: \xff\x00\r\n\r\n") == ("", "", "\xff\x00")

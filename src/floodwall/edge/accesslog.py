@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+from floodwall.edge.gate import refused_fields
 from floodwall.edge.http import Request
 
 __all__ = ["AccessLog", "escape"]
@@ -87,6 +88,21 @@ class AccessLog:
             f'rt={duration_s:.3f} urt="{"-" if upstream_s is None else f"{upstream_s:.3f}"}" '
             f'us="{"-" if upstream_status is None else upstream_status}" ucs="{request.cache_status or "-"}" '
             f'host="{escape(request.host) or "-"}" xff="{_field_text(request.forwarded_for)}"\n'
+        )
+        self._buffer.append(text)
+        self._size += len(text)
+        if self._size >= _FLUSH_BYTES:
+            self.flush()
+
+    def record_refused(self, client: str, data: bytes, body_bytes: int) -> None:
+        """One line for a connection refused at accept (`floodwall.edge.gate`), from the client's first bytes: its
+        request line, `Host` and `User-Agent` as far as they came, status 403. Made without a `Request`: under a
+        flood of banned sources this runs once per connection."""
+        line, host, agent = refused_fields(data)
+        text = (
+            f'{client} - - [{self._now()}] "{escape(line) if line else "-"}" 403 {body_bytes} "-" '
+            f'"{escape(agent) if agent else "-"}" rt=0.000 urt="-" us="-" ucs="-" '
+            f'host="{escape(host) if host else "-"}" xff="-"\n'
         )
         self._buffer.append(text)
         self._size += len(text)

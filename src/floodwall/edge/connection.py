@@ -58,36 +58,41 @@ class _Reject(Exception):
 class EdgeConnection(asyncio.Protocol):
     """One client connection: parse, queue, answer in order; see the module docstring."""
 
+    # Per-connection state starts as these class-level values (immutable ones only): under a connection flood,
+    # every accepted connection builds one of these objects, and a banned peer's never needs more than a few.
+    transport: asyncio.Transport | None = None
+    #: The request parser, made in `connection_made` for a connection the gate lets in (a refused one never
+    #: parses, and making a parser costs as much as refusing).
+    parser: httptools.HttpRequestParser
+    peer = ""
+    deadline = float("inf")
+    closed = False
+    _state = _IDLE
+    _task: asyncio.Task[None] | None = None
+    _busy = False
+    _read_paused = False
+    _write_paused = False
+    _drain: asyncio.Future[None] | None = None
+    _stopped_reading = False
+    _refused: AcceptGate | None = None  # refused at accept, not answered yet
+    # The request being parsed (the lists are made anew by `on_message_begin`).
+    _url = b""
+    _headers: Headers
+    _body: list[bytes]
+    _body_size = 0
+    _header_bytes = 0
+    _partial_bytes = 0
+    _started = 0.0
+    # The answer being written.
+    _chunked = False
+    _sent = 0
+    _status = 0
+
     def __init__(self, server: EdgeServer) -> None:
         self.server = server
         self.limits = server.limits
         self.loop = asyncio.get_running_loop()
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.peer = ""
-        self.deadline = float("inf")
-        self.closed = False
-        self._state = _IDLE
         self._queue: deque[Request | _Reject] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self._busy = False
-        self._read_paused = False
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._stopped_reading = False
-        self._refused: AcceptGate | None = None  # refused at accept, not answered yet
-        # The request being parsed.
-        self._url = b""
-        self._headers: Headers = []
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._header_bytes = 0
-        self._partial_bytes = 0
-        self._started = 0.0
-        # The answer being written.
-        self._chunked = False
-        self._sent = 0
-        self._status = 0
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -103,7 +108,9 @@ class EdgeConnection(asyncio.Protocol):
         gate = self.server.gate
         if gate is not None and gate.refuses(self.peer):
             self._refuse(gate)
-        elif self.server.priority is not None:
+            return
+        self.parser = httptools.HttpRequestParser(self)
+        if self.server.priority is not None:
             self.server.priority.note(self.peer)
 
     def _refuse(self, gate: AcceptGate) -> None:
@@ -147,6 +154,10 @@ class EdgeConnection(asyncio.Protocol):
                 self._write(refused.answer)
                 if self.transport is not None and not self.closed:
                     self.transport.write_eof()
+                access_log = self.server.access_log
+                if access_log is not None:
+                    # The evidence of what was refused (`floodwall.edge.gate`): its request line as first sent.
+                    access_log.record_refused(self.peer, data, refused.body_bytes)
             return
         try:
             self.parser.feed_data(data)

@@ -17,8 +17,10 @@ ranges goes on to the pipeline. Neither is the gate used for a peer that is a tr
 for many readers) or inside the outlet's own or monitors' networks. It fails open: a failing lookup lets the
 connection in, and the pipeline decides as before.
 
-Refused connections are counted in the metrics (as banned) but write no access-log line and no live-detector row:
-the address is already convicted, and a ban's expiry is what lets detection see it again.
+Refused connections are counted in the metrics (as banned) and write one access-log line each (status 403, the
+request line, `Host` and `User-Agent` as found in the client's first bytes, read without the parser), so the
+outlet's evidence still shows what a banned source kept sending. They write no live-detector row: the address is
+already convicted, and a ban's expiry is what lets detection see it again.
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ if TYPE_CHECKING:
     from floodwall.edge.clientaddr import ClientAddress
     from floodwall.store.cache import DecisionCache
 
-__all__ = ["BANNED_TEXT", "AcceptGate", "Spared"]
+__all__ = ["BANNED_TEXT", "AcceptGate", "Spared", "refused_fields"]
 
 BANNED_TEXT: Final = "Your address has been blocked by this site's protection against attacks."
 #: Addresses whose exemption verdict is remembered before the memory is cleared.
 _REMEMBERED: Final = 65_536
+#: The most of a refused request's target and fields kept for its access-log line.
+_LOGGED_BYTES: Final = 2048
+_LOGGED_FIELDS: Final = (b"host:", b"user-agent:")
 
 
 class Spared:
@@ -89,6 +94,7 @@ class AcceptGate:
             (b"connection", b"close"),
         ]
         self.answer: bytes = render_head(403, fields) + text.body
+        self.body_bytes = len(text.body)
         self.refused = 0
 
     def refuses(self, peer: str) -> bool:
@@ -103,3 +109,28 @@ class AcceptGate:
     def closes_after_ban(self, client: str, peer: str) -> bool:
         """Whether a banned request's connection should close after its 403 (its next connection meets the gate)."""
         return client == peer and not self.spared(peer)
+
+
+def refused_fields(data: bytes) -> tuple[str, str, str]:
+    """What a refused connection's first bytes show of its request, for its access-log line: the request line when it
+    looks like one ("" otherwise, logged as "-" like an unreadable request's), and `Host` and `User-Agent` when they
+    came in the same bytes ("" when not), as latin-1 text to be escaped by the log. Read with a few byte searches,
+    not the parser: this runs once per refused connection, under a flood. Each is cut at `_LOGGED_BYTES`."""
+    line, _, rest = data.partition(b"\r\n")
+    parts = line[: 2 * _LOGGED_BYTES].split(b" ")
+    request_line = ""
+    if len(parts) == 3 and parts[0].isalpha() and parts[0].isupper() and parts[2].startswith(b"HTTP/"):
+        request_line = b" ".join((parts[0][:16], parts[1][:_LOGGED_BYTES], parts[2][:8])).decode("latin-1")
+    found = ["", ""]
+    lowered = rest[: 4 * _LOGGED_BYTES].lower()
+    for k, name in enumerate(_LOGGED_FIELDS):
+        if lowered.startswith(name):
+            start = len(name)
+        else:
+            at = lowered.find(b"\n" + name)
+            if at < 0:
+                continue
+            start = at + len(name) + 1
+        end = lowered.find(b"\r", start)
+        found[k] = rest[start : end if end >= 0 else len(lowered)].strip()[:_LOGGED_BYTES].decode("latin-1")
+    return request_line, found[0], found[1]
