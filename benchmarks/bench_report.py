@@ -7,6 +7,9 @@ Issue 5 asks that forensics and report writing take at most 30% of the time of a
 known only after detection, so the forensic pass reads the batches a second time: here from a `FrameSpool` the
 detection pass filled (its cost is counted as forensics); the time parsing the log again would take is printed
 for comparison. Report sizes are printed too.
+
+With `--spool` the same batches also go to a spool of the other format (Arrow IPC with LZ4, the spool's first
+format) and both are read back: CPU seconds to write and to read each, and bytes on disk, side by side.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from floodwall.detect import Engine
 from floodwall.errors import FloodwallError
 from floodwall.forensics import FingerprintAccumulator, Forensics, FrameSpool
+from floodwall.forensics.spool import FORENSIC_COLUMNS
 from floodwall.geo import open_geo
 from floodwall.logs import LogReader
 from floodwall.report.outputs import write_account
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("--timezone", default="UTC")
     parser.add_argument("--scale", type=float, default=0.4)
     parser.add_argument("--out", type=Path, help="where to write the reports (default: a temporary folder)")
+    parser.add_argument("--spool", action="store_true", help="also spool to Arrow IPC with LZ4 and compare")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
@@ -57,19 +62,35 @@ def main() -> None:
         t0 = time.perf_counter()
         reader = LogReader([log], site=site)
         engine = Engine(site, live=False)
-        spool = FrameSpool()
+        spool = FrameSpool(columns=FORENSIC_COLUMNS)
+        other = FrameSpool(columns=FORENSIC_COLUMNS, fmt="ipc-lz4") if args.spool else None
         spool_s = 0.0
+        spool_cpu = {"parquet": 0.0, "ipc-lz4": 0.0}
         for frame in reader:
             engine.feed(frame)
-            mark = time.perf_counter()
+            mark, cpu = time.perf_counter(), time.process_time()
             spool.add(frame)
             spool_s += time.perf_counter() - mark
+            spool_cpu["parquet"] += time.process_time() - cpu
+            if other is not None:
+                cpu = time.process_time()
+                other.add(frame)
+                spool_cpu["ipc-lz4"] += time.process_time() - cpu
         detection = engine.finish()
         t1 = time.perf_counter()
         print(
             f"read + detect: {t1 - t0 - spool_s:.1f} s (+ spooling {spool_s:.1f} s, {spool.bytes:,} bytes)", flush=True
         )
 
+        if other is not None:
+            for name, each in (("parquet", spool), ("ipc-lz4", other)):
+                cpu = time.process_time()
+                for _ in each.frames():
+                    pass
+                read_cpu = time.process_time() - cpu
+                print(f"  spool {name:8s} write {spool_cpu[name]:6.2f} CPU-s, read back {read_cpu:6.2f} CPU-s,"
+                      f" {each.bytes / max(each.rows, 1):5.1f} bytes per request")  # fmt: skip
+            other.close()
         mark = time.perf_counter()
         second = LogReader([log], site=site)
         reread_s = mark - mark

@@ -1,0 +1,65 @@
+"""The spool gives back exactly the batches it was given, whichever inputs they came from, and leaves nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from floodwall.forensics.spool import FORENSIC_COLUMNS, FrameSpool, SpoolFormat
+from floodwall.testing import requests_frame
+
+T0 = datetime(2024, 10, 29, 6, 40, tzinfo=UTC)
+
+
+def _batch(sources: list[str], start: int) -> pl.DataFrame:
+    rows = [
+        {
+            "ts": T0 + timedelta(seconds=start + i),
+            "client": f"198.51.100.{i % 7}",
+            "path": "/" if i % 3 else f"/2024/10/{i}/a-long-article-slug/",
+            "query": None if i % 2 else f"k{i}=v{i}",
+            "user_agent": None if i == 4 else "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0",
+            "status": 200 if i % 5 else 503,
+            "request_time": None if i % 4 else 0.25,
+            "source": sources[i % len(sources)],
+            "line": start + i + 1,
+        }
+        for i in range(40)
+    ]
+    return requests_frame(rows)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "ipc-lz4"])
+def test_batches_come_back_equal_in_order(tmp_path: Path, fmt: SpoolFormat) -> None:
+    """Batches from one input (its name stored once) and from two merged inputs (stored per row) come back as
+    they went in: same columns in the same order, same types, same values and nulls, same order of batches."""
+    batches = [
+        _batch(["/var/log/nginx/access.log.1"], 0),
+        _batch(["/var/log/nginx/access.log.1", "/var/log/nginx/access.log"], 40),
+        _batch(["/var/log/nginx/access.log"], 80),
+    ]
+    with FrameSpool(tmp_path, columns=FORENSIC_COLUMNS, fmt=fmt) as spool:
+        for batch in batches:
+            spool.add(batch)
+        spool.add(batches[0].clear())  # an empty batch is not kept
+        back = list(spool.frames())
+        assert spool.rows == 120 and spool.bytes > 0
+    assert len(back) == 3
+    for got, sent in zip(back, batches, strict=True):
+        expected = sent.select(FORENSIC_COLUMNS)
+        assert got.schema == expected.schema
+        assert got.equals(expected)
+
+
+def test_every_column_is_kept_without_a_selection_and_the_folder_goes(tmp_path: Path) -> None:
+    batch = _batch(["-"], 0)
+    spool = FrameSpool(tmp_path)
+    spool.add(batch)
+    assert next(spool.frames()).equals(batch)
+    folder = spool.directory
+    assert folder.exists()
+    spool.close()
+    assert not folder.exists() and list(tmp_path.iterdir()) == []
