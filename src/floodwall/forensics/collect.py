@@ -120,12 +120,17 @@ class Collector:
         span_frame = pl.DataFrame(
             spans, schema={"incident_id": pl.String, "start": _UTC, "end": _UTC}, orient="row"
         ).with_columns(pl.col("incident_id").replace_strict(kinds, default="flood").alias("incident_kind"))
-        self._spans = (
+        client_spans = (
             detection.attackers.select("client", "incident_id")
             .unique()
             .join(span_frame, on="incident_id", how="inner")
             .sort("start")
         )
+        # Most attackers take part in one incident: their rows are marked by a plain lookup of the client; the rows
+        # of the few in several (a pool address that floods, then scans) go through every span of theirs.
+        several = pl.col("client").is_duplicated()
+        self._single_spans = client_spans.filter(~several)
+        self._spans = client_spans.filter(several)
         phases = []
         for incident in detection.incidents:
             parts = incident.phases or ()
@@ -198,11 +203,10 @@ class Collector:
     def feed(self, frame: pl.DataFrame) -> None:
         """Take one time-ordered Request batch.
 
-        The batch is marked once (request kind, minute, attack or not), then every table's aggregate of it is one
-        lazy query over that marked frame, and all of them run together in `pl.collect_all`: Polars computes the
-        shared parts once (the attack and normal rows, the distinct user agents) and runs the queries side by side
-        on the cores it has, where one eager call after another kept barely one core busy. The attackers'
-        fingerprints (`FingerprintAccumulator.plan`) ride on the same attack rows."""
+        The batch is marked once (minute, attack or not; the attack rows' request kind), then every table's
+        aggregate of it is one lazy query over that marked frame, and all of them run together in `pl.collect_all`:
+        Polars runs the queries side by side on the cores it has, where one eager call after another kept barely
+        one core busy. The attackers' fingerprints (`FingerprintAccumulator.plan`) ride on the same attack rows."""
         if frame.height == 0:
             return
         self.batches += 1
@@ -218,6 +222,7 @@ class Collector:
             # Filtered once, eagerly: each query below then starts from these rows (cheaper than a cached subplan).
             attack = (
                 rows.filter(pl.col("attack"))
+                .with_columns(request_kind().alias("kind"))  # only attack rows' kinds are counted
                 .with_columns(
                     pl.col("ts").dt.truncate("1s").alias("second"),
                     cacheable(ignore_query=False, kind=pl.col("kind")).alias("cacheable_plain"),
@@ -227,6 +232,12 @@ class Collector:
             )
             attack_plans, step = plan_attack(attack, self._phases, int(query_rows))
             self.scheme_step = max(self.scheme_step, step)
+            # The (incident, client, user agent) counts are small and read again by the fingerprints: run first,
+            # once (collect_all did not share that group-by between the queries that read it: it ran twice).
+            attack_plans = [
+                (name, plan.collect(engine="in-memory").lazy() if name == "agents" else plan)
+                for name, plan in attack_plans
+            ]
             plans += self._tables(attack_plans)
             if self.fingerprints is not None:
                 agents = next(plan for parts, plan in plans if parts is self.agents)
@@ -253,23 +264,34 @@ class Collector:
         return [(getattr(self, name), plan) for name, plan in plans]
 
     def _marked(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """The batch with its request kind, minute, and the incident (if any) each row is attack traffic of."""
-        rows = frame.with_row_index("_row").with_columns(
-            request_kind().alias("kind"),
-            pl.col("ts").dt.truncate("1m").alias("minute"),
-        )
+        """The batch with its minute, and the incident (if any) each row is attack traffic of."""
+        rows = frame.with_columns(pl.col("ts").dt.truncate("1m").alias("minute"))
         if not rows.get_column("ts").is_sorted():  # batches come in time order; the phase joins rely on it
             rows = rows.sort("ts", maintain_order=True)
-        hits = (
-            rows.select("_row", "client", "ts")
-            .join(self._spans, on="client", how="inner")
-            .filter(pl.col("ts").is_between(pl.col("start"), pl.col("end")))
-            .unique("_row", keep="first")
-            .select("_row", "incident_id", "incident_kind")
+        inside = pl.col("ts").is_between(pl.col("start"), pl.col("end"))
+        rows = (
+            rows.join(self._single_spans, on="client", how="left", maintain_order="left")
+            .with_columns(pl.when(inside).then(pl.col(name)).alias(name) for name in ("incident_id", "incident_kind"))
+            .drop("start", "end")
         )
-        return rows.join(hits, on="_row", how="left", maintain_order="left").with_columns(
-            pl.col("incident_id").is_not_null().alias("attack")
-        )
+        if self._spans.height:
+            numbered = rows.with_row_index("_row")
+            hits = (
+                numbered.select("_row", "client", "ts")
+                .join(self._spans, on="client", how="inner")
+                .filter(inside)
+                .unique("_row", keep="first")
+                .select("_row", pl.col("incident_id").alias("_id"), pl.col("incident_kind").alias("_kind"))
+            )
+            rows = (
+                numbered.join(hits, on="_row", how="left", maintain_order="left")
+                .with_columns(
+                    pl.coalesce("incident_id", "_id").alias("incident_id"),
+                    pl.coalesce("incident_kind", "_kind").alias("incident_kind"),
+                )
+                .drop("_row", "_id", "_kind")
+            )
+        return rows.with_columns(pl.col("incident_id").is_not_null().alias("attack"))
 
     def _settle_attack(self) -> None:
         """After a batch's attack aggregates were added: keep a few samples, prune the long tails."""
