@@ -107,7 +107,7 @@ def timeline_of(
 ) -> pl.DataFrame:
     """The per-second timeline. Attack requests are exact per client window and spread over its seconds in
     proportion to the site's traffic (windows are `window_s` long, so the spread is at most that coarse)."""
-    everything = windows.group_by("window").agg(pl.col("requests").cast(pl.Int64).sum())
+    everything = windows.lazy().group_by("window").agg(pl.col("requests").cast(pl.Int64).sum()).collect()
     attack = attack_windows(windows, attack_pairs(attackers, incidents, window_s))
     return timeline_from(seconds, everything, attack, window_s)
 
