@@ -29,7 +29,7 @@ from floodwall.forensics.bundle import shareable_bundle
 from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.forensics.job import account_from_logs
 from floodwall.forensics.spool import FORENSIC_COLUMNS, FrameSpool
-from floodwall.geo import open_geo
+from floodwall.geo import GeoLookup, open_geo
 from floodwall.logs import InputStats, LogReader
 from floodwall.logs.frame import client_networks
 from floodwall.model import Action, Decision, Incident
@@ -154,53 +154,69 @@ def analyze(
             policy = Policy(allowlist=Allowlist(own_networks=tuple(settings.site.own_networks)))
             decisions = policy.decide(detection.findings, now=detection.window_end or started, site=site)
 
-        with times.stage("forensics"):
-            out_dir.mkdir(parents=True, exist_ok=True)
-            report("writing", 0, 3)
-            sources, geo_database = incident_sources(detection.incidents)
-            document = report_document(
+        geo: GeoLookup | None = None
+        try:
+            with times.stage("forensics"):
+                # One open database for the sources, the account and the bundle (each opening decoded the AS
+                # names again, about 0.1 s); closed once the files are written.
+                geo = _open_geo()
+                out_dir.mkdir(parents=True, exist_ok=True)
+                report("writing", 0, 3)
+                sources, geo_database = incident_sources(detection.incidents, geo)
+                document = report_document(
+                    site=site,
+                    inputs=reader.inputs,
+                    detection=detection,
+                    decisions=decisions,
+                    version=__version__,
+                    sources=sources,
+                )
+                document["geo_database"] = geo_database
+                # The attackers' request shapes for bundle.json are counted on the same pass, from the same attack
+                # rows.
+                fingerprints = FingerprintAccumulator()
+
+                def spooled() -> Iterator[pl.DataFrame]:
+                    done = 0
+                    for frame in spool.frames():
+                        done += frame.height
+                        report("forensics", done, spool.rows)
+                        yield frame
+
+                account = account_from_logs(
+                    spooled,
+                    site=site,
+                    detection=detection,
+                    first_pass=reader.inputs,
+                    timezone=settings.site.timezone,
+                    spooled=True,
+                    fingerprints=fingerprints,
+                    geo=geo,
+                )
+        except BaseException:
+            if geo is not None:
+                geo.close()
+            raise
+    try:
+        with times.stage("writing"):
+            files, detection = _write_outputs(
+                out_dir,
                 site=site,
-                inputs=reader.inputs,
+                document=document,
+                account=account,
                 detection=detection,
                 decisions=decisions,
-                version=__version__,
-                sources=sources,
-            )
-            document["geo_database"] = geo_database
-            # The attackers' request shapes for bundle.json are counted on the same pass, from the same attack rows.
-            fingerprints = FingerprintAccumulator()
-
-            def spooled() -> Iterator[pl.DataFrame]:
-                done = 0
-                for frame in spool.frames():
-                    done += frame.height
-                    report("forensics", done, spool.rows)
-                    yield frame
-
-            account = account_from_logs(
-                spooled,
-                site=site,
-                detection=detection,
-                first_pass=reader.inputs,
-                timezone=settings.site.timezone,
-                spooled=True,
+                inputs=reader.inputs,
                 fingerprints=fingerprints,
+                command_line=command_line or sys.argv,
+                coalition_key=coalition_key,
+                public=public,
+                started=started,
+                geo=geo,
             )
-    with times.stage("writing"):
-        files, detection = _write_outputs(
-            out_dir,
-            site=site,
-            document=document,
-            account=account,
-            detection=detection,
-            decisions=decisions,
-            inputs=reader.inputs,
-            fingerprints=fingerprints,
-            command_line=command_line or sys.argv,
-            coalition_key=coalition_key,
-            public=public,
-            started=started,
-        )
+    finally:
+        if geo is not None:
+            geo.close()
     report("writing", 3, 3)
     log.debug("%s", times.describe())
     return AnalysisResult(out_dir, reader.inputs, detection, decisions, files, times)
@@ -220,6 +236,7 @@ def _write_outputs(
     coalition_key: bytes | None,
     public: bool,
     started: datetime,
+    geo: GeoLookup | None = None,
 ) -> tuple[dict[str, Path], DetectionResult]:
     """Every file of CONTRACT.md into `out_dir`; returns their paths by name, and `detection` with the markers the
     account found."""
@@ -239,41 +256,55 @@ def _write_outputs(
     write_json(files["report.json"], document)
     write_atomic(files["blocklist.txt"], blocklist_text(site, detection, decisions, generated=started))
     write_json(files["evidence.json"], evidence_document(inputs, command_line, started))
-    bundle = shareable_bundle(site, detection, fingerprints, coalition_key, version=__version__, generated=started)
+    bundle = shareable_bundle(
+        site, detection, fingerprints, coalition_key, version=__version__, generated=started, geo=geo
+    )
     write_json(files["bundle.json"], bundle)
     write_account(out_dir, account, detection.incidents, detection.attackers, public=public, created=started)
     return files, detection
 
 
-def incident_sources(incidents: Sequence[Incident]) -> tuple[dict[str, dict[str, Any]], dict[str, object] | None]:
-    """Per incident: its addresses, prefixes and networks (ASN, name, country, addresses) from the offline
-    database; and which database answered (None when none is installed: the counts are then given without ASNs)."""
+def _open_geo() -> GeoLookup | None:
+    """The offline network database, or None (with a warning) when none is installed."""
     try:
-        geo = open_geo()
+        return open_geo()
     except FloodwallError as exc:
         log.warning("no network data for the report: %s", exc)
-        return {}, None
+        return None
+
+
+def incident_sources(
+    incidents: Sequence[Incident], geo: GeoLookup | None = None
+) -> tuple[dict[str, dict[str, Any]], dict[str, object] | None]:
+    """Per incident: its addresses, prefixes and networks (ASN, name, country, addresses) from the offline
+    database (`geo`, left open, or else opened and closed here); and which database answered (None when none is
+    installed: the counts are then given without ASNs)."""
+    if geo is None:
+        geo = _open_geo()
+        if geo is None:
+            return {}, None
+        with geo:
+            return incident_sources(incidents, geo)
     sources: dict[str, dict[str, Any]] = {}
-    with geo:
-        for incident in incidents:
-            addresses = pl.Series("address", [a for a in incident.attackers if "/" not in a], dtype=pl.String)
-            facts = geo.lookup(addresses)
-            client_nets = client_networks(addresses)
-            asns = (
-                facts.filter(pl.col("asn").is_not_null())
-                .group_by("asn")
-                .agg(pl.col("as_name").first().alias("name"), pl.col("country").mode().first(), pl.len().alias("ips"))
-                .sort(["ips", "asn"], descending=[True, False])
-            )
-            sources[incident.id] = {
-                "ips": addresses.n_unique(),
-                "prefixes": client_nets.drop_nulls().n_unique(),
-                "asns": [
-                    {"asn": int(r["asn"]), "name": r["name"], "country": r["country"], "ips": int(r["ips"])}
-                    for r in asns.iter_rows(named=True)
-                ],
-            }
-        return sources, dict(geo.database.to_dict())
+    for incident in incidents:
+        addresses = pl.Series("address", [a for a in incident.attackers if "/" not in a], dtype=pl.String)
+        facts = geo.lookup(addresses)
+        client_nets = client_networks(addresses)
+        asns = (
+            facts.filter(pl.col("asn").is_not_null())
+            .group_by("asn")
+            .agg(pl.col("as_name").first().alias("name"), pl.col("country").mode().first(), pl.len().alias("ips"))
+            .sort(["ips", "asn"], descending=[True, False])
+        )
+        sources[incident.id] = {
+            "ips": addresses.n_unique(),
+            "prefixes": client_nets.drop_nulls().n_unique(),
+            "asns": [
+                {"asn": int(r["asn"]), "name": r["name"], "country": r["country"], "ips": int(r["ips"])}
+                for r in asns.iter_rows(named=True)
+            ],
+        }
+    return sources, dict(geo.database.to_dict())
 
 
 def evidence_document(

@@ -276,8 +276,12 @@ def shareable_bundle(
     *,
     version: str = "",
     generated: datetime | None = None,
+    geo: GeoLookup | None = None,
 ) -> dict[str, Any]:
-    """`build_bundle` with the offline network database when one is installed (prefixes only when none is)."""
+    """`build_bundle` with the offline network database when one is installed (prefixes only when none is); `geo`,
+    when given, is an open database used (and left open) instead of opening it again."""
+    if geo is not None:
+        return build_bundle(site, detection, fingerprints, key, geo, version=version, generated=generated)
     try:
         geo = open_geo()
     except FloodwallError as exc:

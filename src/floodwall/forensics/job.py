@@ -19,7 +19,7 @@ from floodwall.detect import DetectionResult
 from floodwall.errors import FloodwallError
 from floodwall.forensics.build import Forensics, InputFacts
 from floodwall.forensics.fingerprints import FingerprintAccumulator
-from floodwall.geo import open_geo
+from floodwall.geo import GeoLookup, open_geo
 from floodwall.report.account import Account
 
 __all__ = ["SPOOLED_NOTE", "account_from_logs"]
@@ -49,12 +49,14 @@ def account_from_logs(
     rereadable: bool = True,
     spooled: bool = False,
     fingerprints: FingerprintAccumulator | None = None,
+    geo: GeoLookup | None = None,
 ) -> Account:
     """Read the batches again through `open_reader()`: a new `LogReader` over the same inputs (hashed again and
     compared), or `FrameSpool.frames` (what the detection pass spooled; not possible for stdin unless spooled:
     `rereadable` false then; `spooled` true says the batches are the detection pass's own). Aggregate them against
     `detection`, look the attacking addresses up in the offline network database, and build the account.
-    `fingerprints`, when given, is fed the attack rows of the same pass (see `Forensics`)."""
+    `fingerprints`, when given, is fed the attack rows of the same pass (see `Forensics`). `geo`, an open
+    `floodwall.geo.GeoLookup`, is used (and left open) instead of opening the database again."""
     forensics = Forensics(site, detection, timezone=timezone, fingerprints=fingerprints)
     second: Sequence[InputFacts] = ()
     if rereadable and detection.requests:
@@ -63,6 +65,8 @@ def account_from_logs(
             forensics.feed(frame)
         second = reader.inputs if isinstance(reader, _Reader) else ()
     note = SPOOLED_NOTE if spooled and rereadable and detection.requests else None
+    if geo is not None:
+        return forensics.finish(inputs=second, first_pass=first_pass, geo=geo, hash_note=note)
     try:
         geo = open_geo()
     except FloodwallError as exc:
