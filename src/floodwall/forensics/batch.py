@@ -170,10 +170,13 @@ def plan_normal(normal: pl.LazyFrame) -> list[tuple[str, pl.LazyFrame]]:
     return [
         ("normal_families", agents.group_by(ua_family().alias("family")).agg(pl.col("requests").sum())),
         (
+            # Readers' query strings repeat (ver=, page=, utm_source=): each distinct one is shaped once.
             "normal_schemes",
-            normal.filter(pl.col("query").is_not_null())
+            grouped(
+                normal.filter(pl.col("query").is_not_null()), [], ["query"], [pl.len().cast(pl.Int64).alias("requests")]
+            )
             .group_by(query_scheme().alias("scheme"))
-            .agg(pl.len().cast(pl.Int64).alias("requests")),
+            .agg(pl.col("requests").sum()),
         ),
         ("normal_candidates", marker_candidate_plan(normal, keys=()).select("kind", "value", "requests")),
         (

@@ -1,0 +1,96 @@
+"""The forensic pass counts a request as an incident's attack traffic only inside that incident's span (a minute's
+margin either side), for attackers of one incident and for an address that took part in two."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from floodwall.detect import ATTACKER_SCHEMA, TIMELINE_SCHEMA, DetectionResult
+from floodwall.forensics.collect import Collector
+from floodwall.model import Incident, IncidentKind, Vector
+from floodwall.testing import requests_frame
+
+START = datetime(2024, 11, 11, 8, 0, tzinfo=UTC)
+BOTH = "203.0.113.7"  # floods, then tries an injection later
+FLOODER = "203.0.113.9"
+READER = "198.51.100.23"
+
+
+def _incident(
+    number: int, kind: IncidentKind, start: timedelta, end: timedelta, attackers: tuple[str, ...]
+) -> Incident:
+    vector = Vector.GET_FLOOD if kind is IncidentKind.FLOOD else Vector.SQLI
+    return Incident(
+        id=f"example-{number}",
+        site="example",
+        kind=kind,
+        start=START + start,
+        end=START + end,
+        peak_rps=1.0,
+        requests=10,
+        attack_requests=10,
+        vectors=(vector,),
+        attackers=attackers,
+    )
+
+
+def _detection() -> DetectionResult:
+    flood = _incident(1, IncidentKind.FLOOD, timedelta(0), timedelta(minutes=10), (BOTH, FLOODER))
+    exploit = _incident(2, IncidentKind.EXPLOIT, timedelta(minutes=30), timedelta(minutes=31), (BOTH,))
+    members = [(BOTH, flood.id), (FLOODER, flood.id), (BOTH, exploit.id)]
+    attackers = pl.DataFrame(
+        {
+            "client": [c for c, _ in members],
+            "incident_id": [i for _, i in members],
+            "score": [0.9] * 3,
+            "vectors": [["get-flood"], ["get-flood"], ["sqli"]],
+            "reasons": [["rate"]] * 3,
+            "requests": [1] * 3,
+        },
+        schema=ATTACKER_SCHEMA,
+    )
+    return DetectionResult(
+        site="example",
+        incidents=(flood, exploit),
+        findings=(),
+        attackers=attackers,
+        timeline=pl.DataFrame(schema=TIMELINE_SCHEMA),
+        surges=(),
+        baseline_method="none",
+        requests=0,
+        clients=3,
+        analysed_at=START,
+        window_start=START,
+        window_end=START + timedelta(hours=1),
+    )
+
+
+def _requests(at_minutes: list[float], client: str, query: str | None = None) -> list[dict[str, object]]:
+    return [{"ts": START + timedelta(minutes=m), "client": client, "query": query} for m in at_minutes]
+
+
+def test_requests_count_to_the_incident_whose_span_they_fall_in() -> None:
+    rows = (
+        _requests([1, 2, 3, 10.5], BOTH)  # the flood (10.5: within the minute's margin after its end)
+        + _requests([20], BOTH)  # between the two: a reader's request as far as the account goes
+        + _requests([30.2, 30.4], BOTH, query="id=1' or '1'='1")  # the injection attempt
+        + _requests([4, 5], FLOODER)
+        + _requests([30.3], FLOODER)  # not an attacker of the exploit: normal traffic
+        + _requests([1, 30.5], READER)
+    )
+    frame = requests_frame(rows, site="example")
+    collector = Collector(_detection())
+    collector.feed(frame.slice(0, 6))  # two batches: the marks do not depend on where a batch ends
+    collector.feed(frame.slice(6))
+    collected = collector.collected()
+    attack = {
+        (r["incident_id"], r["client"]): r["requests"]
+        for r in collected.attackers.group_by("incident_id", "client").agg(pl.col("requests").sum()).to_dicts()
+    }
+    assert attack == {("example-1", BOTH): 4, ("example-1", FLOODER): 2, ("example-2", BOTH): 2}
+    readers = dict(collected.readers.select("client", "requests").iter_rows())
+    assert readers == {BOTH: 1, FLOODER: 1, READER: 2}
+    assert collected.minutes.get_column("attack").sum() == 8
+    assert collected.rows == 12
