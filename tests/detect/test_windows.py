@@ -84,3 +84,27 @@ def test_query_keys_are_the_sorted_distinct_parameter_names():
     frame = requests_frame([{"query": q, "ts": START + timedelta(seconds=k)} for k, q in enumerate(queries)])
     got = tokens(frame).get_column("query_keys").to_list()
     assert got == ["utm_source", "a,b", "x", "", "k,m", "q", "", "", "p", "k" * 40]
+
+
+def test_windows_of_one_two_and_three_requests():
+    """Most windows of a proxy-pool flood hold one or two requests; their counts, gaps and bounds are those of any
+    window (they are read off their rows, not grouped)."""
+    at = [0.0, 1.0, 4.0, 0.5, 2.5, 6.5]
+    clients = ["198.51.100.1", "198.51.100.2", "198.51.100.2", "198.51.100.3", "198.51.100.3", "198.51.100.3"]
+    paths = ["/", "/wp-content/a.css", "/2024/11/04/a-story-about-things/", "/a", "/a", "/b"]
+    statuses = [200, 200, 404, 200, 200, 200]
+    rows = [
+        {"ts": START + timedelta(seconds=t), "client": c, "path": p, "status": s}  # type: ignore[operator]
+        for t, c, p, s in zip(at, clients, paths, statuses, strict=True)
+    ]
+    windows = ClientWindows(10)
+    closed = pl.concat([windows.add(tokens(requests_frame(rows))), windows.flush()]).sort("client")
+    one, two, three = closed.iter_rows(named=True)
+    assert (one["requests"], one["paths"], one["gap_mean_s"], one["gap_std_s"]) == (1, 1, None, None)
+    assert one["first_ts"] == one["last_ts"] == rows[0]["ts"]
+    assert (two["requests"], two["pages"], two["assets"], two["s4xx"], two["paths"]) == (2, 1, 1, 1, 2)
+    assert (two["gap_mean_s"], two["gap_std_s"]) == (3.0, None)
+    assert (two["first_ts"], two["last_ts"]) == (rows[1]["ts"], rows[2]["ts"])
+    assert two["template"] == "/0/0/0/{slug}/"  # the first page's, not the stylesheet's
+    assert (three["requests"], three["paths"], three["gap_mean_s"]) == (3, 2, 3.0)
+    assert abs(three["gap_std_s"] - 2**0.5) < 1e-9

@@ -279,16 +279,23 @@ def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
         )
         .collect()
     )
-    # A proxy pool's address sends about one request per window: most windows are a single row (three in four in a
-    # 5M-line cache-busting flood), and grouping pays per group. Single-row windows are read straight off their
-    # row; only the others are grouped. Groups come out in order of first appearance, i.e. by `_first`.
+    # A proxy pool's address sends one or two requests per window: in a 5M-line cache-busting flood three windows
+    # in four are a single row and most others two, and grouping pays per group. Windows of one or two rows are
+    # read straight off their rows (sorted by client and time, a window's rows are consecutive); only longer ones are
+    # grouped. Groups come out in order of first appearance, i.e. by `_first`.
     new_run = ((pl.col("_c") != pl.col("_c").shift()) | (pl.col("window") != pl.col("window").shift())).fill_null(True)
-    single = narrow.select(new_run & new_run.shift(-1).fill_null(True)).to_series()
+    next_new = new_run.shift(-1).fill_null(True)
+    shape = narrow.select(
+        (new_run & next_new).alias("single"),
+        (new_run & ~next_new & new_run.shift(-2).fill_null(True)).alias("pair"),
+    )
+    single, pair = shape.get_column("single"), shape.get_column("pair")
+    longer = ~(single | pair | pair.shift(1).fill_null(False))
     counts = [pl.col(column).sum().cast(pl.UInt32).alias(name) for column, name in _COUNTED]
     distinct = [pl.col(column).n_unique().cast(pl.UInt32).alias(name) for column, name in _DISTINCT]
     several = (
         narrow.lazy()
-        .filter(~single)
+        .filter(longer)
         .group_by("_c", "window", maintain_order=True)  # windows in a stable order: by client hash, then time
         .agg(
             pl.len().cast(pl.UInt32).alias("requests"),
@@ -323,7 +330,35 @@ def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
         )
         .collect()
     )
-    grouped = pl.concat([several, one]).sort("_first") if several.height else one
+
+    def second(column: str) -> pl.Expr:
+        return pl.col(column).shift(-1)
+
+    # A two-row window, on its first row: sums of both rows, distinct values 1 or 2, one gap (its mean; a standard
+    # deviation of one value is null, as polars gives it), times and positions ascending within the window.
+    two = (
+        narrow.lazy()
+        .with_columns(pair.alias("_pair"))
+        .select(
+            "_pair",
+            "_c",
+            "window",
+            pl.lit(2, pl.UInt32).alias("requests"),
+            *((pl.col(c).cast(pl.UInt32) + second(c).cast(pl.UInt32)).alias(name) for c, name in _COUNTED),
+            *((pl.col(c) != second(c)).cast(pl.UInt32).add(1).alias(name) for c, name in _DISTINCT),
+            second("_gap").alias("gap_mean_s"),
+            pl.lit(None, pl.Float64).alias("gap_std_s"),
+            pl.col("ts").alias("first_ts"),
+            second("ts").alias("last_ts"),
+            pl.col("_pos").alias("_first"),
+            pl.min_horizontal("_page_pos", second("_page_pos")).alias("_first_page"),
+            pl.min_horizontal("_keys_pos", second("_keys_pos")).alias("_first_keys"),
+        )
+        .filter(pl.col("_pair"))
+        .drop("_pair")
+        .collect()
+    )
+    grouped = pl.concat([several, two, one]).sort("_first")
     order = narrow.get_column("_row")
 
     def pick(position: str, columns: list[str]) -> pl.DataFrame:
