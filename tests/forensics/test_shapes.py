@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from floodwall.forensics.shapes import looks_hostile, marker_candidates, query_scheme, request_kind, ua_family
+from floodwall.forensics.shapes import (
+    looks_hostile,
+    marker_candidates,
+    query_scheme,
+    request_kind,
+    ua_family,
+    with_query_scheme,
+)
 from floodwall.report.account import mask_addresses
 
 T = datetime(2024, 11, 18, 17, 5, tzinfo=UTC)
@@ -95,3 +102,17 @@ def test_grouping_by_hash_gives_what_grouping_by_text_gives() -> None:
     order = ["method", "client", "user_agent", "path"]
     assert by_hash.select(*order, "n").sort(order, nulls_last=True).equals(by_text.sort(order, nulls_last=True))
     assert by_hash.height == 2 * 3 * 3
+
+
+def test_schemes_worked_out_column_wise_match_the_per_part_ones() -> None:
+    """`with_query_scheme` (one-part queries shaped as a plain column) gives every query the scheme
+    `query_scheme` gives it: cache busters, several parts, bare keys, empty values, odd characters."""
+    queries = [
+        "xk3q9z=1700000000", "ver=6.6.2", "q=izvestaj+vlada&page=2", "amp", "a1=2", "=", "", "&", "ABCDEF=x",
+        "utm_source=fb&fbclid=IwAR0x", "s=%27%20or%201=1", "tok=é9", "verylongkeyname=abc123def", None,
+    ]  # fmt: skip
+    frame = pl.DataFrame({"query": queries, "n": range(len(queries))}, schema={"query": pl.String, "n": pl.Int64})
+    expected = frame.with_columns(query_scheme().alias("scheme")).sort("n")
+    got = with_query_scheme(frame.lazy()).collect().sort("n")
+    assert got.equals(expected)
+    assert got.get_column("scheme").to_list()[:3] == ["[…]{6}=N", "ver=N.N.N", "q=W+W&page=N"]

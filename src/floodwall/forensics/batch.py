@@ -8,7 +8,7 @@ from typing import Final
 
 import polars as pl
 
-from floodwall.forensics.shapes import grouped, marker_candidate_plan, query_scheme, ua_family
+from floodwall.forensics.shapes import grouped, marker_candidate_plan, ua_family, with_query_scheme
 
 __all__ = ["SAMPLE_COLUMNS", "STATUS", "counts", "plan_all", "plan_attack", "plan_normal"]
 
@@ -120,9 +120,7 @@ def plan_attack(
         (
             "schemes",
             grouped(
-                attack.filter(pl.col("query").is_not_null())
-                .gather_every(step)
-                .with_columns(query_scheme().alias("scheme")),
+                with_query_scheme(attack.filter(pl.col("query").is_not_null()).gather_every(step)),
                 ["incident_id", "scheme"],
                 ["client"],
                 [(pl.len() * step).cast(pl.Int64).alias("requests")],
@@ -172,10 +170,15 @@ def plan_normal(normal: pl.LazyFrame) -> list[tuple[str, pl.LazyFrame]]:
         (
             # Readers' query strings repeat (ver=, page=, utm_source=): each distinct one is shaped once.
             "normal_schemes",
-            grouped(
-                normal.filter(pl.col("query").is_not_null()), [], ["query"], [pl.len().cast(pl.Int64).alias("requests")]
+            with_query_scheme(
+                grouped(
+                    normal.filter(pl.col("query").is_not_null()),
+                    [],
+                    ["query"],
+                    [pl.len().cast(pl.Int64).alias("requests")],
+                )
             )
-            .group_by(query_scheme().alias("scheme"))
+            .group_by("scheme")
             .agg(pl.col("requests").sum()),
         ),
         ("normal_candidates", marker_candidate_plan(normal, keys=()).select("kind", "value", "requests")),
