@@ -78,12 +78,10 @@ def path_shape(path: pl.Expr) -> pl.Expr:
     )
 
 
-def query_shape(query: pl.Expr) -> pl.Expr:
-    """A query string as its sorted parameter names with value shapes (`_={n}&s={w}`); random-looking names
-    (digits, or longer than 16) become `{r}`. Null when there was no query."""
-    halves = pl.element().str.splitn("=", 2)  # a plain split: cheaper than two regular expressions, same halves
-    value = halves.struct.field("field_1").fill_null("")
-    name = halves.struct.field("field_0").fill_null("").str.to_lowercase()
+def _query_part_shape(name: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """One `name=value` part of a query string, shaped (see `query_shape`)."""
+    value = value.fill_null("")
+    name = name.fill_null("").str.to_lowercase()
     shaped_value = (
         pl.when(value == "")
         .then(pl.lit(""))
@@ -98,13 +96,29 @@ def query_shape(query: pl.Expr) -> pl.Expr:
         .otherwise(pl.lit("{r}"))
     )
     shaped_name = pl.when(name.str.contains(r"^[a-z_\-\[\]]{1,16}$")).then(name).otherwise(pl.lit("{r}"))
-    return (
-        query.str.split("&")
-        .list.eval(pl.concat_str(shaped_name, pl.lit("="), shaped_value))
-        .list.unique()
-        .list.sort()
-        .list.join("&")
-        .str.slice(0, 120)
+    return pl.concat_str(shaped_name, pl.lit("="), shaped_value)
+
+
+def query_shape(query: pl.Expr) -> pl.Expr:
+    """A query string as its sorted parameter names with value shapes (`_={n}&s={w}`); random-looking names
+    (digits, or longer than 16) become `{r}`. Null when there was no query."""
+    halves = pl.element().str.splitn("=", 2)  # a plain split: cheaper than two regular expressions, same halves
+    part = _query_part_shape(halves.struct.field("field_0"), halves.struct.field("field_1"))
+    return query.str.split("&").list.eval(part).list.unique().list.sort().list.join("&").str.slice(0, 120)
+
+
+def _with_query_shape(frame: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    """`frame` with `query_shape(pl.col("query"))` as column `name`, its rows in another order (for callers that
+    group them): a one-part query string (a cache buster's) is shaped as a plain column, without the per-part list
+    evaluation."""
+    single = ~pl.col("query").str.contains("&", literal=True)
+    halves = pl.col("query").str.splitn("=", 2)
+    part = _query_part_shape(halves.struct.field("field_0"), halves.struct.field("field_1"))
+    return pl.concat(
+        [
+            frame.filter(single).with_columns(part.str.slice(0, 120).alias(name)),
+            frame.filter(~single | pl.col("query").is_null()).with_columns(query_shape(pl.col("query")).alias(name)),
+        ]
     )
 
 
@@ -174,7 +188,10 @@ class FingerprintAccumulator:
             ),
             _distinct_shapes(agents, "user_agent", "family", ua_family(pl.col("user_agent"))),
             _distinct_shapes(self._paths(rows, row_count), "path", "path", path_shape(pl.col("path"))),
-            _shaped(self._queries(rows, query_rows), "query", query_shape(pl.col("query"))),
+            _with_query_shape(self._queries(rows, query_rows), "value")
+            .group_by("client", "value")
+            .agg(pl.col("count").sum())
+            .select("client", pl.lit("query").alias("feature"), "value", "count"),
         ]
 
     def take(self, counted: list[pl.DataFrame]) -> None:
@@ -256,15 +273,6 @@ def _distinct_shapes(counts: pl.LazyFrame, column: str, feature: str, shape: pl.
     return (
         counts.join(shapes, on=column, how="left", nulls_equal=True)
         .group_by("client", "value")
-        .agg(pl.col("count").sum())
-        .select("client", pl.lit(feature).alias("feature"), "value", "count")
-    )
-
-
-def _shaped(counts: pl.LazyFrame, feature: str, shape: pl.Expr) -> pl.LazyFrame:
-    """`counts` (client, a column, count) summed per client and `shape` of that column, as state rows."""
-    return (
-        counts.group_by("client", shape.alias("value"))
         .agg(pl.col("count").sum())
         .select("client", pl.lit(feature).alias("feature"), "value", "count")
     )
