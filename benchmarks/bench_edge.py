@@ -30,7 +30,9 @@
    flood's rate and answers, and the seconds from the flood's start until 90% and all of its addresses were
    refused (403, 429 or a challenge page; for nginx that is limit_req's 429), blocked (403 or a challenge) and,
    for the edge, decided (a ban or challenge covering the address in the admin decision list, polled every
-   0.5 s), and how many readers' addresses were decided on. `edge-nft` is the edge with `[edge] enforce` set: its
+   0.5 s), and how many readers' addresses were decided on. Per run, the readers' p99 in the flood's first 10 s
+   and after, and per 2 s of the flood (where the p99 comes from); the JSON (`--json`) keeps every reader sample.
+   `edge-nft` is the edge with `[edge] enforce` set: its
    bans also go to an nftables table of the benchmark's own (`fwbench<pid>`, only 127.2.0.0/16, the flood's
    addresses, may enter it; deleted after the run), so banned flood sources see their packets dropped ("refused"
    or "timeout" in the flood's answers) rather than a 403; run as root.
