@@ -128,6 +128,11 @@ class EdgeConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        # The parser holds our callbacks and we hold it: left alone, every closed connection would be cyclic
+        # garbage, and under a flood of short connections the collector's passes (a full one scans every object
+        # of the worker) stall the loop for everyone. Dropped here, the connection is freed when the last
+        # reference to it goes.
+        self.__dict__.pop("parser", None)
         self.server.connections.discard(self)
         if self._task is not None and not self._task.done():
             self._task.cancel()
