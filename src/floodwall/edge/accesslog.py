@@ -89,10 +89,7 @@ class AccessLog:
             f'us="{"-" if upstream_status is None else upstream_status}" ucs="{request.cache_status or "-"}" '
             f'host="{escape(request.host) or "-"}" xff="{_field_text(request.forwarded_for)}"\n'
         )
-        self._buffer.append(text)
-        self._size += len(text)
-        if self._size >= _FLUSH_BYTES:
-            self.flush()
+        self._append(text)
 
     def record_refused(self, client: str, data: bytes, body_bytes: int) -> None:
         """One line for a connection refused at accept (`floodwall.edge.gate`), from the client's first bytes: its
@@ -104,6 +101,9 @@ class AccessLog:
             f'"{escape(agent) if agent else "-"}" rt=0.000 urt="-" us="-" ucs="-" '
             f'host="{escape(host) if host else "-"}" xff="-"\n'
         )
+        self._append(text)
+
+    def _append(self, text: str) -> None:
         self._buffer.append(text)
         self._size += len(text)
         if self._size >= _FLUSH_BYTES:
