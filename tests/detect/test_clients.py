@@ -56,3 +56,20 @@ def test_vectors_of_a_cache_busting_flood(flood_site):
     scored, _, _, _ = _judged(flood_site)
     attackers = attacker_vectors(scored.filter(pl.col("client").is_in(list(flood_site.attackers))))
     assert set(incident_vectors(attackers)) == {Vector.GET_FLOOD, Vector.CACHE_BUST}
+
+
+def _vectors_of(**features: object) -> set[str]:
+    row = {"template": "/", "query_keys": None, "posts": 0, "requests": 120, "cache_bust_share": 0.0}
+    row.update(features)
+    return set(attacker_vectors(pl.DataFrame([row])).get_column("vectors").item().to_list())
+
+
+def test_random_paths_are_a_vector_of_a_mixed_flood_too():
+    # A proxy pool sending a third of its requests to random paths (each a 404 of its own) and the rest to pages:
+    # random-path is one of its vectors, as it is for a client of random paths only.
+    assert "random-path" in _vectors_of(error_share=0.33, path_diversity=0.43, cache_bust_share=0.33)
+    assert "random-path" in _vectors_of(error_share=0.95, path_diversity=0.97)
+    # A few 404s, or many on few paths, are not; nor are a pagination flood's unique 404s (heavy pages).
+    assert "random-path" not in _vectors_of(error_share=0.1, path_diversity=0.9)
+    assert "random-path" not in _vectors_of(error_share=0.4, path_diversity=0.05)
+    assert "random-path" not in _vectors_of(error_share=0.3, path_diversity=1.0, template="/page/0")

@@ -21,6 +21,7 @@ _SEARCH_KEYS: Final = r"(?:^|,)(?:s|q|query|search|keyword|term)(?:,|$)"
 _LOGIN: Final = r"(?:wp-login|/user/login|/login|/signin|/administrator|admin/session)"
 _XMLRPC: Final = r"xmlrpc"
 _HEAVY: Final = r"(?:/wp-json|/api|graphql|/feed|admin-ajax|/tag/|/category/|/page/0)"
+_MIXED_404_SHARE: Final = 0.25
 
 
 def attacker_vectors(clients: pl.DataFrame) -> pl.DataFrame:
@@ -28,10 +29,17 @@ def attacker_vectors(clients: pl.DataFrame) -> pl.DataFrame:
     template = pl.col("template").fill_null("")
     keys = pl.col("query_keys").fill_null("")
     post_heavy = pl.col("posts") >= 0.5 * pl.col("requests")
+    # Random paths answered 404: mostly so, or a good part of a mixed flood (a proxy pool that sends a third of its
+    # requests to random paths and the rest to the site's pages) whose 404s are each a path of their own. Pagination
+    # floods also bring unique 404s; they are heavy pages.
+    errors, diversity = pl.col("error_share"), pl.col("path_diversity")
+    random_path = ((errors >= 0.5) & (diversity >= 0.8)) | (
+        (errors >= _MIXED_404_SHARE) & (diversity >= 0.8 * errors) & ~template.str.contains(_HEAVY)
+    )
     checks: list[tuple[Vector, pl.Expr]] = [
         (Vector.CACHE_BUST, pl.col("cache_bust_share") >= 0.3),
         (Vector.SEARCH_FLOOD, template.str.contains(_SEARCH) | keys.str.contains(_SEARCH_KEYS)),
-        (Vector.RANDOM_PATH, (pl.col("error_share") >= 0.5) & (pl.col("path_diversity") >= 0.8)),
+        (Vector.RANDOM_PATH, random_path),
         (Vector.LOGIN_BRUTEFORCE, post_heavy & template.str.contains(_LOGIN)),
         (Vector.XMLRPC_ABUSE, template.str.contains(_XMLRPC)),
         (Vector.POST_FLOOD, post_heavy & ~template.str.contains(_LOGIN) & ~template.str.contains(_XMLRPC)),
