@@ -60,12 +60,18 @@ def written_times(frame: pl.DataFrame, seed: int = 2) -> pl.Series:
     return (frame.get_column("ts") + offsets).alias("written")
 
 
-def test_a_live_flood_is_found_half_a_second_into_its_first_second() -> None:
+def live_flood_read_at_half_seconds(lag_s: float) -> tuple[set[str], datetime | None, list[Finding]]:
+    """The live log cut half a second into each second, the clock `lag_s` after each cut: (attackers, when the
+    first batch with findings was read, its findings)."""
     frame, attackers = live_log()
-    written = written_times(frame)
     clock = FakeClock(START)
     engine = Engine("example-news", SETTINGS, clock, history=False)
-    read_at, found = first_findings(engine, clock, cut(frame, written, 0.5), lag_s=0.0)
+    read_at, found = first_findings(engine, clock, cut(frame, written_times(frame), 0.5), lag_s=lag_s)
+    return attackers, read_at, found
+
+
+def test_a_live_flood_is_found_half_a_second_into_its_first_second() -> None:
+    attackers, read_at, found = live_flood_read_at_half_seconds(lag_s=0.0)
     # The batch read half a second into the flood holds half of its first second: projected, that is 2.6 times
     # the readers' rate, and the flood's addresses are judged on what they sent in that half second.
     assert read_at == ONSET + timedelta(seconds=0.5)
@@ -75,11 +81,7 @@ def test_a_live_flood_is_found_half_a_second_into_its_first_second() -> None:
 def test_a_log_replayed_later_waits_for_whole_seconds() -> None:
     # The same log fed a day later: the second being written is not the clock's, so its count so far is only a
     # lower bound, and the onset waits until enough of the flood's seconds have arrived.
-    frame, attackers = live_log()
-    written = written_times(frame)
-    clock = FakeClock(START)
-    engine = Engine("example-news", SETTINGS, clock, history=False)
-    read_at, found = first_findings(engine, clock, cut(frame, written, 0.5), lag_s=86_400.0)
+    attackers, read_at, found = live_flood_read_at_half_seconds(lag_s=86_400.0)
     assert read_at is not None and read_at > ONSET + timedelta(seconds=0.5)
     assert found and {f.target for f in found} <= attackers
 
@@ -87,11 +89,7 @@ def test_a_log_replayed_later_waits_for_whole_seconds() -> None:
 def test_a_log_stamped_by_a_clock_ahead_of_ours_is_not_projected() -> None:
     # Lines stamped up to 0.7 s in the watcher's future (another machine's clock): a line from the future turns
     # the projection off, so no partial second is ever taken for more than it holds.
-    frame, attackers = live_log()
-    written = written_times(frame)
-    clock = FakeClock(START)
-    engine = Engine("example-news", SETTINGS, clock, history=False)
-    read_at, found = first_findings(engine, clock, cut(frame, written, 0.5), lag_s=-0.7)
+    attackers, read_at, found = live_flood_read_at_half_seconds(lag_s=-0.7)
     assert read_at is not None and read_at > ONSET + timedelta(seconds=0.5)
     assert {f.target for f in found} <= attackers
 
