@@ -31,13 +31,14 @@ import numpy as np
 import polars as pl
 
 from floodwall.detect import DetectionResult
-from floodwall.forensics.shapes import grouped
+from floodwall.forensics.shapes import grouped, with_shaped_query
 from floodwall.logs.frame import compacted
 
 __all__ = ["Fingerprint", "FingerprintAccumulator", "path_shape", "query_shape", "ua_family", "ua_hash"]
 
 #: Values kept per incident and feature (the most frequent ones); shares are of the attackers' requests.
 TOP_VALUES: Final = 25
+_QUERY_SHAPE_CHARS: Final = 120  # a query's shape is cut to this many characters
 _STATE_SCHEMA: Final = {"client": pl.String, "feature": pl.String, "value": pl.String, "count": pl.UInt64}
 _COMPACT_ROWS: Final = 1_000_000
 #: Requests with a query string per batch whose query shape is worked out; more are sampled evenly.
@@ -104,21 +105,8 @@ def query_shape(query: pl.Expr) -> pl.Expr:
     (digits, or longer than 16) become `{r}`. Null when there was no query."""
     halves = pl.element().str.splitn("=", 2)  # a plain split: cheaper than two regular expressions, same halves
     part = _query_part_shape(halves.struct.field("field_0"), halves.struct.field("field_1"))
-    return query.str.split("&").list.eval(part).list.unique().list.sort().list.join("&").str.slice(0, 120)
-
-
-def _with_query_shape(frame: pl.LazyFrame, name: str) -> pl.LazyFrame:
-    """`frame` with `query_shape(pl.col("query"))` as column `name`, its rows in another order (for callers that
-    group them): a one-part query string (a cache buster's) is shaped as a plain column, without the per-part list
-    evaluation."""
-    single = ~pl.col("query").str.contains("&", literal=True)
-    halves = pl.col("query").str.splitn("=", 2)
-    part = _query_part_shape(halves.struct.field("field_0"), halves.struct.field("field_1"))
-    return pl.concat(
-        [
-            frame.filter(single).with_columns(part.str.slice(0, 120).alias(name)),
-            frame.filter(~single | pl.col("query").is_null()).with_columns(query_shape(pl.col("query")).alias(name)),
-        ]
+    return (
+        query.str.split("&").list.eval(part).list.unique().list.sort().list.join("&").str.slice(0, _QUERY_SHAPE_CHARS)
     )
 
 
@@ -188,7 +176,13 @@ class FingerprintAccumulator:
             ),
             _distinct_shapes(agents, "user_agent", "family", ua_family(pl.col("user_agent"))),
             _distinct_shapes(self._paths(rows, row_count), "path", "path", path_shape(pl.col("path"))),
-            _with_query_shape(self._queries(rows, query_rows), "value")
+            with_shaped_query(
+                self._queries(rows, query_rows),
+                "value",
+                _query_part_shape,
+                query_shape(pl.col("query")),
+                _QUERY_SHAPE_CHARS,
+            )
             .group_by("client", "value")
             .agg(pl.col("count").sum())
             .select("client", pl.lit("query").alias("feature"), "value", "count"),

@@ -4,7 +4,7 @@ once per batch, never once per row in Python."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import polars as pl
@@ -20,6 +20,7 @@ __all__ = [
     "request_kind",
     "ua_family",
     "with_query_scheme",
+    "with_shaped_query",
 ]
 
 _ASSET: Final = r"\.(?:css|js|mjs|png|jpe?g|gif|webp|avif|svg|ico|woff2?|ttf|otf|eot|map|mp4|webm|mp3|pdf)$"
@@ -194,21 +195,29 @@ def query_scheme() -> pl.Expr:
     return pl.col("query").str.split("&").list.eval(part).list.join("&").str.slice(0, 80)
 
 
-def with_query_scheme(frame: pl.LazyFrame, name: str = "scheme") -> pl.LazyFrame:
-    """`frame` with `query_scheme()` as column `name`, its rows in another order (for callers that group them).
+def with_shaped_query(
+    frame: pl.LazyFrame, name: str, part: Callable[[pl.Expr, pl.Expr], pl.Expr], whole: pl.Expr, limit: int
+) -> pl.LazyFrame:
+    """`frame` with `whole` (a shape of its `query` made part by part with `part(key, value)`, at most `limit`
+    characters) as column `name`, its rows in another order (for callers that group them).
 
-    A query string of one part (`xk3q9z=1700000000`, what cache busters send) is shaped as a plain column; only
-    the others go through the per-part list evaluation, whose overhead was a sixth of the work on a cache-busting
-    flood's queries."""
+    A query string of one part (`xk3q9z=1700000000`, what cache busters send) is shaped by `part` as a plain
+    column; only the others go through the per-part list evaluation, whose overhead was a sixth of the work on a
+    cache-busting flood's queries."""
     single = ~pl.col("query").str.contains("&", literal=True)
     halves = pl.col("query").str.splitn("=", 2)
-    part = _scheme_part(halves.struct.field("field_0"), halves.struct.field("field_1"))
+    plain = part(halves.struct.field("field_0"), halves.struct.field("field_1")).str.slice(0, limit)
     return pl.concat(
         [
-            frame.filter(single).with_columns(part.str.slice(0, 80).alias(name)),
-            frame.filter(~single | pl.col("query").is_null()).with_columns(query_scheme().alias(name)),
+            frame.filter(single).with_columns(plain.alias(name)),
+            frame.filter(~single | pl.col("query").is_null()).with_columns(whole.alias(name)),
         ]
     )
+
+
+def with_query_scheme(frame: pl.LazyFrame, name: str = "scheme") -> pl.LazyFrame:
+    """`frame` with `query_scheme()` as column `name` (see `with_shaped_query`)."""
+    return with_shaped_query(frame, name, _scheme_part, query_scheme(), 80)
 
 
 def _values(lazy: pl.LazyFrame, column: str) -> pl.LazyFrame:
