@@ -73,3 +73,13 @@ def test_random_paths_are_a_vector_of_a_mixed_flood_too():
     assert "random-path" not in _vectors_of(error_share=0.1, path_diversity=0.9)
     assert "random-path" not in _vectors_of(error_share=0.4, path_diversity=0.05)
     assert "random-path" not in _vectors_of(error_share=0.3, path_diversity=1.0, template="/page/0")
+
+
+def test_pagination_floods_are_heavy_pages_by_path_or_query_string():
+    # Deep listing pages, by path or by query string (the simulated article-html sites page with
+    # `/archive.html?page=N`), are heavy pages; their unique 404s are not random paths.
+    assert "heavy-page" in _vectors_of(template="/page/0/", error_share=0.3, path_diversity=1.0)
+    by_query = _vectors_of(template="/*.html", query_keys="page", error_share=0.3, path_diversity=1.0)
+    assert "heavy-page" in by_query
+    assert "random-path" not in by_query
+    assert "heavy-page" not in _vectors_of(template="/*.html", query_keys="q", error_share=0.0, path_diversity=0.1)
