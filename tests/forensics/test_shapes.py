@@ -11,6 +11,7 @@ from floodwall.forensics.shapes import (
     marker_candidates,
     query_scheme,
     request_kind,
+    scheme_counts,
     ua_family,
     with_query_scheme,
 )
@@ -116,3 +117,32 @@ def test_schemes_worked_out_column_wise_match_the_per_part_ones() -> None:
     got = with_query_scheme(frame.lazy()).collect().sort("n")
     assert got.equals(expected)
     assert got.get_column("scheme").to_list()[:3] == ["[…]{6}=N", "ver=N.N.N", "q=W+W&page=N"]
+
+
+def test_scheme_counts_match_counting_each_querys_scheme() -> None:
+    """`scheme_counts` (one-part queries grouped before their scheme is written) counts what shaping every query
+    with `query_scheme` and counting per (incident, scheme, client) counts, weights included."""
+    queries = [
+        "xk3q9z=1700000000", "ver=6.6.2", "q=izvestaj+vlada&page=2", "amp", "a1=2", "=", "", "&", "ABCDEF=x",
+        "utm_source=fb&fbclid=IwAR0x", "s=%27%20or%201=1", "tok=é9", "verylongkeyname=abc123def", None, "hano=60506",
+        "oqkzar=1", "OQKZAR=22", "zz9q=", "k=v=w", "abcdef=12ab", "Ver=1",
+    ]  # fmt: skip
+    clients = ["203.0.113.7", "198.51.100.2", None]
+    rows = [
+        {"query": q, "client": c, "incident_id": i}
+        for n, q in enumerate(queries)
+        for c in clients
+        for i in ("a", "b")[: 1 + n % 2]
+    ] * 2
+    frame = pl.DataFrame(rows, schema={"query": pl.String, "client": pl.String, "incident_id": pl.String})
+    expected = (
+        frame.filter(pl.col("query").is_not_null())
+        .with_columns(query_scheme().alias("scheme"))
+        .group_by("incident_id", "scheme", "client")
+        .agg((pl.len() * 3).cast(pl.Int64).alias("requests"))
+    )
+    got = scheme_counts(frame.lazy(), ["incident_id"], 3).collect()
+    order = ["incident_id", "scheme", "client"]
+    assert got.columns == [*order, "requests"]
+    assert got.sort(order, nulls_last=True).equals(expected.sort(order, nulls_last=True))
+    assert ("a", "[a-z]{6}=N", "203.0.113.7", 12) in got.rows()  # oqkzar=1 and OQKZAR=22, twice each, weight 3

@@ -8,7 +8,7 @@ from typing import Final
 
 import polars as pl
 
-from floodwall.forensics.shapes import grouped, marker_candidate_plan, ua_family, with_query_scheme
+from floodwall.forensics.shapes import grouped, marker_candidate_plan, scheme_counts, ua_family, with_query_scheme
 
 __all__ = ["SAMPLE_COLUMNS", "STATUS", "counts", "plan_all", "plan_attack", "plan_normal"]
 
@@ -119,12 +119,7 @@ def plan_attack(
         ("agents", agents.join(families, on="user_agent", how="left", nulls_equal=True)),
         (
             "schemes",
-            grouped(
-                with_query_scheme(attack.filter(pl.col("query").is_not_null()).gather_every(step)),
-                ["incident_id", "scheme"],
-                ["client"],
-                [(pl.len() * step).cast(pl.Int64).alias("requests")],
-            ),
+            scheme_counts(attack.filter(pl.col("query").is_not_null()).gather_every(step), ["incident_id"], step),
         ),
         (
             "candidates",
