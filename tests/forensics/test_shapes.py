@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -146,3 +146,23 @@ def test_scheme_counts_match_counting_each_querys_scheme() -> None:
     assert got.columns == [*order, "requests"]
     assert got.sort(order, nulls_last=True).equals(expected.sort(order, nulls_last=True))
     assert ("a", "[a-z]{6}=N", "203.0.113.7", 12) in got.rows()  # oqkzar=1 and OQKZAR=22, twice each, weight 3
+
+
+def test_query_keys_found_row_by_row_are_the_ones_found_per_distinct_query() -> None:
+    """A flood's query strings never repeat, so the attack's query keys are found row by row: the same candidates,
+    counts, clients, first and last times and evidence line as grouping the distinct queries first."""
+    queries = [
+        "hano=60506", "HANO=1", "xk3q9z=1700000000", "q=a&Hano=5", "hano=2&hano=3", "ab=1", "ver=6.4.2", "amp",
+        "=", "", "&", "9abc=1", "abc", "abc=", "k=v=w&zzzz=1", "utm_source=x&hano=1", None,
+    ]  # fmt: skip
+    rows = [
+        {"query": q, "client": f"203.0.113.{n % 3}", "line": n, "ts": T + timedelta(seconds=n // 2)}
+        for n, q in enumerate(queries * 3)
+    ]
+    frame = _frame(rows).with_columns(pl.lit("flood-1").alias("incident_id"))
+    order = ["kind", "value"]
+    grouped_first = marker_candidates(frame, keys=("incident_id",), count_clients=True).sort(order)
+    per_row = marker_candidates(frame, keys=("incident_id",), count_clients=True, per_row_queries=True)
+    assert per_row.select(grouped_first.columns).sort(order).equals(grouped_first)
+    hano = per_row.filter(pl.col("value") == "hano").row(0, named=True)
+    assert (hano["requests"], hano["clients"], hano["line"]) == (3 * 6, 3, 0)

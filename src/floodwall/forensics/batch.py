@@ -123,7 +123,9 @@ def plan_attack(
         ),
         (
             "candidates",
-            marker_candidate_plan(attack, keys=("incident_id",), skip_paths=random_path, count_clients=True),
+            marker_candidate_plan(
+                attack, keys=("incident_id",), skip_paths=random_path, count_clients=True, per_row_queries=True
+            ),
         ),
         (
             "paths",

@@ -56,6 +56,7 @@ _SITE_WORDS: Final = (
     "plugins", "html", "www",
 )  # fmt: skip
 
+_QUERY_KEY: Final = r"^([a-z][a-z0-9_-]{2,31})$"  # a query key that could be a marker, lower-cased
 _BROWSER_UA: Final = r"^mozilla/5\.0 \((?:windows nt|macintosh|x11|linux|iphone|ipad|android)"
 _KNOWN_UA: Final = (
     r"bot|crawl|spider|slurp|pingdom|uptime|monitor|feed|curl|wget|python|go-http|java/|okhttp|libwww|scrapy|"
@@ -292,7 +293,7 @@ def _values(lazy: pl.LazyFrame, column: str) -> pl.LazyFrame:
             & (pl.col("value").str.len_chars() >= 4)
         )
     if column == "query":
-        keys = value.str.extract_all(r"(?:^|&)([a-z][a-z0-9_-]{2,31})=").list.eval(pl.element().str.strip_chars("&="))
+        keys = value.str.extract_all(r"(?:^|&)" + _QUERY_KEY[1:-1] + "=").list.eval(pl.element().str.strip_chars("&="))
         return (
             lazy.with_columns(pl.lit("query-key").alias("kind"), keys.alias("value"))
             .explode("value")
@@ -314,9 +315,46 @@ def marker_candidates(
     keys: Sequence[str] = ("client",),
     skip_paths: pl.Expr | None = None,
     count_clients: bool = False,
+    per_row_queries: bool = False,
 ) -> pl.DataFrame:
     """`marker_candidate_plan` of `frame`, run."""
-    return marker_candidate_plan(frame.lazy(), keys, skip_paths, count_clients).collect(engine="in-memory")
+    plan = marker_candidate_plan(frame.lazy(), keys, skip_paths, count_clients, per_row_queries)
+    return plan.collect(engine="in-memory")
+
+
+def _query_keys_per_row(frame: pl.LazyFrame, keys: list[str], firsts: list[pl.Expr]) -> pl.LazyFrame:
+    """The query keys of `frame`'s rows as marker candidates (kind "query-key"), each row's keys found on the row
+    itself: a cache-busting flood's query strings are all different, so grouping them first (the other columns'
+    way) only adds a group-by over every row. A one-part query's key is the text before its first `=` (what the
+    regular expression of `_values` finds there); queries of several parts are searched with that expression.
+    The rows are narrowed to the columns used before they are filtered: every filter copies what it carries."""
+    columns = [*keys, "ts", "source", "line", "client"]
+    rows = frame.select(*columns, "query").filter(pl.col("query").is_not_null())
+    single = ~pl.col("query").str.contains("&", literal=True)
+    halves = pl.col("query").str.splitn("=", 2)
+    key = pl.when(single & halves.struct.field("field_1").is_not_null()).then(halves.struct.field("field_0"))
+    one = rows.select(*columns, key.str.to_lowercase().alias("value")).filter(pl.col("value").str.contains(_QUERY_KEY))
+    several = (
+        rows.filter(~single)
+        .select(
+            *columns,
+            pl.col("query")
+            .str.to_lowercase()
+            .str.extract_all(r"(?:^|&)" + _QUERY_KEY[1:-1] + "=")
+            .list.eval(pl.element().str.strip_chars("&="))
+            .alias("value"),
+        )
+        .explode("value")
+    )
+    found = pl.concat([one, several]).filter(
+        pl.col("value").is_not_null() & ~pl.col("value").is_in(pl.Series(_COMMON_KEYS).implode())
+    )
+    return (
+        found.group_by([*keys, pl.col("value").hash().alias("_value")])
+        .agg(pl.col("value").first(), *firsts)
+        .drop("_value")
+        .with_columns(pl.lit("query-key").alias("kind"))
+    )
 
 
 def marker_candidate_plan(
@@ -324,6 +362,7 @@ def marker_candidate_plan(
     keys: Sequence[str] = ("client",),
     skip_paths: pl.Expr | None = None,
     count_clients: bool = False,
+    per_row_queries: bool = False,
 ) -> pl.LazyFrame:
     """Strings a request carries that could be an attacker's signature, lower-cased: a user agent that is neither
     a browser's nor a known tool's, query keys that are not everyday ones, words of the path, referers. One row
@@ -333,7 +372,9 @@ def marker_candidate_plan(
     (a popular page, a browser's user agent) is looked at once per batch; the grouping is by the value's 64-bit
     hash (integers group several times faster than strings), and clients are counted by theirs. Rows where
     `skip_paths` holds give no path words. With `count_clients`, `clients` counts the distinct clients that sent
-    each value. Lazy, so a caller can run it beside its other aggregates of the same rows."""
+    each value. With `per_row_queries`, query keys are found row by row instead (`_query_keys_per_row`: for a
+    flood's query strings, which never repeat). Lazy, so a caller can run it beside its other aggregates of the same
+    rows."""
     keys = list(keys)
     firsts = [
         pl.len().cast(pl.Int64).alias("requests"),
@@ -345,6 +386,8 @@ def marker_candidate_plan(
     ]
     parts = []
     for column in ("user_agent", "query", "path", "referer"):
+        if column == "query" and per_row_queries:
+            continue
         present = pl.col(column).is_not_null()
         if column == "path" and skip_paths is not None:
             present = present & ~skip_paths
@@ -355,12 +398,24 @@ def marker_candidate_plan(
             .drop("_value")
         )
         parts.append(_values(grouped, column).drop(column))
-    merged = pl.concat(parts, how="vertical_relaxed").group_by([*keys, "kind", "value"])
-    return merged.agg(
-        pl.col("requests").sum(),
-        pl.col("first_ts").min(),
-        pl.col("last_ts").max(),
-        pl.col("source").sort_by("first_ts", "source", "line").first(),
-        pl.col("line").sort_by("first_ts", "source", "line").first(),
-        *([pl.col("clients").explode().n_unique().cast(pl.Int64)] if count_clients else []),
+    merged = (
+        pl.concat(parts, how="vertical_relaxed")
+        .group_by([*keys, "kind", "value"])
+        .agg(
+            pl.col("requests").sum(),
+            pl.col("first_ts").min(),
+            pl.col("last_ts").max(),
+            pl.col("source").sort_by("first_ts", "source", "line").first(),
+            pl.col("line").sort_by("first_ts", "source", "line").first(),
+            *([pl.col("clients").explode().n_unique().cast(pl.Int64)] if count_clients else []),
+        )
     )
+    if not per_row_queries:
+        return merged
+    # `first` as for the other columns' values: the rows are in time order (a sort by time, then source and line,
+    # per group cost a third of the whole).
+    per_row = (
+        [*firsts[:-1], pl.col("client").hash().n_unique().cast(pl.Int64).alias("clients")] if count_clients else firsts
+    )
+    queries = _query_keys_per_row(frame, keys, per_row)
+    return pl.concat([merged, queries.select(merged.collect_schema().names())], how="vertical_relaxed")
