@@ -11,6 +11,7 @@ from floodwall.forensics.shapes import (
     marker_candidates,
     query_scheme,
     request_kind,
+    request_kinds,
     scheme_counts,
     ua_family,
     with_query_scheme,
@@ -166,3 +167,25 @@ def test_query_keys_found_row_by_row_are_the_ones_found_per_distinct_query() -> 
     assert per_row.select(grouped_first.columns).sort(order).equals(grouped_first)
     hano = per_row.filter(pl.col("value") == "hano").row(0, named=True)
     assert (hano["requests"], hano["clients"], hano["line"]) == (3 * 6, 3, 0)
+
+
+def test_request_kinds_of_a_batch_are_request_kind_of_each_row() -> None:
+    """`request_kinds` (only paths that might be special go through every pattern) names every row as
+    `request_kind` does, whatever mix of method, path, query and status."""
+    paths = [
+        "/", "/2024/11/story", "/XMLRPC.php", "/wp-login.php", "/Search", "/search/x", "/research", "/a/search",
+        "/style.CSS", "/app.js?", "/font.woff2", "/x.json", "/admin/", "/account", "/login", "/qwertyuiop", None,
+    ]  # fmt: skip
+    combos = [
+        {"path": p, "method": m, "query": q, "status": s}
+        for p in paths
+        for m in ("GET", "POST", "HEAD", None)
+        for q in (None, "s=hano", "oqkzar=123", "a=1&q=x", "")
+        for s in (200, 404)
+    ]
+    frame = _frame(combos)
+    expected = frame.select(request_kind()).to_series()
+    got = request_kinds(frame)
+    assert got.name == "kind"
+    assert got.to_list() == expected.to_list()
+    assert set(got) == {"xmlrpc", "login", "search", "post", "asset", "notfound", "bust", "page"}

@@ -19,7 +19,7 @@ import polars as pl
 from floodwall.detect import DetectionResult
 from floodwall.forensics.batch import SAMPLE_COLUMNS, STATUS, plan_all, plan_attack, plan_normal
 from floodwall.forensics.fingerprints import FingerprintAccumulator
-from floodwall.forensics.shapes import cacheable, request_kind
+from floodwall.forensics.shapes import cacheable, request_kinds
 from floodwall.logs.frame import compacted
 from floodwall.model import IncidentKind
 
@@ -220,9 +220,9 @@ class Collector:
         extra: list[pl.LazyFrame] = []
         if attack_rows:
             # Filtered once, eagerly: each query below then starts from these rows (cheaper than a cached subplan).
+            attack = rows.filter(pl.col("attack"))
             attack = (
-                rows.filter(pl.col("attack"))
-                .with_columns(request_kind().alias("kind"))  # only attack rows' kinds are counted
+                attack.with_columns(request_kinds(attack))  # only attack rows' kinds are counted
                 .with_columns(
                     pl.col("ts").dt.truncate("1s").alias("second"),
                     cacheable(ignore_query=False, kind=pl.col("kind")).alias("cacheable_plain"),
@@ -269,11 +269,13 @@ class Collector:
         if not rows.get_column("ts").is_sorted():  # batches come in time order; the phase joins rely on it
             rows = rows.sort("ts", maintain_order=True)
         inside = pl.col("ts").is_between(pl.col("start"), pl.col("end"))
-        rows = (
-            rows.join(self._single_spans, on="client", how="left", maintain_order="left")
-            .with_columns(pl.when(inside).then(pl.col(name)).alias(name) for name in ("incident_id", "incident_kind"))
-            .drop("start", "end")
+        # Joined on the two columns it needs, then set beside the batch: a join copies every column it carries.
+        marks = (
+            rows.select("client", "ts")
+            .join(self._single_spans, on="client", how="left", maintain_order="left")
+            .select(pl.when(inside).then(pl.col(name)).alias(name) for name in ("incident_id", "incident_kind"))
         )
+        rows = rows.hstack(marks.get_columns())
         if self._spans.height:
             numbered = rows.with_row_index("_row")
             hits = (

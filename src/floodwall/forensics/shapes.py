@@ -18,6 +18,7 @@ __all__ = [
     "marker_candidates",
     "query_scheme",
     "request_kind",
+    "request_kinds",
     "scheme_counts",
     "ua_family",
     "with_query_scheme",
@@ -102,6 +103,39 @@ def request_kind() -> pl.Expr:
         .then(pl.lit("bust"))
         .otherwise(pl.lit("page"))
     )
+
+
+#: What a path must hold for its kind to be xmlrpc, login, search or asset (`request_kind`'s path tests, loosened):
+#: a path without any of these is decided by method, status and query alone.
+_SPECIAL_PATH: Final = (
+    r"(?i:xmlrpc\.php|wp-login\.php|/login|/signin|/user/login|/admin|/wp-admin|/account|search)|\.[A-Za-z0-9]{2,5}$"
+)
+
+
+def request_kinds(frame: pl.DataFrame) -> pl.Series:
+    """`request_kind()` of every row of `frame`, as a Series named "kind", for a third less work on a flood.
+
+    `request_kind` tests every path against four case-insensitive patterns. Most paths of a flood (articles, the
+    front page, random words) match none, so one looser pattern finds the paths that might, and only those rows
+    go through `request_kind`; the rest are decided by their query, method and status."""
+    path = pl.col("path").fill_null("")
+    query = pl.col("query")
+    plain = (
+        pl.when(query.str.contains(_SEARCH_QUERY).fill_null(False))
+        .then(pl.lit("search"))
+        .when(~pl.col("method").fill_null("GET").is_in(["GET", "HEAD"]))
+        .then(pl.lit("post"))
+        .when(pl.col("status") == 404)
+        .then(pl.lit("notfound"))
+        .when(query.is_not_null())
+        .then(pl.lit("bust"))
+        .otherwise(pl.lit("page"))
+    )
+    kinds, special = frame.select(plain.alias("kind"), path.str.contains(_SPECIAL_PATH).alias("special")).get_columns()
+    rows = special.arg_true()
+    if rows.len():
+        kinds = kinds.scatter(rows, frame[rows].select(request_kind()).to_series())
+    return kinds
 
 
 _SENSITIVE: Final = (
