@@ -220,9 +220,9 @@ class Collector:
         extra: list[pl.LazyFrame] = []
         if attack_rows:
             # Filtered once, eagerly: each query below then starts from these rows (cheaper than a cached subplan).
-            attack = rows.filter(pl.col("attack"))
+            attack_frame = rows.filter(pl.col("attack"))
             attack = (
-                attack.with_columns(request_kinds(attack))  # only attack rows' kinds are counted
+                attack_frame.with_columns(request_kinds(attack_frame))  # only attack rows' kinds are counted
                 .with_columns(
                     pl.col("ts").dt.truncate("1s").alias("second"),
                     cacheable(ignore_query=False, kind=pl.col("kind")).alias("cacheable_plain"),
