@@ -31,6 +31,9 @@ __all__ = [
     "family_totals",
     "login_posters",
     "payload_senders",
+    "plain_method",
+    "plain_path",
+    "plain_query",
     "plain_request",
     "probing_clients",
 ]
@@ -71,16 +74,25 @@ _SUSPECT_PATH: Final = (
 _BROWSER: Final = r"^Mozilla/5\.0 \((?:Windows NT|Macintosh|X11|Linux|iPhone|iPad|Android)[^<>'\"`${}]*$"
 
 
+def plain_path() -> pl.Expr:
+    """True where the path gives no signature anything to fire on (`detect._tokenscan` computes the same in C)."""
+    path = pl.col("path").fill_null("")
+    return path.str.contains(_SAFE_PATH) & ~path.str.contains(_SUSPECT_PATH)
+
+
+def plain_query() -> pl.Expr:
+    """True where the query string gives no signature anything to fire on (`detect._tokenscan` likewise)."""
+    return pl.col("query").fill_null("").str.contains(_SAFE_QUERY)
+
+
+def plain_method() -> pl.Expr:
+    """True for GET and HEAD (a missing method counts as GET): other methods always go to the signatures."""
+    return pl.col("method").fill_null("GET").is_in(["GET", "HEAD"])
+
+
 def plain_request() -> pl.Expr:
     """True where method, path and query give no signature anything to fire on (the user agent may still)."""
-    path = pl.col("path").fill_null("")
-    query = pl.col("query").fill_null("")
-    return (
-        path.str.contains(_SAFE_PATH)
-        & query.str.contains(_SAFE_QUERY)
-        & ~path.str.contains(_SUSPECT_PATH)
-        & pl.col("method").fill_null("GET").is_in(["GET", "HEAD"])
-    )
+    return plain_path() & plain_query() & plain_method()
 
 
 def _per_value(frame: pl.DataFrame, column: str, flag: pl.Expr) -> pl.Series:
@@ -90,19 +102,20 @@ def _per_value(frame: pl.DataFrame, column: str, flag: pl.Expr) -> pl.Series:
     return keys.join(distinct, on="_h", how="left", maintain_order="left").get_column("_flag")
 
 
-def candidates(frame: pl.DataFrame) -> pl.Series:
-    """True for the requests the breach signatures must see."""
+def candidates(frame: pl.DataFrame, plain: pl.Series | None = None) -> pl.Series:
+    """True for the requests the breach signatures must see. `plain`: `plain_request()` per row when the caller has
+    it already (`windows.request_tokens` gives it, from the distinct paths and queries it reads anyway)."""
     agent = pl.col("user_agent").fill_null("")
     browser = agent.str.contains(_BROWSER) & ~agent.str.contains(
         r"(?i)(?:headless|python|curl|wget|scan|nikto|sqlmap|nmap|zgrab|masscan|fuzz|bot)"
     )
-    path = pl.col("path").fill_null("")
-    # plain_request() and the browser test, each part on distinct values: the regular expressions cost per value.
-    plain_path = _per_value(frame, "path", path.str.contains(_SAFE_PATH) & ~path.str.contains(_SUSPECT_PATH))
-    plain_query = _per_value(frame, "query", pl.col("query").fill_null("").str.contains(_SAFE_QUERY))
-    plain_method = frame.get_column("method").fill_null("GET").is_in(["GET", "HEAD"])
+    if plain is None:
+        # plain_request() and the browser test, each part on distinct values: the regular expressions cost per value.
+        plain_paths = _per_value(frame, "path", plain_path())
+        plain_queries = _per_value(frame, "query", plain_query())
+        plain = plain_paths & plain_queries & frame.select(plain_method()).to_series()
     is_browser = _per_value(frame, "user_agent", browser)
-    return (~(plain_path & plain_query & plain_method & is_browser)).alias("candidate")
+    return (~(plain & is_browser)).alias("candidate")
 
 
 def aggregate_hits(frame: pl.DataFrame, hits: pl.DataFrame) -> pl.DataFrame:

@@ -30,7 +30,6 @@ from floodwall.detect.breach import (
     candidates,
     login_posters,
     payload_senders,
-    plain_request,
     probing_clients,
 )
 from floodwall.detect.clients import features_of
@@ -40,7 +39,7 @@ from floodwall.detect.live import LiveWatch
 from floodwall.detect.onset import Surge, find_surges, phases_of
 from floodwall.detect.result import ATTACKER_SCHEMA, DetectionResult, SurgeVerdict, attack_pairs, timeline_from
 from floodwall.detect.settings import DetectSettings
-from floodwall.detect.windows import ClientWindows, SecondCounter, tokens
+from floodwall.detect.windows import ClientWindows, SecondCounter, request_tokens
 from floodwall.logs.frame import compacted
 from floodwall.model import Finding, Incident, IncidentKind, Vector
 
@@ -117,13 +116,13 @@ class Engine:
             raise RuntimeError("Engine.feed after finish(): make a new Engine")
         if frame.height == 0:
             return []
-        toks = tokens(frame)
+        toks, plain = request_tokens(frame)
         seconds = self._counter.add(toks)
         closed = self._windows.add(toks)
         if closed.height and self._history:
             self._closed.add(closed)
         self._remember_agents(frame)
-        breach = self._match(frame)
+        breach = self._match(frame, plain)
         if self._live is None:
             return []
         return self._live.feed(toks, seconds, closed, breach)
@@ -140,24 +139,26 @@ class Engine:
         for ua_id, agent in seen.unique("id").iter_rows():  # distinct agents of the batch, not rows
             self._agents.setdefault(int(ua_id), agent or "")
 
-    def _match(self, frame: pl.DataFrame) -> pl.DataFrame:
+    def _match(self, frame: pl.DataFrame, plain: pl.Series) -> pl.DataFrame:
+        """Signature hits of `frame`, aggregated; `plain`: `breach.plain_request()` per row."""
         if not self._matcher_loaded:
             self._matcher = _default_matcher(self.settings)
             self._matcher_loaded = True
         if self._matcher is None:
             return pl.DataFrame(schema=BREACH_SCHEMA)
-        suspects = frame.filter(candidates(frame))
+        wanted = candidates(frame, plain)
+        suspects = frame.filter(wanted)
         if suspects.height == 0:
             return pl.DataFrame(schema=BREACH_SCHEMA)
         # Match each distinct request once (monitors and floods repeat theirs), then give its hits to every copy.
         # A plain request (nothing in method, path or query to match) is a candidate for its user agent alone: it
         # is matched as "GET /" with that agent, so a flood's tool agent costs one match, not one per URL.
-        plain = plain_request()
+        is_plain = pl.lit(plain.filter(wanted))
         suspects_for_matching = suspects.with_columns(
-            pl.when(plain).then(pl.lit("/")).otherwise(pl.col("path")).alias("path"),
-            pl.when(plain).then(pl.lit(None, pl.String)).otherwise(pl.col("query")).alias("query"),
-            pl.when(plain).then(pl.lit(None, pl.String)).otherwise(pl.col("referer")).alias("referer"),
-            pl.when(plain).then(pl.lit("GET")).otherwise(pl.col("method")).alias("method"),
+            pl.when(is_plain).then(pl.lit("/")).otherwise(pl.col("path")).alias("path"),
+            pl.when(is_plain).then(pl.lit(None, pl.String)).otherwise(pl.col("query")).alias("query"),
+            pl.when(is_plain).then(pl.lit(None, pl.String)).otherwise(pl.col("referer")).alias("referer"),
+            pl.when(is_plain).then(pl.lit("GET")).otherwise(pl.col("method")).alias("method"),
         )
         keyed = suspects_for_matching.with_columns(pl.struct(_MATCH_KEYS).hash(seed=3).alias("_key"))
         distinct = keyed.unique(subset="_key", keep="first", maintain_order=True)

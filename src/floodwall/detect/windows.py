@@ -11,12 +11,23 @@ value that looks random), the referer's kind and a hash of the user agent.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from datetime import datetime
+from types import ModuleType
 from typing import Final
 
 import polars as pl
 
-__all__ = ["WINDOW_SCHEMA", "ClientWindows", "SecondCounter", "tokens"]
+from floodwall.detect.breach import plain_method, plain_path, plain_query
+
+__all__ = ["WINDOW_SCHEMA", "ClientWindows", "SecondCounter", "request_tokens", "tokens"]
+
+_tokenscan: ModuleType | None
+try:  # the C fast path of the path and query tokens; optional, like the log scanner
+    _tokenscan = importlib.import_module("floodwall.detect._tokenscan")
+except ImportError:  # pragma: no cover - depends on the build
+    _tokenscan = None
 
 _ASSET_EXT: Final = r"\.(?:css|js|mjs|png|jpe?g|gif|webp|avif|svg|ico|woff2?|ttf|eot|otf|mp4|webm|mp3|map|json)$"
 _ASSET_DIR: Final = r"^/(?:wp-content|wp-includes|static|assets|_next|media|images|img|css|js|fonts)/"
@@ -82,18 +93,20 @@ WINDOW_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 
 
-def _per_distinct(frame: pl.DataFrame, column: str, derive: list[pl.Expr], *, keep: bool = False) -> pl.DataFrame:
-    """`derive` computed once per distinct value of `column` (paths, referers and agents repeat a lot), keyed by the
-    value's hash (`_h_<column>`) so that joining it back compares integers, not strings."""
+def _distinct(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """The distinct values of `column` (paths, referers and agents repeat a lot), keyed by the value's hash
+    (`_h_<column>`) so that joining derived values back compares integers, not strings."""
     key = f"_h_{column}"
-    distinct = frame.select(pl.col(column).hash().alias(key), pl.col(column)).unique(key)
-    derived = distinct.with_columns(derive)
-    return derived if keep else derived.drop(column)
+    return frame.select(pl.col(column).hash().alias(key), pl.col(column)).unique(key)
 
 
-def _query_keys(queries: pl.DataFrame) -> pl.DataFrame:
-    """`queries` (distinct values of `query`) with `query_keys` in place of the query: its sorted, distinct keys."""
-    query = queries.get_column("query")
+def _per_distinct(frame: pl.DataFrame, column: str, derive: list[pl.Expr]) -> pl.DataFrame:
+    """`derive` computed once per distinct value of `column`, keyed by its hash (see `_distinct`)."""
+    return _distinct(frame, column).with_columns(derive).drop(column)
+
+
+def _query_keys(query: pl.Series) -> pl.Series:
+    """Each query's distinct keys, sorted, joined with ','."""
     # Most queries hold one parameter (a cache-busting flood makes every one of them distinct): their key is one
     # extract, and only queries with an `&` need the list of keys (a third of the cost of tokens() went there).
     joined = query.str.extract(r"^([^=&]{1,40})", 1).fill_null("")
@@ -111,15 +124,16 @@ def _query_keys(queries: pl.DataFrame) -> pl.DataFrame:
         if several.any():
             listed = listed.scatter(several.arg_true(), keys.filter(several).list.sort().list.join(","))
         joined = joined.scatter(several_params.arg_true(), listed)
-    return queries.drop("query").with_columns(joined.alias("query_keys"))
+    return joined.alias("query_keys")
 
 
-def tokens(frame: pl.DataFrame) -> pl.DataFrame:
-    """The Request frame's columns that detection reads, plus the derived per-request tokens."""
+_Reference = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+def _path_tokens_reference(paths: pl.DataFrame) -> pl.DataFrame:
+    """`paths` (a `path` column) with each path's `kind`, `template` and `plain_path` (nothing in it for a breach
+    signature: `breach.plain_path`), by regular expressions: the reference `_tokenscan.path_tokens` follows."""
     path = pl.col("path").fill_null("").str.to_lowercase()
-    query = pl.col("query")
-    referer = pl.col("referer")
-    agent = pl.col("user_agent").fill_null("")
     kind = (
         pl.when(path.str.contains(_ASSET_EXT) | path.str.contains(_ASSET_DIR))
         .then(pl.lit("asset"))
@@ -136,9 +150,59 @@ def tokens(frame: pl.DataFrame) -> pl.DataFrame:
         .str.replace_all(r"/[a-z]{7,}(?:/|$)", "/{word}/")
         .str.slice(0, 60)
     )
-    cache_bust = query.str.contains(_RANDOM_VALUE) | query.str.contains(_TIMESTAMP_VALUE)
-    paths = _per_distinct(frame, "path", [kind.alias("kind"), template.alias("template")])
-    queries = _query_keys(_per_distinct(frame, "query", [cache_bust.fill_null(False).alias("cache_bust")], keep=True))
+    return paths.with_columns(kind.alias("kind"), template.alias("template"), plain_path().alias("plain_path"))
+
+
+def _query_tokens_reference(queries: pl.DataFrame) -> pl.DataFrame:
+    """`queries` (a `query` column) with each query's `cache_bust` flag, `query_keys` and `plain_query` (see
+    `breach.plain_query`), by regular expressions: the reference `_tokenscan.query_tokens` follows."""
+    query = pl.col("query")
+    cache_bust = (query.str.contains(_RANDOM_VALUE) | query.str.contains(_TIMESTAMP_VALUE)).fill_null(False)
+    return queries.with_columns(
+        cache_bust.alias("cache_bust"), _query_keys(queries.get_column("query")), plain_query().alias("plain_query")
+    )
+
+
+def _by_scanner(values: pl.DataFrame, column: str, scanned: pl.DataFrame, reference: _Reference) -> pl.DataFrame:
+    """`values` with the scanner's token columns; rows it left to the reference (`done` false) computed there."""
+    out = values.hstack(scanned.drop("done", strict=False).get_columns())
+    if "done" not in scanned.columns:
+        return out
+    done = scanned.get_column("done")
+    if done.all():
+        return out
+    rows = (~done).arg_true()
+    redone = reference(values.filter(~done).select(column))
+    return out.with_columns(out.get_column(name).scatter(rows, redone.get_column(name)) for name in scanned.columns[1:])
+
+
+def _path_tokens(paths: pl.DataFrame) -> pl.DataFrame:
+    """`_path_tokens_reference`'s columns, from the C scanner when it is built."""
+    if _tokenscan is None:
+        return _path_tokens_reference(paths)
+    scanned = pl.DataFrame(_tokenscan.path_tokens(paths.get_column("path")))
+    return _by_scanner(paths, "path", scanned, _path_tokens_reference)
+
+
+def _query_tokens(queries: pl.DataFrame) -> pl.DataFrame:
+    """`_query_tokens_reference`'s columns, from the C scanner when it is built."""
+    if _tokenscan is None:
+        return _query_tokens_reference(queries)
+    return queries.hstack(pl.DataFrame(_tokenscan.query_tokens(queries.get_column("query"))).get_columns())
+
+
+def tokens(frame: pl.DataFrame) -> pl.DataFrame:
+    """The Request frame's columns that detection reads, plus the derived per-request tokens."""
+    return request_tokens(frame)[0]
+
+
+def request_tokens(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    """`tokens(frame)`, and per request whether its method, path and query give a breach signature nothing to fire
+    on (`breach.plain_request`): both read the same distinct paths and queries."""
+    referer = pl.col("referer")
+    agent = pl.col("user_agent").fill_null("")
+    paths = _path_tokens(_distinct(frame, "path")).drop("path")
+    queries = _query_tokens(_distinct(frame, "query"))
     referers = _per_distinct(
         frame,
         "referer",
@@ -159,13 +223,14 @@ def tokens(frame: pl.DataFrame) -> pl.DataFrame:
         hashes.select(key).join(lookup, on=key, how="left", maintain_order="left").drop(key).get_columns()
         for lookup, key in (
             (paths, "_h_path"),
-            (queries, "_h_query"),
+            (queries.drop("query"), "_h_query"),
             (referers, "_h_referer"),
             (agents, "_h_user_agent"),
         )
     ]
     base = frame.hstack([column for columns in derived for column in columns])
-    return base.select(
+    plain = base.select(pl.col("plain_path") & pl.col("plain_query") & plain_method()).to_series()
+    toks = base.select(
         "ts",
         "client",
         "client_net",
@@ -173,7 +238,7 @@ def tokens(frame: pl.DataFrame) -> pl.DataFrame:
         "source",
         "line",
         pl.col("path").fill_null(""),
-        query.fill_null(""),
+        pl.col("query").fill_null(""),
         "kind",
         (pl.col("method") == "POST").fill_null(False).alias("is_post"),
         "template",
@@ -185,6 +250,7 @@ def tokens(frame: pl.DataFrame) -> pl.DataFrame:
         "ua_id",
         pl.col("method").fill_null("?").alias("method"),
     )
+    return toks, plain.alias("plain")
 
 
 class SecondCounter:
