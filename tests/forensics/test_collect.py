@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pytest
 
 from floodwall.detect import ATTACKER_SCHEMA, TIMELINE_SCHEMA, DetectionResult
+from floodwall.forensics import collect
 from floodwall.forensics.collect import Collector
 from floodwall.model import Incident, IncidentKind, Vector
 from floodwall.testing import requests_frame
@@ -94,3 +96,37 @@ def test_requests_count_to_the_incident_whose_span_they_fall_in() -> None:
     assert readers == {BOTH: 1, FLOODER: 1, READER: 2}
     assert collected.minutes.get_column("attack").sum() == 8
     assert collected.rows == 12
+
+
+def test_a_recurring_query_key_is_counted_in_full_and_one_off_keys_are_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cache-busting flood sends a new query key with every request: past `_KEY_SAMPLE` such requests per batch,
+    only keys that recur in a sample are counted, and those are counted in every request that carries them (the
+    marker "hano" here, in one request of 50), as when every key is counted."""
+    rows = [
+        {
+            "ts": START + timedelta(seconds=n / 100),
+            "client": (BOTH, FLOODER)[n % 2],
+            "query": "hano=1" if n % 50 == 0 else f"k{n:06d}x={n}",
+            "line": n + 1,
+        }
+        for n in range(50_000)
+    ]
+    frame = requests_frame(rows, site="example")
+
+    def candidates() -> tuple[pl.DataFrame, set[str]]:
+        collector = Collector(_detection())
+        collector.feed(frame.slice(0, 25_000))
+        collector.feed(frame.slice(25_000))
+        found = collector.collected().candidates.filter(pl.col("kind") == "query-key")
+        return found.drop("clients").sort("value", "incident_id"), collector.query_keys
+
+    watched, keys = candidates()
+    assert keys == {"hano"}
+    assert watched.select("value", "requests", "line").rows() == [("hano", 1000, 1)]
+    monkeypatch.setattr(collect, "_KEY_SAMPLE", 10**9)  # every key of every request
+    every, keys = candidates()
+    assert keys == set()
+    assert every.height == 50_000 - 1000 + 1
+    assert every.filter(pl.col("value") == "hano").equals(watched)

@@ -4,6 +4,7 @@ collector runs them together (`pl.collect_all`) and merges their results across 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import polars as pl
@@ -74,9 +75,10 @@ def plan_all(rows: pl.LazyFrame, phases: pl.DataFrame) -> list[tuple[str, pl.Laz
 
 
 def plan_attack(
-    attack: pl.LazyFrame, phases: pl.DataFrame, query_rows: int
+    attack: pl.LazyFrame, phases: pl.DataFrame, query_rows: int, query_keys: Sequence[str] | None = None
 ) -> tuple[list[tuple[str, pl.LazyFrame]], int]:
-    """The attack rows' aggregates, and the step query schemes were sampled with (1: every query)."""
+    """The attack rows' aggregates, and the step query schemes were sampled with (1: every query). `query_keys`,
+    when given, are the only query keys counted as marker candidates (see `Collector._watched_query_keys`)."""
     phased = attack.join_asof(
         phases.lazy().select("incident_id", "phase", "phase_start", "phase_end"),
         left_on="ts",
@@ -124,7 +126,12 @@ def plan_attack(
         (
             "candidates",
             marker_candidate_plan(
-                attack, keys=("incident_id",), skip_paths=random_path, count_clients=True, per_row_queries=True
+                attack,
+                keys=("incident_id",),
+                skip_paths=random_path,
+                count_clients=True,
+                per_row_queries=True,
+                query_keys=query_keys,
             ),
         ),
         (

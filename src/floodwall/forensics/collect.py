@@ -19,7 +19,7 @@ import polars as pl
 from floodwall.detect import DetectionResult
 from floodwall.forensics.batch import SAMPLE_COLUMNS, STATUS, plan_all, plan_attack, plan_normal
 from floodwall.forensics.fingerprints import FingerprintAccumulator
-from floodwall.forensics.shapes import cacheable, request_kinds
+from floodwall.forensics.shapes import cacheable, query_key_rows, request_kinds
 from floodwall.logs.frame import compacted
 from floodwall.model import IncidentKind
 
@@ -28,6 +28,11 @@ __all__ = ["Collected", "Collector"]
 _UTC: Final = pl.Datetime("us", "UTC")
 _MARGIN: Final = timedelta(seconds=60)
 _CANDIDATE_CAP: Final = 400_000  # rows of normal-traffic candidate strings kept before the rarest are pruned
+#: Attack requests with a query string per batch searched for query keys that recur; past this, a sample.
+_KEY_SAMPLE: Final = 10_000
+#: A key is watched once its share of a batch's attack requests reaches this in the sample: a quarter of the 0.1%
+#: that a marker (at least 0.2% of all attack requests, `mode._MARKER_SHARE`) must reach in one batch at least.
+_KEY_SHARE: Final = 0.00025
 
 
 class _Parts:
@@ -197,6 +202,7 @@ class Collector:
         self.batches = 0
         self.rows = 0
         self.scheme_step = 1
+        self.query_keys: set[str] = set()  # the attack's query keys that recur (`_watched_query_keys`)
 
     # --- per batch ---------------------------------------------------------------------------------------------
 
@@ -230,7 +236,8 @@ class Collector:
                 )
                 .lazy()
             )
-            attack_plans, step = plan_attack(attack, self._phases, int(query_rows))
+            watched = self._watched_query_keys(attack_frame, int(attack_rows), int(query_rows))
+            attack_plans, step = plan_attack(attack, self._phases, int(query_rows), watched)
             self.scheme_step = max(self.scheme_step, step)
             # The (incident, client, user agent) counts are small and read again by the fingerprints: run first,
             # once (collect_all did not share that group-by between the queries that read it: it ran twice).
@@ -258,6 +265,32 @@ class Collector:
             self._settle_attack()
         if attack_rows < rows.height:
             self._prune_normal_candidates()
+
+    def _watched_query_keys(self, attack: pl.DataFrame, attack_rows: int, query_rows: int) -> list[str] | None:
+        """The query keys worth counting as marker candidates in this batch, or None for all of them (few queries).
+
+        Only strings that recur can be markers, and a cache-busting flood's keys mostly do not: finding and
+        counting every key of every request was a fifth of the forensic pass. Past `_KEY_SAMPLE` attack requests
+        with a query string, the keys are looked for in an even sample of that many; a key seen there at `_KEY_SHARE`
+        of the batch's attack requests or more is watched from then on, and every request that carries a watched
+        key is counted. A marker reaches four times that share in one batch at least, so it is watched by then
+        (its expected count in the sample is 4 times the bar, 30 or more for a full batch); only its requests in
+        earlier batches, where it was rarer than the bar, can be missing from its count, as rare values pruned by
+        `_prune` can be."""
+        step = query_rows // _KEY_SAMPLE
+        if step <= 1:
+            return None
+        sample = attack.lazy().filter(pl.col("query").is_not_null()).gather_every(step)
+        bar = max(3, int(attack_rows * _KEY_SHARE / step))
+        seen = (
+            query_key_rows(sample, [])
+            .group_by("value")
+            .agg(pl.len().alias("requests"))
+            .filter(pl.col("requests") >= bar)
+            .collect(engine="in-memory")
+        )
+        self.query_keys.update(seen.get_column("value").to_list())
+        return sorted(self.query_keys)
 
     def _tables(self, plans: list[tuple[str, pl.LazyFrame]]) -> list[tuple[_Parts, pl.LazyFrame]]:
         """Each named query with the table its result adds to."""

@@ -16,6 +16,7 @@ __all__ = [
     "looks_hostile",
     "marker_candidate_plan",
     "marker_candidates",
+    "query_key_rows",
     "query_scheme",
     "request_kind",
     "request_kinds",
@@ -350,19 +351,20 @@ def marker_candidates(
     skip_paths: pl.Expr | None = None,
     count_clients: bool = False,
     per_row_queries: bool = False,
+    query_keys: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """`marker_candidate_plan` of `frame`, run."""
-    plan = marker_candidate_plan(frame.lazy(), keys, skip_paths, count_clients, per_row_queries)
+    plan = marker_candidate_plan(frame.lazy(), keys, skip_paths, count_clients, per_row_queries, query_keys)
     return plan.collect(engine="in-memory")
 
 
-def _query_keys_per_row(frame: pl.LazyFrame, keys: list[str], firsts: list[pl.Expr]) -> pl.LazyFrame:
-    """The query keys of `frame`'s rows as marker candidates (kind "query-key"), each row's keys found on the row
-    itself: a cache-busting flood's query strings are all different, so grouping them first (the other columns'
-    way) only adds a group-by over every row. A one-part query's key is the text before its first `=` (what the
-    regular expression of `_values` finds there); queries of several parts are searched with that expression.
-    The rows are narrowed to the columns used before they are filtered: every filter copies what it carries."""
-    columns = [*keys, "ts", "source", "line", "client"]
+def query_key_rows(frame: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
+    """`columns` of `frame`'s rows with, as `value`, each query key that could be a marker (lower-cased, not an
+    everyday key): one row per key a request carries. A one-part query's key is the text before its first `=`
+    (what the regular expression of `_values` finds there); queries of several parts are searched with that
+    expression. The rows are narrowed to the columns used before they are filtered: every filter copies what it
+    carries."""
+    columns = list(columns)
     rows = frame.select(*columns, "query").filter(pl.col("query").is_not_null())
     single = ~pl.col("query").str.contains("&", literal=True)
     halves = pl.col("query").str.splitn("=", 2)
@@ -380,9 +382,25 @@ def _query_keys_per_row(frame: pl.LazyFrame, keys: list[str], firsts: list[pl.Ex
         )
         .explode("value")
     )
-    found = pl.concat([one, several]).filter(
+    return pl.concat([one, several]).filter(
         pl.col("value").is_not_null() & ~pl.col("value").is_in(pl.Series(_COMMON_KEYS).implode())
     )
+
+
+def _query_keys_per_row(
+    frame: pl.LazyFrame, keys: list[str], firsts: list[pl.Expr], only: Sequence[str] | None
+) -> pl.LazyFrame:
+    """The query keys of `frame`'s rows as marker candidates (kind "query-key"), each row's keys found on the row
+    itself (`query_key_rows`): a cache-busting flood's query strings are all different, so grouping them first (the
+    other columns' way) only adds a group-by over every row. With `only`, just those keys are looked for, and only
+    in the rows whose query holds one of them followed by `=` (one multi-pattern search)."""
+    if only is not None:
+        wanted = pl.Series(sorted(only), dtype=pl.String)
+        holds = pl.col("query").str.contains_any([f"{key}=" for key in wanted], ascii_case_insensitive=True)
+        frame = frame.filter(holds) if wanted.len() else frame.head(0)
+    found = query_key_rows(frame, [*keys, "ts", "source", "line", "client"])
+    if only is not None:
+        found = found.filter(pl.col("value").is_in(wanted.implode()))
     return (
         found.group_by([*keys, pl.col("value").hash().alias("_value")])
         .agg(pl.col("value").first(), *firsts)
@@ -397,6 +415,7 @@ def marker_candidate_plan(
     skip_paths: pl.Expr | None = None,
     count_clients: bool = False,
     per_row_queries: bool = False,
+    query_keys: Sequence[str] | None = None,
 ) -> pl.LazyFrame:
     """Strings a request carries that could be an attacker's signature, lower-cased: a user agent that is neither
     a browser's nor a known tool's, query keys that are not everyday ones, words of the path, referers. One row
@@ -407,8 +426,8 @@ def marker_candidate_plan(
     hash (integers group several times faster than strings), and clients are counted by theirs. Rows where
     `skip_paths` holds give no path words. With `count_clients`, `clients` counts the distinct clients that sent
     each value. With `per_row_queries`, query keys are found row by row instead (`_query_keys_per_row`: for a
-    flood's query strings, which never repeat). Lazy, so a caller can run it beside its other aggregates of the same
-    rows."""
+    flood's query strings, which never repeat), and with `query_keys` as well, only those keys. Lazy, so a caller
+    can run it beside its other aggregates of the same rows."""
     keys = list(keys)
     firsts = [
         pl.len().cast(pl.Int64).alias("requests"),
@@ -451,5 +470,5 @@ def marker_candidate_plan(
     per_row = (
         [*firsts[:-1], pl.col("client").hash().n_unique().cast(pl.Int64).alias("clients")] if count_clients else firsts
     )
-    queries = _query_keys_per_row(frame, keys, per_row)
+    queries = _query_keys_per_row(frame, keys, per_row, query_keys)
     return pl.concat([merged, queries.select(merged.collect_schema().names())], how="vertical_relaxed")
