@@ -30,6 +30,8 @@ from floodwall.edge.http import Request
 __all__ = ["AccessLog", "escape"]
 
 _FLUSH_BYTES: Final = 64 * 1024
+#: Escaped field values remembered before the memory is cleared (a flood of random user agents only refills it).
+_REMEMBERED_TEXTS: Final = 4096
 _ESCAPES: Final = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100))}
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -57,6 +59,7 @@ class AccessLog:
         self._size = 0
         self._second = -1
         self._time_local = ""
+        self._texts: dict[bytes, str] = {}
         self._open()
 
     def _open(self) -> None:
@@ -70,26 +73,56 @@ class AccessLog:
     def _now(self) -> str:
         now = int(time.time())
         if now != self._second:
-            t = time.gmtime(now)
-            self._second = now
-            self._time_local = time.strftime("%d/", t) + _MONTHS[t.tm_mon - 1] + time.strftime("/%Y:%H:%M:%S +0000", t)
+            self._set_time(now)
         return self._time_local
+
+    def _set_time(self, now: int) -> None:
+        """`$time_local` for the second `now`, made once per second."""
+        t = time.gmtime(now)
+        self._second = now
+        self._time_local = time.strftime("%d/", t) + _MONTHS[t.tm_mon - 1] + time.strftime("/%Y:%H:%M:%S +0000", t)
 
     def record(self, request: Request, status: int, body_bytes: int, duration_s: float) -> None:
         """One line for an answered request."""
-        # A request we could not read (400, 413, 431) has no request line to quote.
+        # A request we could not read (400, 413, 431) has no request line to quote. The target is ASCII (the
+        # connection refuses others) and the method an HTTP token: most lines need no escaping, checked in C.
         method = request.method
-        line = "-" if method == "-" else escape(f"{method} {request.target} HTTP/{request.version}")
+        if method == "-":
+            line = "-"
+        else:
+            target = request.target
+            line = f"{method} {target} HTTP/{request.version}"
+            if not target.isprintable() or '"' in target or "\\" in target:
+                line = escape(line)
+        now = int(time.time())
+        if now != self._second:
+            self._set_time(now)
         upstream_s = request.upstream_s
         upstream_status = request.upstream_status
+        host = request.host
         text = (
-            f'{request.client or "-"} - - [{self._now()}] "{line}" {status} {body_bytes} '
-            f'"{_field_text(request.referer)}" "{_field_text(request.user_agent)}" '
+            f'{request.client or "-"} - - [{self._time_local}] "{line}" {status} {body_bytes} '
+            f'"{self._text(request.referer)}" "{self._text(request.user_agent)}" '
             f'rt={duration_s:.3f} urt="{"-" if upstream_s is None else f"{upstream_s:.3f}"}" '
             f'us="{"-" if upstream_status is None else upstream_status}" ucs="{request.cache_status or "-"}" '
-            f'host="{escape(request.host) or "-"}" xff="{_field_text(request.forwarded_for)}"\n'
+            f'host="{(escape(host) or "-") if host else "-"}" xff="{self._text(request.forwarded_for)}"\n'
         )
-        self._append(text)
+        self._buffer.append(text)
+        self._size += len(text)
+        if self._size >= _FLUSH_BYTES:
+            self.flush()
+
+    def _text(self, value: bytes | None) -> str:
+        """A logged field's text, escaped; remembered per value (readers send the same user agent and referer
+        again and again, and decoding and checking them was a tenth of a cache hit's cost)."""
+        if not value:
+            return "-"
+        text = self._texts.get(value)
+        if text is None:
+            if len(self._texts) >= _REMEMBERED_TEXTS:
+                self._texts.clear()
+            text = self._texts[value] = escape(value.decode("latin-1"))
+        return text
 
     def record_refused(self, client: str, data: bytes, body_bytes: int) -> None:
         """One line for a connection refused at accept (`floodwall.edge.gate`), from the client's first bytes: its

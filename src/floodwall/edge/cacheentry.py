@@ -75,6 +75,10 @@ class CachedResponse:
     revalidate_until: float
     error_until: float
     size: int = field(default=0)
+    #: A fresh hit's per-answer head lines, made once per second of age rather than once per hit (`hit_head`).
+    hit_age: int = field(default=-1)
+    hit_lines: bytes = field(default=b"")
+    hit_keepalive_head: bytes = field(default=b"")
 
     def state(self, now: float) -> Freshness:
         if now < self.fresh_until:
@@ -87,6 +91,18 @@ class CachedResponse:
 
     def age_s(self, now: float) -> int:
         return int(self.initial_age_s + max(0.0, now - self.stored_at))
+
+    def hit_head(self, now: float) -> tuple[bytes, bytes]:
+        """A HIT's `Age` and `X-Floodwall-Cache` lines, and the whole head of a kept-alive HTTP/1.1 answer (`head`,
+        those lines, the blank line); remade when the age in whole seconds changes, so under a flood on one page
+        a hit formats nothing."""
+        age = int(self.initial_age_s + max(0.0, now - self.stored_at))
+        if age != self.hit_age:
+            lines = b"age: %d\r\nx-floodwall-cache: HIT\r\n" % age
+            self.hit_lines = lines
+            self.hit_keepalive_head = self.head + lines + b"\r\n"
+            self.hit_age = age
+        return self.hit_lines, self.hit_keepalive_head
 
     def wire(self, now: float, cache_status: CacheStatus, *, include_body: bool = True, extra: bytes = b"") -> bytes:
         """The whole response as bytes; `extra` is more header lines, each ending in CRLF."""

@@ -24,7 +24,8 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final, cast
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 
@@ -44,6 +45,9 @@ _MAX_QUEUED: Final = 16
 _IDLE, _HEADERS, _BODY = 0, 1, 2
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+#: The usual methods' names as text, made once (the parser gives bytes).
+_METHODS: Final = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_NEVER: Final = float("inf")
 
 
 class _Reject(Exception):
@@ -256,21 +260,23 @@ class EdgeConnection(asyncio.Protocol):
             target = self._url.decode("ascii")
         except UnicodeDecodeError:
             raise _Reject(400, "The request target is not ASCII.") from None
-        method = parser.get_method().decode("ascii")
-        if (method == "CONNECT" or not target.startswith("/")) and (method != "OPTIONS" or target != "*"):
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        if (method == "CONNECT" or target[:1] != "/") and (method != "OPTIONS" or target != "*"):
             raise _Reject(400, "This server is not a forward proxy: the target must be a path.")
+        body = self._body
         request = Request(
             method,
             target,
             self._headers,
-            b"".join(self._body) if self._body else b"",
+            b"".join(body) if body else b"",
             version=parser.get_http_version(),
             keep_alive=parser.should_keep_alive() and not self.server.draining,
             peer=self.peer,
             started=self._started,
         )
         self._state = _IDLE
-        self.deadline = float("inf")
+        self.deadline = _NEVER
         self._queue.append(request)
         if len(self._queue) >= _MAX_QUEUED and not self._read_paused and self.transport is not None:
             self._read_paused = True
@@ -323,7 +329,13 @@ class EdgeConnection(asyncio.Protocol):
             if answer is None:
                 self._queue.popleft()
                 self._busy = True
-                self._task = self.loop.create_task(self._serve_async(item))
+                try:
+                    started = self.server.pipeline.start_now(item, self)
+                except Exception:
+                    self.server.bugs.exception("the pipeline failed")
+                    started = False
+                if not started:
+                    self._task = self.loop.create_task(self._serve_async(item))
                 return
             self._queue.popleft()
             self.send_answer(item, answer)
@@ -332,21 +344,23 @@ class EdgeConnection(asyncio.Protocol):
                 return
         self._after_answers()
 
-    async def _serve_async(self, request: Request) -> None:
+    async def _serve_async(self, request: Request, work: Coroutine[Any, Any, None] | None = None) -> None:
         try:
-            await self.server.pipeline.answer_later(request, self)
+            await (work if work is not None else self.server.pipeline.answer_later(request, self))
         except asyncio.CancelledError:
             return  # the client went away
         except Exception:
-            self.server.bugs.exception("the pipeline failed")
-            if self._status == 0 and not self.closed:
-                self.send_answer(
-                    request,
-                    Answer.text(500, "The edge failed on this request.", self.server.contact, outcome=outcomes.ERROR),
-                )
-            else:
-                self.abort()
-                return
+            self.failed(request)
+            return
+        self.answered(request)
+
+    def continue_with(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
+        """Go on answering `request` in a task running `work` (a relay started by callbacks that needs to wait
+        after all: a large answer to stream, a retry)."""
+        self._task = self.loop.create_task(self._serve_async(request, work))
+
+    def answered(self, request: Request) -> None:
+        """`request`'s answer is out: on to the next queued request, or close."""
         self._busy = False
         if self.closed:
             return
@@ -354,6 +368,19 @@ class EdgeConnection(asyncio.Protocol):
             self.close()
             return
         self._serve_next()
+
+    def failed(self, request: Request) -> None:
+        """Our own exception while answering `request` (called where it was caught): logged, answered 500 when
+        nothing was sent yet, else the connection is dropped."""
+        self.server.bugs.exception("the pipeline failed")
+        if self._status == 0 and not self.closed:
+            self.send_answer(
+                request,
+                Answer.text(500, "The edge failed on this request.", self.server.contact, outcome=outcomes.ERROR),
+            )
+            self.answered(request)
+        else:
+            self.abort()
 
     def _after_answers(self) -> None:
         if self.closed:
@@ -381,21 +408,24 @@ class EdgeConnection(asyncio.Protocol):
         body = answer.body
         head = answer.head
         if head is not None and answer.status not in _NO_BODY_STATUS:
-            # A cache hit: the entry's head was rendered when stored; only the per-answer lines are added.
+            # A cache hit: the entry's head was rendered when stored; only the per-answer lines are added (a fresh
+            # hit's whole head for a kept-alive HTTP/1.1 client is made once per second: `keepalive_head`).
             if not request.keep_alive:
-                extra = answer.extra_head + b"connection: close\r\n\r\n"
-            elif request.version == "1.0":
-                extra = answer.extra_head + b"connection: keep-alive\r\n\r\n"
+                head = head + answer.extra_head + b"connection: close\r\n\r\n"
+            elif request.version != "1.1":
+                head = head + answer.extra_head + b"connection: keep-alive\r\n\r\n"
+            elif answer.keepalive_head is not None:
+                head = answer.keepalive_head
             else:
-                extra = answer.extra_head + b"\r\n"
+                head = head + answer.extra_head + b"\r\n"
             self._status = answer.status
             self._chunked = False
             if request.method == "HEAD":
                 self._sent = 0
-                self._write(head + extra)
+                self._write(head)
             else:
                 self._sent = len(body)
-                self._write(b"".join((head, extra, body)))
+                self._write(head + body)
             self.finish(request, logged=logged_request)
             return
         send = request.method != "HEAD" and answer.status not in _NO_BODY_STATUS

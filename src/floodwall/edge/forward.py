@@ -22,9 +22,9 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from floodwall.edge import metrics as outcomes
-from floodwall.edge.cache import CachedResponse, CacheStatus, EdgeCache, Freshness
+from floodwall.edge.cache import CachedResponse, CacheStatus, EdgeCache
 from floodwall.edge.http import HOP_BY_HOP, Answer, Headers, Request
-from floodwall.edge.upstream import OriginError, OriginPool, OriginResponse
+from floodwall.edge.upstream import OriginConnection, OriginError, OriginPool, OriginResponse
 
 if TYPE_CHECKING:
     from floodwall.edge.clientaddr import ClientAddress
@@ -50,6 +50,11 @@ _SERVED_AS: Final = {
     CacheStatus.STALE: ("STALE", outcomes.STALE),
     CacheStatus.MISS: ("MISS", outcomes.MISS),
 }
+#: The largest answer a callback relay waits for whole before one write (larger ones stream as they come).
+_WHOLE_BYTES: Final = 64 * 1024
+#: Fields of the origin's answer not relayed as they are: hop-by-hop ones, and the length, which is set anew.
+_RELAY_DROP: Final = HOP_BY_HOP | {b"content-length"}
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _ORIGIN_FAILED: Final = {
     502: "The site's server did not answer properly. Please try again in a moment.",
     503: "The site is very busy right now. Please try again in a moment.",
@@ -97,6 +102,69 @@ class _Claim:
         self.abandoned = False
 
 
+class _Relay:
+    """One pass-through request relayed by callbacks (`Forwarder.start_now`): the origin's answer, once whole, is
+    written to the client in one piece; a large or unframed one is handed to `Forwarder._stream`, as `_relay`
+    would have; a failure is answered as `_relay` would (a stale kept-alive connection is retried once)."""
+
+    __slots__ = ("client", "forwarder", "headers", "request", "started", "status")
+
+    def __init__(self, forwarder: Forwarder, request: Request, client: EdgeConnection) -> None:
+        self.forwarder = forwarder
+        self.request = request
+        self.client = client
+        self.started = time.monotonic()
+        self.status = 0
+        self.headers: Headers = []
+
+    def origin_head(self, conn: OriginConnection, status: int, headers: Headers) -> bool:
+        request = self.request
+        request.upstream_status = status
+        request.upstream_s = time.monotonic() - self.started
+        length: int | None = None
+        for name, value in headers:
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else None
+                break
+        if length is not None and length <= _WHOLE_BYTES:
+            self.status, self.headers = status, headers
+            return True  # small: wait for the rest, then one write
+        pool = self.forwarder.pool
+        response = pool.response(conn, status, headers)
+        self.client.continue_with(request, self.forwarder._stream(request, response, self.client, []))
+        return False
+
+    def origin_done(self, conn: OriginConnection) -> None:
+        request, client = self.request, self.client
+        try:
+            body = conn.body()
+            self.forwarder.pool.finished(conn)
+            request.cache_status = "MISS"
+            request.outcome = outcomes.SERVED
+            headers = [(n, v) for n, v in self.headers if n not in _RELAY_DROP]
+            client.start(request, self.status, headers, len(body), first=body)
+            client.finish(request)
+        except Exception:
+            client.failed(request)
+            return
+        client.answered(request)
+
+    def origin_failed(self, conn: OriginConnection, error: OriginError) -> None:
+        request, client, forwarder = self.request, self.client, self.forwarder
+        try:
+            forwarder.pool.finished(conn)
+            stale = error.status == 502 and conn.reused and not conn.got_bytes  # closed while idle, not slow
+            if stale and request.method in _IDEMPOTENT:
+                client.continue_with(request, forwarder._relay(request, client))  # once more, on a new connection
+                return
+            request.upstream_s = time.monotonic() - self.started
+            forwarder._failed(request, error, client)
+        except Exception:
+            client.failed(request)
+            return
+        client.answered(request)
+
+
 class Forwarder:
     """Cache, then origin. `answer_now` serves fresh hits without a task; `answer_later` does the rest."""
 
@@ -128,15 +196,30 @@ class Forwarder:
         cache = self.cache
         if cache is None:
             return None
-        key = cache.key(request.method, request.host, request.target, request.headers)
+        key = cache.key_of(
+            request.method, request.host, request.target, request.accept_encoding, request.cookie, request.no_store
+        )
         request.cache_key = key
         if key is None:
             return None
-        entry = cache.get(key)
-        if entry is None or entry.state(self._clock()) is not Freshness.FRESH:
+        now = self._clock()
+        entry = cache.fresh(key, now)
+        if entry is None:
             return None
         cache.stats["hits"] += 1
-        return self._from_cache(entry, CacheStatus.HIT)
+        if entry.status in (204, 304):
+            return self._from_cache(entry, CacheStatus.HIT)
+        lines, keepalive_head = entry.hit_head(now)
+        return Answer(
+            entry.status,
+            entry.headers,
+            entry.body,
+            outcome=outcomes.HIT,
+            cache="HIT",
+            head=entry.head,
+            extra_head=lines,
+            keepalive_head=keepalive_head,
+        )
 
     def _from_cache(self, entry: CachedResponse, status: CacheStatus) -> Answer:
         age = entry.age_s(self._clock())
@@ -154,6 +237,18 @@ class Forwarder:
             head=entry.head,
             extra_head=b"age: %d\r\nx-floodwall-cache: %b\r\n" % (age, status.value),
         )
+
+    def start_now(self, request: Request, conn: EdgeConnection) -> bool:
+        """Start relaying a request that goes to the origin uncached (a POST, a logged-in reader's page, a key
+        the origin said not to share) by callbacks, without a task (`OriginPool.start`); True when started, and
+        the connection is then told `answered(request)` when done. False: use `answer_later`."""
+        key = request.cache_key
+        if key is not None:
+            if not self._pass_until or self._pass_until.get(key, 0.0) <= self._clock():
+                return False  # the cache's business: coalescing, stale pages
+            request.cache_key = None
+        relay = _Relay(self, request, conn)
+        return self.pool.start(request.method, request.target, self._headers(request), request.body, relay)
 
     async def answer_later(self, request: Request, conn: EdgeConnection) -> None:
         key = request.cache_key

@@ -45,7 +45,20 @@ _STATUS_LINES: Final = {
 }
 
 
-_NOTED: Final = frozenset({b"host", b"user-agent", b"referer", b"x-forwarded-for"})
+#: The fields noted in `Request`'s one pass over its headers: what the parts, the cache key, the access log and the
+#: live rows read (slot numbers, so that the pass is one dict lookup per field).
+_HOST, _AGENT, _REFERER, _FORWARDED, _ENCODING, _COOKIE, _PRIVATE, _CONTROL = range(8)
+_NOTED: Final = {
+    b"host": _HOST,
+    b"user-agent": _AGENT,
+    b"referer": _REFERER,
+    b"x-forwarded-for": _FORWARDED,
+    b"accept-encoding": _ENCODING,
+    b"cookie": _COOKIE,
+    b"authorization": _PRIVATE,
+    b"range": _PRIVATE,
+    b"cache-control": _CONTROL,
+}
 
 
 def status_line(status: int) -> bytes:
@@ -79,15 +92,18 @@ class Request:
     """
 
     __slots__ = (
+        "accept_encoding",
         "body",
         "cache_key",
         "cache_status",
         "client",
+        "cookie",
         "forwarded_for",
         "headers",
         "host",
         "keep_alive",
         "method",
+        "no_store",
         "outcome",
         "peer",
         "referer",
@@ -127,23 +143,40 @@ class Request:
         self.outcome = 0
         self.upstream_status: int | None = None
         self.upstream_s: float | None = None
-        # The fields the parts, the access log and the live rows all read, found in one pass (first values, like
-        # `header`): one walk over the fields per request instead of one per reader of each.
-        host = referer = agent = forwarded = None
+        # The fields the parts, the cache key, the access log and the live rows read, found in one pass (first
+        # values, like `header`, except Accept-Encoding and Cookie, whose repeated fields are joined): one walk over
+        # the fields per request instead of one per reader of each.
+        host = referer = agent = forwarded = encoding = cookie = None
+        no_store = False
+        noted = _NOTED.get
         for name, value in headers:
-            if name in _NOTED:
-                if name == b"user-agent":
-                    agent = value if agent is None else agent
-                elif name == b"host":
-                    host = value if host is None else host
-                elif name == b"referer":
-                    referer = value if referer is None else referer
-                elif forwarded is None:
-                    forwarded = value
+            slot = noted(name)
+            if slot is None:
+                continue
+            if slot == _AGENT:
+                agent = value if agent is None else agent
+            elif slot == _HOST:
+                host = value if host is None else host
+            elif slot == _ENCODING:
+                encoding = value if encoding is None else encoding + b"," + value
+            elif slot == _REFERER:
+                referer = value if referer is None else referer
+            elif slot == _FORWARDED:
+                forwarded = value if forwarded is None else forwarded
+            elif slot == _COOKIE:
+                cookie = value if cookie is None else cookie + b";" + value
+            elif slot == _PRIVATE or b"no-store" in value.lower():
+                no_store = True
         self.host = host.decode("latin-1") if host is not None else ""
         self.user_agent: bytes | None = agent
         self.referer: bytes | None = referer
         self.forwarded_for: bytes | None = forwarded
+        #: Accept-Encoding (repeated fields joined with commas) and Cookie (joined with semicolons), for the cache
+        #: key; `no_store` when the request may not share a cache entry (Authorization, Range, or its own
+        #: `Cache-Control: no-store`: `floodwall.edge.cache`).
+        self.accept_encoding: bytes | None = encoding
+        self.cookie: bytes | None = cookie
+        self.no_store = no_store
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of field `name` (lower case), or None."""
@@ -171,9 +204,10 @@ class Answer:
     blank line left out, `Content-Length` included): a cache entry's, made once when it was stored, so a hit is a
     byte copy. `headers` then lists the fields for whoever inspects the answer, and the connection writes `head`
     followed by `extra_head` (the per-answer `Age` and `X-Floodwall-Cache` lines) instead of rendering `headers`.
+    `keepalive_head`, when set, is all of that with the blank line: the head as sent to a kept-alive HTTP/1.1 client.
     """
 
-    __slots__ = ("body", "cache", "extra_head", "head", "headers", "outcome", "status")
+    __slots__ = ("body", "cache", "extra_head", "head", "headers", "keepalive_head", "outcome", "status")
 
     def __init__(
         self,
@@ -185,6 +219,7 @@ class Answer:
         cache: str | None = None,
         head: bytes | None = None,
         extra_head: bytes = b"",
+        keepalive_head: bytes | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
@@ -193,6 +228,7 @@ class Answer:
         self.cache = cache
         self.head = head
         self.extra_head = extra_head
+        self.keepalive_head = keepalive_head
 
     @classmethod
     def text(cls, status: int, message: str, contact: str, *, outcome: int, headers: Headers | None = None) -> Answer:

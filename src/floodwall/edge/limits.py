@@ -30,6 +30,8 @@ from floodwall.edge.settings import LimitSettings
 __all__ = ["LimitVerdict", "Limiter", "OriginGate", "TokenBuckets", "prefix_of", "retry_after_header"]
 
 LimitName = Literal["client", "prefix"]
+#: Addresses whose prefix is remembered before the memory is cleared.
+_REMEMBERED_PREFIXES = 65_536
 
 
 @lru_cache(maxsize=65_536)
@@ -67,9 +69,11 @@ class TokenBuckets:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, key: str, cost: float = 1.0) -> float:
-        """Take `cost` tokens from `key`'s bucket: 0.0 when taken, else the seconds until they would be there."""
-        now = self._clock()
+    def take(self, key: str, cost: float = 1.0, now: float | None = None) -> float:
+        """Take `cost` tokens from `key`'s bucket: 0.0 when taken, else the seconds until they would be there.
+        `now` is the clock's time when the caller has it already."""
+        if now is None:
+            now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self._sweep_at:
@@ -122,8 +126,10 @@ class Limiter:
 
     def __init__(self, settings: LimitSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self._clock = clock
         self.clients = TokenBuckets(settings.client_rps, settings.client_burst, clock)
         self.prefixes = TokenBuckets(settings.prefix_rps, settings.prefix_burst, clock)
+        self._prefix_of: dict[str, str] = {}  # address -> its prefix, remembered (readers come back)
         self._under_attack = False
 
     @property
@@ -139,11 +145,16 @@ class Limiter:
 
     def check(self, address: str) -> LimitVerdict:
         """Count one request from `address` (canonical form) against its own bucket and its prefix's."""
-        wait = self.clients.take(address)
+        now = self._clock()
+        wait = self.clients.take(address, 1.0, now)
         if wait > 0:
             return LimitVerdict(False, "client", wait)
-        prefix = prefix_of(address)
-        wait = self.prefixes.take(prefix)
+        prefix = self._prefix_of.get(address)
+        if prefix is None:
+            if len(self._prefix_of) >= _REMEMBERED_PREFIXES:
+                self._prefix_of.clear()
+            prefix = self._prefix_of[address] = prefix_of(address)
+        wait = self.prefixes.take(prefix, 1.0, now)
         if wait > 0:
             self.clients.give_back(address)
             return LimitVerdict(False, "prefix", wait)
@@ -182,6 +193,13 @@ class OriginGate:
     @property
     def queued(self) -> int:
         return len(self._waiters)
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits; never waits."""
+        if self._in_flight < self.concurrency and not self._waiters:
+            self._in_flight += 1
+            return True
+        return False
 
     async def acquire(self, timeout_s: float | None = None) -> bool:
         """Take a slot, waiting up to `timeout_s` in the queue; False when refused (queue full or timed out)."""

@@ -380,6 +380,11 @@ class Pipeline:
                 return answer
         return None
 
+    def start_now(self, request: Request, conn: EdgeConnection) -> bool:
+        """For a request `answer_now` left: start it without a task when the forwarder can (a pass-through with
+        a free origin connection); True when started, and `conn.answered(request)` follows."""
+        return self.forwarder.start_now(request, conn)
+
     async def answer_later(self, request: Request, conn: EdgeConnection) -> None:
         await self.forwarder.answer_later(request, conn)
 
