@@ -172,6 +172,13 @@ def _child(case: str, requests: int, rounds: int, folder: str) -> None:
 
         run = {"hit": run_hit, "banned": run_banned, "banned-kept-alive": run_banned_kept_alive}[case]
         run()  # warm-up
+        # The collector as a serving worker sets it (older code left Python's defaults).
+        try:
+            from floodwall.edge.workers import settle_garbage_collector
+        except ImportError:
+            pass
+        else:
+            settle_garbage_collector()
         per_request = []
         for _ in range(rounds):
             recorder.take()
