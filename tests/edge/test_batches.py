@@ -122,7 +122,9 @@ def test_every_queue_on_the_way_is_bounded() -> None:
         for _ in range(5):
             fresh.put_nowait(batch_of(4, "edge-1"))
         fresh.close()  # all five written to the pipe
-        got = drain(hub)  # read at once: the hub keeps the newest three, the two oldest dropped and counted
+        # Nobody takes them: the hub keeps the newest three, the two oldest dropped and counted.
+        assert wait_until(lambda: hub.dropped_batches == 2, within_s=10.0)
+        got = drain(hub)
         assert len(got) == 3 and hub.dropped_batches == 2 and hub.dropped_rows == 8
     finally:
         hub.close()
@@ -136,5 +138,26 @@ def test_a_pipe_is_closed_when_its_row_comes_round_again(turns: int) -> None:
         assert len(hub._pipes) == min(turns + 1, 2)
         if turns >= 2:
             assert writers[0]._connection.closed  # the worker two handles ago is gone; its pipe too
+    finally:
+        hub.close()
+
+
+def test_a_flood_seconds_batch_leaves_the_worker_before_the_detector_asks_for_it() -> None:
+    # A second of a fast flood (8,000 requests, about 1.3 MB pickled) is twenty times a pipe's buffer. The detector
+    # takes batches once a second; if the hub read the pipes only then, the worker's writer would wait on a full pipe
+    # between two of its steps, its next batches would queue up behind (and be dropped past `writer_capacity`), and
+    # the flood's rows would reach the judge seconds late: addresses left undecided (issue 7).
+    hub = BatchHub(FORK)
+    try:
+        writer = hub.writer(0, 0)
+        seconds = [batch_of(8_000) for _ in range(3)]
+        for batch in seconds:
+            writer.put_nowait(batch)
+        writer.close(timeout_s=20)  # returns once all three are in the pipe, or gives up after 20 s
+        assert writer._thread is not None and not writer._thread.is_alive(), "the worker is stuck on a full pipe"
+        got: list[RecordedBatch] = []
+        assert wait_until(lambda: len(got.__iadd__(drain(hub))) >= 3, within_s=10.0)
+        assert [b.rows for b in got] == [8_000] * 3 and got[-1].columns[3][-1] == "/7999"
+        assert hub.dropped_batches == 0
     finally:
         hub.close()
