@@ -30,7 +30,7 @@ from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.forensics.job import account_from_logs
 from floodwall.forensics.spool import FORENSIC_COLUMNS, FrameSpool
 from floodwall.geo import GeoLookup, open_geo
-from floodwall.logs import InputStats, LogReader
+from floodwall.logs import InputStats, LogReader, read_ahead
 from floodwall.logs.frame import client_networks
 from floodwall.model import Action, Decision, Incident
 from floodwall.report import write_atomic, write_json
@@ -141,7 +141,7 @@ def analyze(
     with FrameSpool(columns=FORENSIC_COLUMNS) as spool:
         # The parsed columns the forensic pass needs go to disk as they are read: attackers are known only after
         # detection, and reading the spool back costs a fraction of parsing the log again (stdin included).
-        for frame in times.timed("reading", reader):
+        for frame in times.timed("reading", read_ahead(reader)):
             with times.stage("detecting"):
                 engine.feed(frame)
             with times.stage("spooling"):

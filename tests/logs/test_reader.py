@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from floodwall.errors import ConfigError, LogFormatError
-from floodwall.logs import LogReader, parse_bytes
+from floodwall.logs import LogReader, parse_bytes, read_ahead
 from floodwall.model import REQUEST_SCHEMA
 
 ELASTIC = Path(__file__).parents[2].parent / "shared" / "data" / "elastic-apache-sample" / "apache_logs"
@@ -163,3 +165,31 @@ def test_json_logs_with_custom_time_field_are_ordered_by_time(tmp_path: Path) ->
     old = write(tmp_path / "old.log", ['{"when": "2023-09-01T11:00:00Z", "remote_addr": "192.0.2.2"}\n'])
     frame = pl.concat(list(LogReader([new, old], site="s", fmt="json", json_fields={"ts": "when"})))
     assert frame["client"].to_list() == ["192.0.2.2", "192.0.2.1"]
+
+
+def test_reading_ahead_gives_the_same_batches_in_order(tmp_path: Path) -> None:
+    log = write(tmp_path / "a.log", [line(i, START + timedelta(seconds=i)) for i in range(3000)])
+    direct = list(LogReader([log], site="s", batch_rows=500, chunk_bytes=20_000))
+    ahead = list(read_ahead(LogReader([log], site="s", batch_rows=500, chunk_bytes=20_000)))
+    assert len(ahead) == len(direct) > 3
+    assert all(a.equals(d) for a, d in zip(ahead, direct, strict=True))
+
+
+def test_an_error_while_reading_ahead_reaches_the_reader_of_the_batches(tmp_path: Path) -> None:
+    data = gzip.compress("".join(line(i, START) for i in range(20_000)).encode())
+    log = tmp_path / "cut.log.gz"
+    log.write_bytes(data[: len(data) // 2])  # a gzip file cut short: the reader fails half way
+    with pytest.raises(LogFormatError, match="cannot read"):
+        for _ in read_ahead(LogReader([log], site="s", batch_rows=100, chunk_bytes=4096)):
+            pass
+
+
+def test_a_consumer_that_stops_early_stops_the_reading_thread() -> None:
+    def endless() -> Iterator[pl.DataFrame]:
+        while True:
+            yield pl.DataFrame({"n": [1]})
+
+    batches = read_ahead(endless(), depth=2)
+    assert next(batches).height == 1
+    batches.close()
+    assert not [t for t in threading.enumerate() if t.name == "floodwall-read-ahead"]

@@ -4,7 +4,7 @@ and the follower of a live log. Everything here yields Request frames (`floodwal
 from floodwall.logs.follow import Follower, LineBatch, follow_requests
 from floodwall.logs.formats import FORMATS, FormatGuess, sniff_format
 from floodwall.logs.parse import BadLine, ChunkParser, ParseStats, fast_path_available
-from floodwall.logs.reader import InputStats, LogReader, ProgressCallback, parse_bytes
+from floodwall.logs.reader import InputStats, LogReader, ProgressCallback, parse_bytes, read_ahead
 
 __all__ = [
     "FORMATS",
@@ -20,5 +20,6 @@ __all__ = [
     "fast_path_available",
     "follow_requests",
     "parse_bytes",
+    "read_ahead",
     "sniff_format",
 ]

@@ -155,10 +155,13 @@ class ChunkParser:
 
     def _parse_fast(self, data: bytes, first_line: int, stats: ParseStats) -> pl.DataFrame:
         assert _clfscan is not None
-        scanned = pl.DataFrame(_clfscan.scan(data, _FORMAT_CODES[self.guess.name], first_line))
+        result = _clfscan.scan(data, _FORMAT_CODES[self.guess.name], first_line)
+        scanned_rejected = result.rejected
+        scanned = pl.DataFrame(result)
         stats.lines += scanned.height
-        accepted = scanned.filter(pl.col("ok"))
-        rejected = scanned.filter(~pl.col("ok"))
+        # Most chunks have no line the scanner rejected: then no copy of them.
+        accepted = scanned.filter(pl.col("ok")) if scanned_rejected else scanned
+        rejected = scanned.filter(~pl.col("ok")) if scanned_rejected else scanned.clear()
         fast = accepted.select(
             pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("ts"),
             *CORE_FIELDS,
