@@ -11,6 +11,7 @@ import pytest
 from floodwall.detect import ATTACKER_SCHEMA, TIMELINE_SCHEMA, DetectionResult
 from floodwall.forensics import collect
 from floodwall.forensics.collect import Collector
+from floodwall.forensics.shapes import marker_candidates
 from floodwall.model import Incident, IncidentKind, Vector
 from floodwall.testing import requests_frame
 
@@ -130,3 +131,38 @@ def test_a_recurring_query_key_is_counted_in_full_and_one_off_keys_are_not_kept(
     assert keys == set()
     assert every.height == 50_000 - 1000 + 1
     assert every.filter(pl.col("value") == "hano").equals(watched)
+
+
+def test_user_agent_and_path_candidates_read_off_the_shared_groupings_are_those_of_the_rows() -> None:
+    """The user-agent and path-word marker candidates come from the (client, user agent) and (host, path) counts
+    the collector makes anyway: the same candidates, counts, clients, times and evidence as grouping the attack rows
+    themselves; a random-path flood's 404s give no path words."""
+    paths = ["/hano-was-here/story", "/Hano-Was-Here/2", "/2024/11/opinion", None, "/qwxzrtyplk"]
+    agents = ["Stop spreading lies. Hano was here", "STOP SPREADING LIES. HANO WAS HERE", "curl/8.5", None]
+    rows = [
+        {
+            "ts": START + timedelta(seconds=n),
+            "client": (BOTH, FLOODER)[n % 2],
+            "path": paths[n % 5],
+            "status": 404 if n % 5 == 4 else 200,
+            "user_agent": agents[n % 4],
+            "host": ("a.example", "b.example", None)[n % 3],
+            "line": 100 + n,
+        }
+        for n in range(120)
+    ]
+    frame = requests_frame(rows, site="example")
+    collector = Collector(_detection())
+    collector.feed(frame)
+    got = collector.collected().candidates.filter(pl.col("kind").is_in(["user-agent", "path"]))
+    attack = frame.with_columns(
+        pl.lit("example-1").alias("incident_id"),
+        pl.when(pl.col("status") == 404).then(pl.lit("notfound")).otherwise(pl.lit("page")).alias("kind"),
+    )
+    expected = marker_candidates(
+        attack, keys=("incident_id",), skip_paths=pl.col("kind") == "notfound", count_clients=True
+    ).filter(pl.col("kind").is_in(["user-agent", "path"]))
+    order = ["kind", "value"]
+    assert got.select(expected.columns).sort(order).equals(expected.sort(order))
+    assert {"hano-was-here", "stop spreading lies. hano was here"} <= set(got.get_column("value"))
+    assert "qwxzrtyplk" not in set(got.get_column("value"))

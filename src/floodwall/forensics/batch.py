@@ -11,7 +11,7 @@ import polars as pl
 
 from floodwall.forensics.shapes import grouped, marker_candidate_plan, scheme_counts, ua_family, with_query_scheme
 
-__all__ = ["SAMPLE_COLUMNS", "STATUS", "counts", "plan_all", "plan_attack", "plan_normal"]
+__all__ = ["SAMPLE_COLUMNS", "STATUS", "counts", "plan_all", "plan_attack", "plan_normal", "plan_shared"]
 
 _SCHEME_SAMPLE: Final = 50_000  # query rows per batch given a scheme; fewer undercount rare schemes' addresses
 SAMPLE_COLUMNS: Final = (
@@ -27,6 +27,8 @@ STATUS: Final = {
 }
 _HIT: Final = ("HIT", "STALE", "UPDATING", "REVALIDATED")
 _NOT_FOUND: Final = pl.lit("(paths answered 404)")  # a random-path flood's paths, counted as one
+#: The columns whose marker candidates come from `plan_shared`'s groupings, and from which.
+_SHARED_VALUES: Final = (("agents", "user_agent"), ("paths", "path"))
 
 
 def counts() -> list[pl.Expr]:
@@ -74,11 +76,71 @@ def plan_all(rows: pl.LazyFrame, phases: pl.DataFrame) -> list[tuple[str, pl.Laz
     return plans
 
 
+def plan_shared(attack: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+    """The attack rows' groupings that several tables read, which the collector runs first and once each
+    (`pl.collect_all` ran a shared group-by once per query that read it):
+
+    - "agents": per (incident, client, user agent) the requests, first and last time and the first request's
+      source and line, and the agent's family: the user-agent table, the fingerprints' agents and the user-agent
+      marker candidates;
+    - "paths": per (incident, host, path) the same and the clients (hashed), the 404s of a random-path flood
+      counted as one path (`_random` true): the attacked URLs and the path-word marker candidates."""
+    firsts = [
+        pl.len().cast(pl.Int64).alias("requests"),
+        pl.col("ts").min().alias("first_ts"),
+        pl.col("ts").max().alias("last_ts"),
+        pl.col("source").first(),
+        pl.col("line").first(),
+    ]
+    agents = grouped(attack, ["incident_id"], ["client", "user_agent"], firsts)
+    # The family per distinct agent (a flood has a few dozen), not per (incident, client, agent) row.
+    families = agents.select(pl.col("user_agent").unique()).with_columns(ua_family().alias("family"))
+    # A random-path flood makes every path unique: its 404s are counted as one row, and their words are not
+    # marker candidates (they would all be one-offs).
+    random_path = pl.col("kind") == "notfound"
+    paths = grouped(
+        attack.with_columns(
+            random_path.alias("_random"), pl.when(random_path).then(_NOT_FOUND).otherwise(pl.col("path")).alias("path")
+        ),
+        ["incident_id", "host", "_random"],
+        ["path"],
+        [*firsts, pl.col("client").hash().unique().alias("clients")],
+    )
+    return {"agents": agents.join(families, on="user_agent", how="left", nulls_equal=True), "paths": paths}
+
+
+def _distinct_values(shared: pl.DataFrame, column: str) -> pl.LazyFrame:
+    """`shared` ("agents" or "paths" of `plan_shared`) per (incident, `column`), as `marker_candidate_plan` groups a
+    column before its string work; clients as lists of hashes (or the one client of an agents row)."""
+    first = ("first_ts", "source", "line")
+    clients = pl.col("clients").explode().unique() if column == "path" else pl.col("client").hash().unique()
+    return (
+        shared.lazy()
+        .filter(pl.col(column).is_not_null() & (~pl.col("_random") if column == "path" else pl.lit(True)))
+        .group_by("incident_id", pl.col(column).hash().alias("_value"))
+        .agg(
+            pl.col(column).first(),
+            pl.col("requests").sum(),
+            pl.col("first_ts").min(),
+            pl.col("last_ts").max(),
+            pl.col("source").sort_by(*first).first(),
+            pl.col("line").sort_by(*first).first(),
+            clients.alias("clients"),
+        )
+        .drop("_value")
+    )
+
+
 def plan_attack(
-    attack: pl.LazyFrame, phases: pl.DataFrame, query_rows: int, query_keys: Sequence[str] | None = None
+    attack: pl.LazyFrame,
+    phases: pl.DataFrame,
+    query_rows: int,
+    shared: dict[str, pl.DataFrame],
+    query_keys: Sequence[str] | None = None,
 ) -> tuple[list[tuple[str, pl.LazyFrame]], int]:
-    """The attack rows' aggregates, and the step query schemes were sampled with (1: every query). `query_keys`,
-    when given, are the only query keys counted as marker candidates (see `Collector._watched_query_keys`)."""
+    """The attack rows' aggregates, and the step query schemes were sampled with (1: every query). `shared` is
+    `plan_shared(attack)`, run. `query_keys`, when given, are the only query keys counted as marker candidates (see
+    `Collector._watched_query_keys`)."""
     phased = attack.join_asof(
         phases.lazy().select("incident_id", "phase", "phase_start", "phase_end"),
         left_on="ts",
@@ -89,14 +151,9 @@ def plan_attack(
     ).with_columns(
         pl.when(pl.col("ts") <= pl.col("phase_end")).then(pl.col("phase")).otherwise(pl.lit("pause")).alias("phase")
     )
-    agents = grouped(attack, ["incident_id"], ["client", "user_agent"], [pl.len().cast(pl.Int64).alias("requests")])
-    # The family per distinct agent (a flood has a few dozen), not per (incident, client, agent) row.
-    families = agents.select(pl.col("user_agent").unique()).with_columns(ua_family().alias("family"))
     # Schemes describe; past _SCHEME_SAMPLE query rows a batch is sampled evenly and the counts scaled.
     step = max(1, query_rows // _SCHEME_SAMPLE)
-    # A random-path flood makes every path unique: its 404s are counted as one row, and their words are not
-    # marker candidates (they would all be one-offs).
-    random_path = pl.col("kind") == "notfound"
+    agents, paths = shared["agents"], shared["paths"]
     plans = [
         ("attack_seconds", attack.group_by("second").agg(pl.len().cast(pl.Int64).alias("attack"))),
         ("attack_kinds", attack.group_by("minute", "kind").agg(pl.len().cast(pl.Int64).alias("attack"))),
@@ -118,7 +175,7 @@ def plan_attack(
             ),
         ),
         ("samples", first_three(attack)),
-        ("agents", agents.join(families, on="user_agent", how="left", nulls_equal=True)),
+        ("agents", agents.lazy().select("incident_id", "client", "user_agent", "family", "requests")),
         (
             "schemes",
             scheme_counts(attack.filter(pl.col("query").is_not_null()).gather_every(step), ["incident_id"], step),
@@ -128,21 +185,13 @@ def plan_attack(
             marker_candidate_plan(
                 attack,
                 keys=("incident_id",),
-                skip_paths=random_path,
                 count_clients=True,
                 per_row_queries=True,
                 query_keys=query_keys,
+                grouped_values={column: _distinct_values(shared[name], column) for name, column in _SHARED_VALUES},
             ),
         ),
-        (
-            "paths",
-            grouped(
-                attack.with_columns(pl.when(random_path).then(_NOT_FOUND).otherwise(pl.col("path")).alias("path")),
-                ["incident_id", "host"],
-                ["path"],
-                [pl.len().cast(pl.Int64).alias("requests")],
-            ),
-        ),
+        ("paths", paths.lazy().select("incident_id", "host", "path", "requests")),
         (
             "breach",
             attack.filter(pl.col("incident_kind") != "flood")

@@ -17,7 +17,7 @@ from typing import Final
 import polars as pl
 
 from floodwall.detect import DetectionResult
-from floodwall.forensics.batch import SAMPLE_COLUMNS, STATUS, plan_all, plan_attack, plan_normal
+from floodwall.forensics.batch import SAMPLE_COLUMNS, STATUS, plan_all, plan_attack, plan_normal, plan_shared
 from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.forensics.shapes import cacheable, query_key_rows, request_kinds
 from floodwall.logs.frame import compacted
@@ -237,14 +237,12 @@ class Collector:
                 .lazy()
             )
             watched = self._watched_query_keys(attack_frame, int(attack_rows), int(query_rows))
-            attack_plans, step = plan_attack(attack, self._phases, int(query_rows), watched)
+            # The groupings several tables read (and the fingerprints the agents) run first, once each: collect_all
+            # did not share a group-by between the queries that read it, it ran it once per query.
+            queries = plan_shared(attack)
+            shared = dict(zip(queries, pl.collect_all(queries.values(), engine="in-memory"), strict=True))
+            attack_plans, step = plan_attack(attack, self._phases, int(query_rows), shared, watched)
             self.scheme_step = max(self.scheme_step, step)
-            # The (incident, client, user agent) counts are small and read again by the fingerprints: run first,
-            # once (collect_all did not share that group-by between the queries that read it: it ran twice).
-            attack_plans = [
-                (name, plan.collect(engine="in-memory").lazy() if name == "agents" else plan)
-                for name, plan in attack_plans
-            ]
             plans += self._tables(attack_plans)
             if self.fingerprints is not None:
                 agents = next(plan for parts, plan in plans if parts is self.agents)

@@ -4,7 +4,7 @@ once per batch, never once per row in Python."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import polars as pl
@@ -416,6 +416,7 @@ def marker_candidate_plan(
     count_clients: bool = False,
     per_row_queries: bool = False,
     query_keys: Sequence[str] | None = None,
+    grouped_values: Mapping[str, pl.LazyFrame] | None = None,
 ) -> pl.LazyFrame:
     """Strings a request carries that could be an attacker's signature, lower-cased: a user agent that is neither
     a browser's nor a known tool's, query keys that are not everyday ones, words of the path, referers. One row
@@ -427,7 +428,9 @@ def marker_candidate_plan(
     `skip_paths` holds give no path words. With `count_clients`, `clients` counts the distinct clients that sent
     each value. With `per_row_queries`, query keys are found row by row instead (`_query_keys_per_row`: for a
     flood's query strings, which never repeat), and with `query_keys` as well, only those keys. Lazy, so a caller
-    can run it beside its other aggregates of the same rows."""
+    can run it beside its other aggregates of the same rows. `grouped_values` gives, for some columns, that
+    grouping already made (`keys`, the column, requests, first_ts, last_ts, source, line, and clients as lists of
+    hashes with `count_clients`): a caller that groups the same rows for tables of its own."""
     keys = list(keys)
     firsts = [
         pl.len().cast(pl.Int64).alias("requests"),
@@ -438,18 +441,21 @@ def marker_candidate_plan(
         *([pl.col("client").hash().unique().alias("clients")] if count_clients else []),
     ]
     parts = []
+    given = grouped_values or {}
     for column in ("user_agent", "query", "path", "referer"):
         if column == "query" and per_row_queries:
             continue
         present = pl.col(column).is_not_null()
         if column == "path" and skip_paths is not None:
             present = present & ~skip_paths
-        grouped = (
-            frame.filter(present)
-            .group_by([*keys, pl.col(column).hash().alias("_value")])
-            .agg(pl.col(column).first(), *firsts)
-            .drop("_value")
-        )
+        grouped = given.get(column)
+        if grouped is None:
+            grouped = (
+                frame.filter(present)
+                .group_by([*keys, pl.col(column).hash().alias("_value")])
+                .agg(pl.col(column).first(), *firsts)
+                .drop("_value")
+            )
         parts.append(_values(grouped, column).drop(column))
     merged = (
         pl.concat(parts, how="vertical_relaxed")
