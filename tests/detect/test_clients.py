@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 
 import polars as pl
@@ -83,3 +85,11 @@ def test_pagination_floods_are_heavy_pages_by_path_or_query_string():
     assert "heavy-page" in by_query
     assert "random-path" not in by_query
     assert "heavy-page" not in _vectors_of(template="/*.html", query_keys="q", error_share=0.0, path_diversity=0.1)
+
+
+def test_analyze_starts_without_waiting_for_scikit_learn():
+    # Importing scikit-learn takes most of a second; a batch analysis starts it beside reading (`preload_forest`), so
+    # importing the job must not pull it in first.
+    code = "import sys, floodwall.analyze; print('sklearn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "False"

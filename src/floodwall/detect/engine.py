@@ -32,7 +32,7 @@ from floodwall.detect.breach import (
     payload_senders,
     probing_clients,
 )
-from floodwall.detect.clients import features_of
+from floodwall.detect.clients import features_of, preload_forest
 from floodwall.detect.history import Summary, WindowHistory, summarise, window_sums
 from floodwall.detect.judge import JudgeContext, judge_totals
 from floodwall.detect.live import LiveWatch
@@ -107,6 +107,8 @@ class Engine:
         self._matcher_loaded = signatures is not None or not self.settings.signatures
         self._live = LiveWatch(site, self.settings, clock=self.clock, background=background_profile) if live else None
         self._finished = False
+        if history:
+            preload_forest()  # finish() fits a forest; its import then overlaps reading
 
     # --- streaming ----------------------------------------------------------------------------------------------
 
