@@ -11,6 +11,8 @@ this is the part the edge's code decides. `bench_edge.py` measures the whole.
 
 Cases (the request is a browser's: eight header fields):
 - `hit`: a cache hit on a kept-alive connection;
+- `pass`: a logged-in reader's request (its cookie keeps it out of the cache) relayed to an origin in memory over
+  kept-alive connections, 64 requests in flight at once (the event loop turns between them, as under wrk -c64);
 - `banned`: a banned address opens a connection and sends one request (the old code parses it and answers from the
   pipeline; the new one refuses at accept);
 - `banned-kept-alive`: a banned address's request on a connection it opened before its ban (the pipeline's 403).
@@ -37,7 +39,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CASES = ("hit", "banned", "banned-kept-alive")
+CASES = ("hit", "pass", "banned", "banned-kept-alive")
+#: The origin's answer in the `pass` case: what the benchmarks' static nginx origin sends for a no-store page.
+ORIGIN_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 12:00:00 GMT\r\n"
+    b"Content-Type: text/html\r\nContent-Length: 7519\r\nLast-Modified: Thu, 26 Nov 2026 11:00:00 GMT\r\n"
+    b'Connection: keep-alive\r\nETag: "6b0826db-1d5f"\r\nCache-Control: no-store\r\nAccept-Ranges: bytes\r\n\r\n'
+    + b"x"
+    * 7519
+)
+#: Client connections (and origin connections) in flight at once in the `pass` case, as wrk -c64 keeps them.
+PASS_CONNECTIONS = 64
 REQUEST = (
     b"GET /news/story-1.html HTTP/1.1\r\nHost: news.example\r\n"
     b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n"
@@ -45,6 +57,36 @@ REQUEST = (
     b"Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n"
     b"Referer: https://news.example/\r\nConnection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\n\r\n"
 )
+
+
+class _OriginTransport:
+    """The origin's side in memory: each request written is answered with `ORIGIN_ANSWER` on the next turn of the
+    event loop (as a reply from a socket would come)."""
+
+    def __init__(self, conn: Any) -> None:
+        import asyncio
+
+        self.conn = conn
+        self.loop = asyncio.get_running_loop()
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def write(self, data: bytes) -> None:
+        self.loop.call_soon(self.conn.data_received, ORIGIN_ANSWER)
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
 
 class _Transport:
@@ -169,6 +211,46 @@ def _child(case: str, requests: int, rounds: int, folder: str) -> None:
             spent = time.process_time() - started
             assert all(transport.written for _, transport in opened), "nothing answered"
             return spent
+
+        async def run_pass() -> float:
+            # A logged-in reader's requests (never cached) relayed to an in-memory origin over kept-alive
+            # connections, PASS_CONNECTIONS at a time: the edge's whole pass-through path but the sockets.
+            import asyncio
+
+            from floodwall.edge.upstream import _Connection
+
+            pool = server.pipeline.forwarder.pool
+            for origin in pool._idle:
+                origin.close()
+            pool._idle.clear()
+            for _ in range(PASS_CONNECTIONS):
+                origin = _Connection()
+                origin.connection_made(_OriginTransport(origin))  # type: ignore[arg-type]
+                pool._idle.append(origin)
+            clients = []
+            for k in range(PASS_CONNECTIONS):
+                transport = _Transport(f"192.0.2.{10 + k}")
+                conn = EdgeConnection(server)
+                conn.connection_made(transport)  # type: ignore[arg-type]
+                clients.append(conn)
+            private = REQUEST.replace(b"\r\n\r\n", b"\r\nCookie: session=1\r\n\r\n")
+            recorder.take()
+            answered = 0
+            started = time.process_time()
+            for _ in range(requests // PASS_CONNECTIONS):
+                for conn in clients:
+                    conn.data_received(private)
+                answered += PASS_CONNECTIONS
+                while len(recorder) < answered:
+                    await asyncio.sleep(0)
+            spent = time.process_time() - started
+            for conn in clients:
+                conn.connection_lost(None)
+            return spent * requests / (requests // PASS_CONNECTIONS * PASS_CONNECTIONS)
+
+        if case == "pass":
+            await run_pass()  # warm-up
+            return [await run_pass() / requests for _ in range(rounds)]
 
         run = {"hit": run_hit, "banned": run_banned, "banned-kept-alive": run_banned_kept_alive}[case]
         run()  # warm-up

@@ -65,7 +65,7 @@ _ORIGIN_FAILED: Final = {
 def origin_headers(request: Request, trusted_peer: bool, origin_host: str) -> Headers:
     """The fields sent to the origin for `request` (see the module docstring)."""
     drop = _DROP
-    connection = request.header(b"connection")
+    connection = request.connection
     if connection is not None and b"," not in connection and connection.lower() in (b"keep-alive", b"close"):
         pass  # the common case: names only itself
     elif connection is not None:
@@ -141,9 +141,13 @@ class _Relay:
             self.forwarder.pool.finished(conn)
             request.cache_status = "MISS"
             request.outcome = outcomes.SERVED
-            headers = [(n, v) for n, v in self.headers if n not in _RELAY_DROP]
-            client.start(request, self.status, headers, len(body), first=body)
-            client.finish(request)
+            status = self.status
+            if status in (204, 304):  # no length to give for these: the general way
+                headers = [(n, v) for n, v in self.headers if n not in _RELAY_DROP]
+                client.start(request, status, headers, len(body), first=body)
+                client.finish(request)
+            else:
+                client.send_relayed(request, status, self.headers, _RELAY_DROP, body)
         except Exception:
             client.failed(request)
             return

@@ -47,7 +47,7 @@ _STATUS_LINES: Final = {
 
 #: The fields noted in `Request`'s one pass over its headers: what the parts, the cache key, the access log and the
 #: live rows read (slot numbers, so that the pass is one dict lookup per field).
-_HOST, _AGENT, _REFERER, _FORWARDED, _ENCODING, _COOKIE, _PRIVATE, _CONTROL = range(8)
+_HOST, _AGENT, _REFERER, _FORWARDED, _ENCODING, _COOKIE, _PRIVATE, _CONTROL, _CONNECTION = range(9)
 _NOTED: Final = {
     b"host": _HOST,
     b"user-agent": _AGENT,
@@ -58,6 +58,7 @@ _NOTED: Final = {
     b"authorization": _PRIVATE,
     b"range": _PRIVATE,
     b"cache-control": _CONTROL,
+    b"connection": _CONNECTION,
 }
 
 
@@ -97,6 +98,7 @@ class Request:
         "cache_key",
         "cache_status",
         "client",
+        "connection",
         "cookie",
         "forwarded_for",
         "headers",
@@ -146,7 +148,7 @@ class Request:
         # The fields the parts, the cache key, the access log and the live rows read, found in one pass (first
         # values, like `header`, except Accept-Encoding and Cookie, whose repeated fields are joined): one walk over
         # the fields per request instead of one per reader of each.
-        host = referer = agent = forwarded = encoding = cookie = None
+        host = referer = agent = forwarded = encoding = cookie = connection = None
         no_store = False
         noted = _NOTED.get
         for name, value in headers:
@@ -165,6 +167,8 @@ class Request:
                 forwarded = value if forwarded is None else forwarded
             elif slot == _COOKIE:
                 cookie = value if cookie is None else cookie + b";" + value
+            elif slot == _CONNECTION:
+                connection = value if connection is None else connection + b"," + value
             elif slot == _PRIVATE or b"no-store" in value.lower():
                 no_store = True
         self.host = host.decode("latin-1") if host is not None else ""
@@ -177,6 +181,8 @@ class Request:
         self.accept_encoding: bytes | None = encoding
         self.cookie: bytes | None = cookie
         self.no_store = no_store
+        #: The Connection field (repeated ones joined with commas): the hop-by-hop fields it names are not relayed.
+        self.connection: bytes | None = connection
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of field `name` (lower case), or None."""

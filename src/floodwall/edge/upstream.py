@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections import deque
 from typing import Final, Protocol, cast
@@ -24,6 +25,8 @@ from floodwall.edge.http import HOP_BY_HOP, Headers
 from floodwall.edge.limits import OriginGate
 from floodwall.edge.metrics import Metrics
 from floodwall.errors import ConfigError
+
+log = logging.getLogger("floodwall.edge.upstream")
 
 __all__ = ["Origin", "OriginConnection", "OriginError", "OriginPool", "OriginResponse", "OriginSink", "parse_origin"]
 
@@ -338,6 +341,7 @@ class OriginPool:
         self._idle: list[_Connection] = []
         self._waiting: set[_Connection] = set()  # sent by `start`, answer not whole yet
         self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop `start` runs on, once it has
         self._ssl = ssl.create_default_context() if origin.tls else None
         self._closed = False
 
@@ -429,8 +433,9 @@ class OriginPool:
             return False
         if self.metrics is not None:
             self.metrics.origin_started()
-        loop = asyncio.get_running_loop()
-        if self._sweeper is None:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
             self._sweeper = loop.create_task(self._sweep())
         self._waiting.add(conn)
         conn.send_to(self.request_bytes(method, target, headers, body), sink, loop.time() + self.timeout_s)
@@ -455,7 +460,10 @@ class OriginPool:
             for conn in [c for c in self._waiting if c.deadline < now]:
                 self._waiting.discard(conn)
                 conn.close()
-                conn._fail(OriginError(504, f"the origin did not answer within {self.timeout_s:g} s"))
+                try:
+                    conn._fail(OriginError(504, f"the origin did not answer within {self.timeout_s:g} s"))
+                except Exception:  # a sink's bug must not stop the sweep: the other requests' timeouts need it
+                    log.exception("an origin timeout's answer failed")
 
     def _release_slot(self) -> None:
         self.gate.release()
@@ -479,3 +487,4 @@ class OriginPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self._loop = None
