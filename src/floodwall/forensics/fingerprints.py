@@ -42,9 +42,9 @@ _QUERY_SHAPE_CHARS: Final = 120  # a query's shape is cut to this many character
 _STATE_SCHEMA: Final = {"client": pl.String, "feature": pl.String, "value": pl.String, "count": pl.UInt64}
 _COMPACT_ROWS: Final = 1_000_000
 #: Requests with a query string per batch whose query shape is worked out; more are sampled evenly.
-QUERY_SAMPLE: Final = 20_000
+QUERY_SAMPLE: Final = 10_000
 #: Requests per batch whose path shape is worked out (when the caller says how many rows there are); more are sampled.
-PATH_SAMPLE: Final = 50_000
+PATH_SAMPLE: Final = 20_000
 
 #: Browser or tool, first match wins (Edge and Opera also say Chrome; Chrome also says Safari).
 _BROWSERS: Final = (
