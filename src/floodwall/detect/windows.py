@@ -426,11 +426,14 @@ def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
     )
     grouped = pl.concat([several, two, one]).sort("_first")
     order = narrow.get_column("_row")
+    # Gathering from string columns in several chunks (the open window's rows, then the batch's) cost 8 times more
+    # than from one: 30 of 115 ms per 236k-row batch.
+    picked = toks.select("client", "client_net", "ua_id", "source", "line", "template", "query_keys").rechunk()
 
     def pick(position: str, columns: list[str]) -> pl.DataFrame:
         """`columns` of the rows at sorted `position` (null where the window has no such row)."""
         rows = order.gather(grouped.get_column(position))
-        return toks.select(pl.col(name).gather(rows) for name in columns)
+        return picked.select(pl.col(name).gather(rows) for name in columns)
 
     first = pick("_first", ["client", "client_net", "ua_id", "source", "line"])
     page = pick("_first_page", ["template"])

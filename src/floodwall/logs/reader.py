@@ -229,10 +229,10 @@ class LogReader:
             out.append(batch)
             out_rows += batch.height
             if out_rows >= self.batch_rows:
-                yield pl.concat(out) if len(out) > 1 else out[0]
+                yield pl.concat(out, rechunk=True) if len(out) > 1 else out[0]
                 out, out_rows = [], 0
         if out_rows:
-            yield pl.concat(out) if len(out) > 1 else out[0]
+            yield pl.concat(out, rechunk=True) if len(out) > 1 else out[0]
         self._report()
 
 
