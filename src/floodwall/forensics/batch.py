@@ -84,7 +84,8 @@ def plan_shared(attack: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
       source and line, and the agent's family: the user-agent table, the fingerprints' agents and the user-agent
       marker candidates;
     - "paths": per (incident, host, path) the same and the clients (hashed), the 404s of a random-path flood
-      counted as one path (`_random` true): the attacked URLs and the path-word marker candidates."""
+      counted as one path (`_random` true): the attacked URLs and the path-word marker candidates;
+    - "seconds": attack requests per (second, kind): the attack per second, and its kinds per minute."""
     firsts = [
         pl.len().cast(pl.Int64).alias("requests"),
         pl.col("ts").min().alias("first_ts"),
@@ -106,7 +107,11 @@ def plan_shared(attack: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
         ["path"],
         [*firsts, pl.col("client").hash().unique().alias("clients")],
     )
-    return {"agents": agents.join(families, on="user_agent", how="left", nulls_equal=True), "paths": paths}
+    return {
+        "agents": agents.join(families, on="user_agent", how="left", nulls_equal=True),
+        "paths": paths,
+        "seconds": attack.group_by("second", "kind").agg(pl.len().cast(pl.Int64).alias("attack")),
+    }
 
 
 def _distinct_values(shared: pl.DataFrame, column: str) -> pl.LazyFrame:
@@ -153,10 +158,13 @@ def plan_attack(
     )
     # Schemes describe; past _SCHEME_SAMPLE query rows a batch is sampled evenly and the counts scaled.
     step = max(1, query_rows // _SCHEME_SAMPLE)
-    agents, paths = shared["agents"], shared["paths"]
+    agents, paths, seconds = shared["agents"].lazy(), shared["paths"].lazy(), shared["seconds"].lazy()
     plans = [
-        ("attack_seconds", attack.group_by("second").agg(pl.len().cast(pl.Int64).alias("attack"))),
-        ("attack_kinds", attack.group_by("minute", "kind").agg(pl.len().cast(pl.Int64).alias("attack"))),
+        ("attack_seconds", seconds.group_by("second").agg(pl.col("attack").sum())),
+        (
+            "attack_kinds",
+            seconds.group_by(pl.col("second").dt.truncate("1m").alias("minute"), "kind").agg(pl.col("attack").sum()),
+        ),
         (
             "attackers",
             grouped(
@@ -175,7 +183,7 @@ def plan_attack(
             ),
         ),
         ("samples", first_three(attack)),
-        ("agents", agents.lazy().select("incident_id", "client", "user_agent", "family", "requests")),
+        ("agents", agents.select("incident_id", "client", "user_agent", "family", "requests")),
         (
             "schemes",
             scheme_counts(attack.filter(pl.col("query").is_not_null()).gather_every(step), ["incident_id"], step),
@@ -191,7 +199,7 @@ def plan_attack(
                 grouped_values={column: _distinct_values(shared[name], column) for name, column in _SHARED_VALUES},
             ),
         ),
-        ("paths", paths.lazy().select("incident_id", "host", "path", "requests")),
+        ("paths", paths.select("incident_id", "host", "path", "requests")),
         (
             "breach",
             attack.filter(pl.col("incident_kind") != "flood")
