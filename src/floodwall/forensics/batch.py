@@ -99,13 +99,17 @@ def plan_shared(attack: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
     # A random-path flood makes every path unique: its 404s are counted as one row, and their words are not
     # marker candidates (they would all be one-offs).
     random_path = pl.col("kind") == "notfound"
-    paths = grouped(
-        attack.with_columns(
-            random_path.alias("_random"), pl.when(random_path).then(_NOT_FOUND).otherwise(pl.col("path")).alias("path")
-        ),
-        ["incident_id", "host", "_random"],
-        ["path"],
-        [*firsts, pl.col("client").hash().unique().alias("clients")],
+    # Grouped by the path's hash, the random ones' all as one (0); their text is set once per group, not per row.
+    paths = (
+        attack.group_by(
+            "incident_id",
+            "host",
+            random_path.alias("_random"),
+            pl.when(random_path).then(pl.lit(0, dtype=pl.UInt64)).otherwise(pl.col("path").hash()).alias("_hash"),
+        )
+        .agg(pl.col("path").first(), *firsts, pl.col("client").hash().unique().alias("clients"))
+        .drop("_hash")
+        .with_columns(pl.when(pl.col("_random")).then(_NOT_FOUND).otherwise(pl.col("path")).alias("path"))
     )
     return {
         "agents": agents.join(families, on="user_agent", how="left", nulls_equal=True),
