@@ -10,16 +10,34 @@ for comparison. Report sizes are printed too.
 
 With `--spool` the same batches also go to a spool of the other format (Arrow IPC with LZ4, the spool's first
 format) and both are read back: CPU seconds to write and to read each, and bytes on disk, side by side.
+
+With `--stages DIR` it measures `analyze`'s last three stages alone, this version against `--baseline-src` (another
+version's `src`), alternating, `--repeat` times, each run a child process:
+
+    .venv/bin/python benchmarks/bench_report.py --log big.log --site szabad-hang --stages /tmp/stages \
+        --baseline-src /tmp/old/src --repeat 3
+
+The log is read and detected once (by this version) into DIR: the detection result (pickled) and the batches as
+the spool holds them. Each child then spools those batches, runs the forensic pass and writes every file, as
+`analyze` does (`incident_sources`, `report_document`, `account_from_logs`, `_write_outputs`), and reports wall and
+CPU seconds per stage: the process's CPU while only that stage runs (in `analyze`, the reader's read-ahead thread
+can run during "spooling"). Medians and new/old ratios are printed. The baseline must unpickle this version's
+detection result (the same `DetectionResult` fields).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from floodwall.detect import Engine
@@ -38,7 +56,132 @@ def _largest_site(sim: Path) -> tuple[Path, str, str]:
     return sim / site["log"], site["name"], site["timezone"]
 
 
+STAGES = ("spooling", "forensics", "writing")
+
+
+def prepare_stages(log: Path, site: str, folder: Path) -> None:
+    """Read and detect `log` once: the detection result and the reader's input stats pickled into `folder`, and the
+    batches as parquet files of the columns the spool keeps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reader = LogReader([log], site=site)
+    engine = Engine(site, live=False)
+    for number, frame in enumerate(reader):
+        engine.feed(frame)
+        kept = frame.select(name for name in FORENSIC_COLUMNS if name in frame.columns)
+        kept.write_parquet(folder / f"{number:06d}.parquet", compression="uncompressed", statistics=False)
+    (folder / "detection.pickle").write_bytes(pickle.dumps((engine.finish(), reader.inputs)))
+
+
+def run_stages(folder: Path, out: Path) -> dict[str, tuple[float, float]]:
+    """`analyze`'s spooling, forensics and writing stages on `prepare_stages`'s result: (wall, CPU) seconds each."""
+    import polars as pl
+
+    from floodwall import __version__
+    from floodwall.analyze import _open_geo, _write_outputs, incident_sources
+    from floodwall.decide import Allowlist, Policy
+    from floodwall.forensics.job import account_from_logs
+    from floodwall.report.jsonreport import report_document
+
+    detection, inputs = pickle.loads((folder / "detection.pickle").read_bytes())
+    frames = [pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))]
+    started = datetime.now(UTC)
+    decisions = Policy(allowlist=Allowlist()).decide(
+        detection.findings, now=detection.window_end or started, site=detection.site
+    )
+    times: dict[str, tuple[float, float]] = {}
+
+    def timed() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    def done(name: str, mark: tuple[float, float]) -> None:
+        times[name] = (time.perf_counter() - mark[0], time.process_time() - mark[1])
+
+    with FrameSpool(columns=FORENSIC_COLUMNS) as spool:
+        mark = timed()
+        for frame in frames:
+            spool.add(frame)
+        done("spooling", mark)
+        mark = timed()
+        geo = _open_geo()
+        out.mkdir(parents=True, exist_ok=True)
+        sources, geo_database = incident_sources(detection.incidents, geo)
+        document = report_document(
+            site=detection.site,
+            inputs=inputs,
+            detection=detection,
+            decisions=decisions,
+            version=__version__,
+            sources=sources,
+        )
+        document["geo_database"] = geo_database
+        fingerprints = FingerprintAccumulator()
+        account = account_from_logs(
+            spool.frames,
+            site=detection.site,
+            detection=detection,
+            first_pass=inputs,
+            spooled=True,
+            fingerprints=fingerprints,
+            geo=geo,
+        )
+        done("forensics", mark)
+    mark = timed()
+    _write_outputs(
+        out,
+        site=detection.site,
+        document=document,
+        account=account,
+        detection=detection,
+        decisions=decisions,
+        inputs=inputs,
+        fingerprints=fingerprints,
+        command_line=["bench_report.py"],
+        coalition_key=b"bench-report-coalition-key-32byt",
+        public=True,
+        started=started,
+        geo=geo,
+    )
+    done("writing", mark)
+    if geo is not None:
+        geo.close()
+    return times
+
+
+def compare_stages(folder: Path, baseline_src: Path | None, repeat: int) -> None:
+    """`run_stages` in child processes, this version and the baseline alternating; medians and ratios printed."""
+    versions: list[tuple[str, dict[str, str] | None]] = [("new", None)]
+    if baseline_src is not None:
+        versions.append(("old", {**os.environ, "PYTHONPATH": str(baseline_src.resolve())}))
+    runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name, _ in versions}
+    for number in range(repeat):
+        for name, env in versions:
+            argv = [sys.executable, __file__, "--stage-child", str(folder), str(folder / f"out-{name}")]
+            result = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+            runs[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
+            total = sum(cpu for _, cpu in runs[name][-1].values())
+            print(f"  {name} run {number + 1}/{repeat}: {total:.2f} CPU-s", file=sys.stderr, flush=True)
+    print(f"medians of {repeat} (wall s / CPU s):")
+    for stage in (*STAGES, "total"):
+        names = STAGES if stage == "total" else (stage,)
+        cells = []
+        for name, each in runs.items():
+            wall = statistics.median(sum(r[s][0] for s in names) for r in each)
+            cells.append(f"{name} {wall:6.2f} / {cpu_of(each, stage):6.2f}")
+        if "old" in runs:
+            cells.append(f"CPU new/old {cpu_of(runs['new'], stage) / max(cpu_of(runs['old'], stage), 1e-9):.2f}")
+        print(f"  {stage:10s} " + "   ".join(cells))
+
+
+def cpu_of(runs: list[dict[str, list[float]]], stage: str) -> float:
+    """The median CPU seconds of `stage` (or of all three: "total") over `runs`."""
+    names = STAGES if stage == "total" else (stage,)
+    return statistics.median(sum(r[s][1] for s in names) for r in runs)
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--stage-child":
+        print(json.dumps(run_stages(Path(sys.argv[2]), Path(sys.argv[3]))))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", type=Path, help="an access log (default: simulate one)")
     parser.add_argument("--site", default="bench-site")
@@ -46,7 +189,21 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.4)
     parser.add_argument("--out", type=Path, help="where to write the reports (default: a temporary folder)")
     parser.add_argument("--spool", action="store_true", help="also spool to Arrow IPC with LZ4 and compare")
+    parser.add_argument(
+        "--stages", type=Path, help="measure analyze's last three stages alone, prepared in this folder"
+    )
+    parser.add_argument(
+        "--baseline-src", type=Path, help="with --stages: another version's src folder, run alternately"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="with --stages: runs of each version")
     args = parser.parse_args()
+    if args.stages is not None:
+        if args.log is None:
+            sys.exit("--stages needs --log (and --site)")
+        if not (args.stages / "detection.pickle").exists():
+            prepare_stages(args.log, args.site, args.stages)
+        compare_stages(args.stages, args.baseline_src, args.repeat)
+        return
 
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         if args.log is None:
