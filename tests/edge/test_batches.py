@@ -161,3 +161,18 @@ def test_a_flood_seconds_batch_leaves_the_worker_before_the_detector_asks_for_it
         assert hub.dropped_batches == 0
     finally:
         hub.close()
+
+
+def test_an_unreadable_frame_is_dropped_and_the_batches_after_it_arrive() -> None:
+    hub = BatchHub(FORK)
+    try:
+        writer = hub.writer(0, 0)
+        garbage = b"not a pickle"
+        os.write(writer._connection.fileno(), struct.pack("!Q", len(garbage)) + garbage)
+        writer.put_nowait(batch_of(5))
+        writer.close()
+        got: list[RecordedBatch] = []
+        assert wait_until(lambda: len(got.__iadd__(drain(hub))) >= 1, within_s=10.0)
+        assert [b.rows for b in got] == [5]
+    finally:
+        hub.close()

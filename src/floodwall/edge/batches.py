@@ -32,6 +32,7 @@ import queue
 import selectors
 import struct
 import threading
+import time
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
@@ -185,29 +186,36 @@ class BatchHub:
                 os.write(self._wake_fds[1], b"!")
 
     def _run(self) -> None:
-        selector = self._selector
-        assert selector is not None and self._wake_fds is not None
         watched: dict[int, _Pipe] = {}  # fd -> the pipe registered for it (only this thread changes the selector)
-        while True:
-            with self._lock:
-                if self._stopping:
-                    return
-                current = {pipe.fd: pipe for pipe in self._pipes.values() if not pipe.done}
-                for fd, pipe in list(watched.items()):
-                    if current.get(fd) is not pipe:  # closed (its fd number may be a new pipe's already)
-                        selector.unregister(fd)
-                        del watched[fd]
-                for fd, pipe in current.items():
-                    if fd not in watched:
-                        selector.register(fd, selectors.EVENT_READ, pipe)
-                        watched[fd] = pipe
-            events = selector.select()
-            with self._lock:
-                for key, _ in events:
-                    if key.data is None:
-                        self._drain_wake()
-                    elif not key.data.done:  # a pipe closed since the wait is not read: its fd may be reused
-                        self._read(key.data)
+        while not self._stopping:
+            try:
+                self._wait_and_read(watched)
+            except Exception:  # a bug, not an outage: logged with its cause, and the reading goes on
+                log.exception("reading the workers' batch pipes failed; reading again in 0.1 s")
+                time.sleep(0.1)
+
+    def _wait_and_read(self, watched: dict[int, _Pipe]) -> None:
+        selector = self._selector
+        assert selector is not None
+        with self._lock:
+            if self._stopping:
+                return
+            current = {pipe.fd: pipe for pipe in self._pipes.values() if not pipe.done}
+            for fd, pipe in list(watched.items()):
+                if current.get(fd) is not pipe:  # closed (its fd number may be a new pipe's already)
+                    selector.unregister(fd)
+                    del watched[fd]
+            for fd, pipe in current.items():
+                if fd not in watched:
+                    selector.register(fd, selectors.EVENT_READ, pipe)
+                    watched[fd] = pipe
+        events = selector.select()
+        with self._lock:
+            for key, _ in events:
+                if key.data is None:
+                    self._drain_wake()
+                elif not key.data.done:  # a pipe closed since the wait is not read: its fd may be reused
+                    self._read(key.data)
 
     def _drain_wake(self) -> None:
         assert self._wake_fds is not None
