@@ -409,10 +409,10 @@ class EdgeConnection(asyncio.Protocol):
         head = answer.head
         if head is not None and answer.status not in _NO_BODY_STATUS:
             # A cache hit: the entry's head was rendered when stored; only the per-answer lines are added (a fresh
-            # hit's whole head for a kept-alive HTTP/1.1 client is made once per second: `keepalive_head`).
+            # hit's whole head for a kept-alive client (no Connection line) is made once per second: `keepalive_head`).
             if not request.keep_alive:
                 head = head + answer.extra_head + b"connection: close\r\n\r\n"
-            elif request.version != "1.1":
+            elif request.version == "1.0":
                 head = head + answer.extra_head + b"connection: keep-alive\r\n\r\n"
             elif answer.keepalive_head is not None:
                 head = answer.keepalive_head
@@ -445,7 +445,7 @@ class EdgeConnection(asyncio.Protocol):
                 parts += (name, b": ", value, b"\r\n")
         if not request.keep_alive:
             ending = b"connection: close\r\n\r\n"
-        elif request.version != "1.1":
+        elif request.version == "1.0":
             ending = b"connection: keep-alive\r\n\r\n"
         else:
             ending = b"\r\n"
