@@ -49,7 +49,8 @@ class _Geo(GeoSource, Protocol):
 class Forensics:
     """See the module docstring. `feed` takes batches in time order; `finish` may be called without any batch
     (stdin could not be re-read): the account then rests on the detection result alone. A `fingerprints`
-    accumulator given here is fed the attack rows of every batch (its clients filter is not applied)."""
+    accumulator given here is fed the attack rows of every batch (its clients filter is not applied). `spooled`
+    says the batches are read back from a `FrameSpool` (see `Collector`)."""
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class Forensics:
         *,
         timezone: str = "UTC",
         fingerprints: FingerprintAccumulator | None = None,
+        spooled: bool = False,
     ) -> None:
         self.site = site
         self.detection = detection
@@ -67,7 +69,7 @@ class Forensics:
         except (ZoneInfoNotFoundError, ValueError):
             self.zone, self.timezone = ZoneInfo("UTC"), "UTC"
         # The attackers' fingerprints (bundle.json) are counted from the same attack rows, in the same pass.
-        self._collector = Collector(detection, fingerprints)
+        self._collector = Collector(detection, fingerprints, spooled=spooled)
 
     def feed(self, frame: pl.DataFrame) -> None:
         """Take one Request batch of the second pass."""

@@ -57,7 +57,7 @@ def account_from_logs(
     `detection`, look the attacking addresses up in the offline network database, and build the account.
     `fingerprints`, when given, is fed the attack rows of the same pass (see `Forensics`). `geo`, an open
     `floodwall.geo.GeoLookup`, is used (and left open) instead of opening the database again."""
-    forensics = Forensics(site, detection, timezone=timezone, fingerprints=fingerprints)
+    forensics = Forensics(site, detection, timezone=timezone, fingerprints=fingerprints, spooled=spooled)
     second: Sequence[InputFacts] = ()
     if rereadable and detection.requests:
         reader = open_reader()
