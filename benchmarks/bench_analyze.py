@@ -13,7 +13,8 @@ stage times analyze then logs (reading, detecting, judging, deciding, spooling, 
 medians, with the share of the last three (issue 5 wants at most 30%); a stage's CPU seconds are the whole
 process's while that stage ran (the reader's parsing threads included). `--also-scales 0.12` adds a ~1M-line log of
 the same scenario (peak memory against log length); `--baseline-src DIR` runs another version's `src` (say, a
-`git worktree` of an older commit, its C scanner copied in) alternately with this one, under the same load.
+`git worktree` of an older commit, its C scanner copied in) alternately with this one, under the same load; given
+twice or more, every version is run in turn ("baseline analyze", then "baseline 2 analyze", ...).
 
 CrowdSec (Debian's `crowdsec` 1.4.6, installed here through scripts/ensure-debian-packages) replays a log in its
 time-machine mode, offline, with the parsers and scenarios Debian enables from the hub copy it ships (the nginx,
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,13 +178,14 @@ def attacker_scores(truth_dir: Path, results: Path, site: str) -> tuple[float, f
 
 
 def measure_floodwall(
-    truth_dir: Path, site: str, log: Path, lines: int, repeat: int, workdir: Path, baseline_src: Path | None = None
+    truth_dir: Path, site: str, log: Path, lines: int, repeat: int, workdir: Path, baseline_src: Sequence[Path] = ()
 ) -> list[Row]:
-    """`floodwall analyze` on `log`, `repeat` times; with `baseline_src` (another version's `src` folder), that
-    version is run too, alternating with this one, so both see the same machine load."""
+    """`floodwall analyze` on `log`, `repeat` times; each of `baseline_src` (other versions' `src` folders) is run
+    too, in turn with this one, so all see the same machine load."""
     versions: list[tuple[str, dict[str, str] | None]] = [("floodwall analyze", None)]
-    if baseline_src is not None:
-        versions.append(("baseline analyze", {**os.environ, "PYTHONPATH": str(baseline_src.resolve())}))
+    for number, src in enumerate(baseline_src, start=1):
+        name = "baseline analyze" if number == 1 else f"baseline {number} analyze"
+        versions.append((name, {**os.environ, "PYTHONPATH": str(src.resolve())}))
     runs: dict[str, list[Run]] = {name: [] for name, _ in versions}
     scores: dict[str, tuple[float, float]] = {}
     for i in range(repeat):
@@ -430,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-src",
         type=Path,
-        help="another version's src folder (e.g. from `git worktree add`, with its C scanner built), run alternately",
+        action="append",
+        default=[],
+        help="another version's src folder (e.g. from `git worktree add`, with its C scanner built), run alternately;"
+        " may be given more than once",
     )
     args = parser.parse_args(argv)
 
@@ -438,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores; load average at start {info['load']}")
+    for number, src in enumerate(args.baseline_src, start=1):
+        print(f"{'baseline' if number == 1 else f'baseline {number}'} analyze: PYTHONPATH={src}")
 
     rows = []
     truth_dir, site, log, lines = simulated(args.workdir, args.scenario, args.seed, args.scale)
