@@ -349,13 +349,16 @@ class Pipeline:
     ) -> None:
         self.parts = tuple(parts)
         self.before_origin = tuple(before_origin)
+        # The parts that can do something here: one with nothing to do for any request (`active` False: no
+        # trusted proxies, no allowlisted networks) is listed but not called per request.
+        self._running = tuple(part for part in self.parts if getattr(part, "active", True))
         self.forwarder = forwarder
         self.contact = contact
         self.failures: dict[str, int] = {}
         self._reported: dict[str, float] = {}
 
     def answer_now(self, request: Request) -> Answer | None:
-        answer = self._run(self.parts, request)
+        answer = self._run(self._running, request)
         if answer is not None:
             return answer
         try:
