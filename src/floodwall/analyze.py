@@ -138,14 +138,19 @@ def analyze(
     )
     times = times or StageTimes()
     engine = Engine(site, settings.detect, live=False)
-    with FrameSpool(columns=FORENSIC_COLUMNS) as spool:
+    with FrameSpool(columns=FORENSIC_COLUMNS, background=True) as spool:
         # The parsed columns the forensic pass needs go to disk as they are read: attackers are known only after
-        # detection, and reading the spool back costs a fraction of parsing the log again (stdin included).
+        # detection, and reading the spool back costs a fraction of parsing the log again (stdin included). A batch
+        # is written on the spool's thread while it is detected here.
         for frame in times.timed("reading", read_ahead(reader)):
-            with times.stage("detecting"):
-                engine.feed(frame)
             with times.stage("spooling"):
                 spool.add(frame)
+            with times.stage("detecting"):
+                engine.feed(frame)
+        with times.stage("spooling"):
+            spool.flush()
+        # The writes' CPU is counted in the stage that ran beside them (detecting, mostly): Polars writes on its
+        # own threads, which no per-thread clock of ours sees. `spool.write_wall` says how long the writes took.
         with times.stage("judging"):
             detection = engine.finish()
             del engine  # its per-window tables are no longer needed: free them before the forensic pass

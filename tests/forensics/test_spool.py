@@ -32,8 +32,9 @@ def _batch(sources: list[str], start: int) -> pl.DataFrame:
     return requests_frame(rows)
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["in-line", "background"])
 @pytest.mark.parametrize("fmt", ["parquet", "ipc-lz4"])
-def test_batches_come_back_equal_in_order(tmp_path: Path, fmt: SpoolFormat) -> None:
+def test_batches_come_back_equal_in_order(tmp_path: Path, fmt: SpoolFormat, background: bool) -> None:
     """Batches from one input (its name stored once) and from two merged inputs (stored per row) come back as
     they went in: same columns in the same order, same types, same values and nulls, same order of batches."""
     batches = [
@@ -41,12 +42,13 @@ def test_batches_come_back_equal_in_order(tmp_path: Path, fmt: SpoolFormat) -> N
         _batch(["/var/log/nginx/access.log.1", "/var/log/nginx/access.log"], 40),
         _batch(["/var/log/nginx/access.log"], 80),
     ]
-    with FrameSpool(tmp_path, columns=FORENSIC_COLUMNS, fmt=fmt) as spool:
+    with FrameSpool(tmp_path, columns=FORENSIC_COLUMNS, fmt=fmt, background=background) as spool:
         for batch in batches:
             spool.add(batch)
         spool.add(batches[0].clear())  # an empty batch is not kept
         back = list(spool.frames())
         assert spool.rows == 120 and spool.bytes > 0
+        assert spool.write_wall > 0
     assert len(back) == 3
     for got, sent in zip(back, batches, strict=True):
         expected = sent.select(FORENSIC_COLUMNS)
@@ -63,3 +65,19 @@ def test_every_column_is_kept_without_a_selection_and_the_folder_goes(tmp_path: 
     assert folder.exists()
     spool.close()
     assert not folder.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_background_write_is_raised_not_lost(tmp_path: Path) -> None:
+    """A batch the spool's thread could not write fails the next call, so the report is never built on a spool
+    that silently lacks a batch; the folder still goes."""
+    spool = FrameSpool(tmp_path, background=True)
+    spool.add(_batch(["-"], 0))
+    spool.flush()
+    for leftover in spool.directory.iterdir():
+        leftover.unlink()
+    spool.directory.rmdir()  # the disk the spool was on is gone, say
+    spool.add(_batch(["-"], 40))
+    with pytest.raises(OSError):
+        spool.flush()
+    spool.close()
+    assert list(tmp_path.iterdir()) == []

@@ -7,6 +7,12 @@ fifth of decoding LZ4-compressed IPC. On a 1M-line hano-like log: write 0.36 and
 0.44 for IPC with LZ4, and 34 MB on disk against 61 MB (benchmarks/bench_report.py --spool measures both).
 An input's name, the same on every row of a batch read from one input, is kept once per batch, not per row.
 
+With `background=True` (what `analyze` uses) a batch is written on a thread of the spool's own while the caller
+goes on detecting the next one: Polars writes Parquet without holding the GIL, so on two cores the write leaves
+the detection's critical path. At most one batch waits to be written (memory stays bounded); a failed write is
+raised by the next `add`, `frames` or `flush`. `write_wall` says how long the writes took (their CPU is spent on
+Polars' threads, which the process's CPU clock counts in whatever stage of the caller runs beside them).
+
     with FrameSpool() as spool:
         for frame in reader:
             engine.feed(frame)
@@ -19,7 +25,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal
@@ -43,7 +51,12 @@ class FrameSpool:
     """See the module docstring. The folder is removed by `close` (or leaving the `with` block)."""
 
     def __init__(
-        self, directory: Path | None = None, columns: Sequence[str] | None = None, fmt: SpoolFormat = "parquet"
+        self,
+        directory: Path | None = None,
+        columns: Sequence[str] | None = None,
+        fmt: SpoolFormat = "parquet",
+        *,
+        background: bool = False,
     ) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="floodwall-spool-", dir=directory))
         self.columns = list(columns) if columns is not None else None  # None: every column
@@ -52,11 +65,29 @@ class FrameSpool:
         self._files: list[tuple[Path, str | None, list[str]]] = []
         self.rows = 0
         self.bytes = 0
+        self.write_wall = 0.0  # seconds the writes took, wherever they ran
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="floodwall-spool") if background else None
+        self._pending: Future[None] | None = None
 
     def add(self, frame: pl.DataFrame) -> None:
-        """Keep one batch."""
+        """Keep one batch (written by the time `frames` or `flush` returns)."""
         if frame.height == 0:
             return
+        self.flush()  # one batch in flight at most
+        self.rows += frame.height
+        if self._writer is None:
+            self._write(frame)
+        else:
+            self._pending = self._writer.submit(self._write, frame)
+
+    def flush(self) -> None:
+        """Wait for the batch being written, and raise its error if its write failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _write(self, frame: pl.DataFrame) -> None:
+        wall = time.perf_counter()
         if self.columns is not None:
             frame = frame.select(name for name in self.columns if name in frame.columns)
         order = frame.columns
@@ -69,8 +100,8 @@ class FrameSpool:
         else:
             frame.write_ipc(path, compression="lz4")
         self._files.append((path, constant, order))
-        self.rows += frame.height
         self.bytes += path.stat().st_size
+        self.write_wall += time.perf_counter() - wall
 
     @staticmethod
     def _constant(frame: pl.DataFrame) -> str | None:
@@ -86,6 +117,7 @@ class FrameSpool:
 
     def frames(self) -> Iterator[pl.DataFrame]:
         """The batches, in the order they were added, with the columns they were added with."""
+        self.flush()
         for path, constant, order in self._files:
             frame = pl.read_parquet(path) if self.format == "parquet" else pl.read_ipc(path)
             if constant is not None:
@@ -93,6 +125,10 @@ class FrameSpool:
             yield frame
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)  # a write still running must not recreate a file in a removed folder
+            self._writer = None
+        self._pending = None
         shutil.rmtree(self.directory, ignore_errors=True)
         self._files = []
 
