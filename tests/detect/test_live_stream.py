@@ -3,6 +3,8 @@ second, readers of a breaking story left alone, the profile rebuilt beside the b
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -166,3 +168,19 @@ def test_clients_of_the_last_seconds_are_judged_when_a_window_has_just_opened() 
     engine = Engine("example-news", SETTINGS, FakeClock(START + timedelta(days=1)), history=False)
     found = engine.feed(frame)
     assert {f.target for f in found} == set(attack.get_column("client").unique().to_list())
+
+
+def test_a_live_judge_starts_importing_scikit_learn_before_its_first_profile() -> None:
+    # The first profile fits an isolation forest; importing scikit-learn then would hold the first judgement of a
+    # flood found at once (a watcher started on a log written in bulk) for a second or more.
+    code = (
+        "import sys, time\n"
+        "from floodwall.detect import Engine\n"
+        "engine = Engine('example-news', live=True, history=False)\n"
+        "deadline = time.monotonic() + 30\n"
+        "while 'sklearn.ensemble' not in sys.modules and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "print('sklearn.ensemble' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "True"
