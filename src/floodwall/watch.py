@@ -115,6 +115,20 @@ class Watcher:
         self.active: dict[str, Decision] = {}  # what the enforcers hold, by target
         self.summary = WatchSummary(started=self.clock())
         self._stop = threading.Event()
+        # The log is opened (with `start_at_end`, its end found) here, not in `run()`: whoever made the watcher can
+        # count on every line written from now on being read (the CLI says "watching" then). Opened in `run()`, the
+        # lines written in between were skipped: once a test's quiet minute, and with it the baseline, so the flood
+        # written after it was never judged.
+        self._frames = follow_timed_requests(
+            self.log_path,
+            site=self.site,
+            fmt=self.fmt,
+            tz=self.tz,
+            json_fields=self.settings.logs.json_fields,
+            poll_interval=poll_interval,
+            start_at_end=start_at_end,
+            stop_event=self._stop,
+        )
 
     def stop(self) -> None:
         """End the run at the follower's next look (safe from any thread or a signal handler)."""
@@ -124,18 +138,8 @@ class Watcher:
         """Restore, then follow the log until `stop()`; returns the run's counts. Enforcers are closed at the end."""
         feed = self.store.watch()  # opened before the snapshot, so no change falls between
         try:
-            frames = follow_timed_requests(
-                self.log_path,
-                site=self.site,
-                fmt=self.fmt,
-                tz=self.tz,
-                json_fields=self.settings.logs.json_fields,
-                poll_interval=self.poll_interval,
-                start_at_end=self.start_at_end,
-                stop_event=self._stop,
-            )
             self._restore()
-            for frame, read_at in frames:
+            for frame, read_at in self._frames:
                 self.summary.batches += 1
                 self.summary.lines += frame.height
                 if frame.height:
