@@ -218,3 +218,22 @@ def test_an_empty_or_tiny_step_is_harmless(rows: int) -> None:
     detector.add(recorder.take())
     assert detector.step() == [] and detector.rows_fed == rows
     assert batches_frame([], "x").height == 0 and isinstance(batches_frame([], "x"), pl.DataFrame)
+
+
+def test_rows_that_come_after_their_step_are_fed_and_counted_late() -> None:
+    # Two workers: edge-1's second of rows reaches the detector only after the step that was due to judge it (its
+    # pipe or its event loop fell behind). The rows are still judged, and the health says how many came late.
+    clock = FakeClock(START)
+    detector = LiveDetector("example-news", MemoryStore(clock=clock), settings=SETTINGS, clock=clock)
+    on_time, behind = LiveRecorder(capacity=100, source="edge-0"), LiveRecorder(capacity=100, source="edge-1")
+    for k in range(10):
+        on_time.record(START.timestamp() + 0.5 + k / 20, "192.0.2.1", "GET", "/", None, None, 200, 1, None, None)
+        behind.record(START.timestamp() + 0.5 + k / 20, "192.0.2.2", "GET", "/", None, None, 200, 1, None, None)
+    detector.add(on_time.take())
+    clock.set(START + timedelta(seconds=2.5))  # rows before 1.5 s are due: all of edge-0's
+    detector.step()
+    assert detector.rows_fed == 10 and detector.status()["rows_late"] == 0
+    detector.add(behind.take())
+    clock.set(START + timedelta(seconds=3.5))
+    detector.step()
+    assert detector.rows_fed == 20 and detector.status()["rows_late"] == 10

@@ -5,7 +5,10 @@ step (once a second):
 
 1. drain the batches the workers queued (`floodwall.edge.live`), and build one Request frame from them;
 2. hold back the last `hold_back_s` seconds, so a worker whose batch arrives a little late is still fed in time
-   order, and feed the rest to the same `Engine` that `analyze` and `watch` use (live mode);
+   order, and feed the rest to the same `Engine` that `analyze` and `watch` use (live mode). Rows that come later
+   still are fed out of order with the next step and counted (`rows_late` in the admin health's `live` block): a
+   few when a worker's once-a-second chore runs a little late, many when a worker or the pipes fall behind, as
+   when batches waited seconds in the pipes and flood addresses went undecided (issue 7);
 3. turn findings into decisions with the same `Policy` as `watch` (`floodwall.decide.apply.new_decisions`):
    challenge before ban, TTLs growing on repeat, allowlists and verified crawlers exempt;
 4. write them to the store. Every worker's `DecisionCache` follows the store through a `CacheSync`, so a ban
@@ -25,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
@@ -95,11 +98,13 @@ class LiveDetector:
             prior=self._prior,
         )
         self.rows_fed = 0
+        self.rows_late = 0  # fed after a step had already fed rows newer than them
         self.steps = 0
         self.decided = 0
         self.unsent_dropped = 0
         self._waiting: list[RecordedBatch] = []
         self._later = empty_requests()  # rows held back for the next step
+        self._fed_until: datetime | None = None  # rows older than this were due in an earlier step
         self._unsent: list[Decision] = []
         self._store_down = False
         self._last_step: float | None = None
@@ -118,6 +123,7 @@ class LiveDetector:
         return {
             "steps": self.steps,
             "rows_fed": self.rows_fed,
+            "rows_late": self.rows_late,
             "decisions_made": self.decided,
             "decisions_unsent": len(self._unsent),
             "last_step_s_ago": round(ago, 3) if ago is not None else None,
@@ -136,6 +142,7 @@ class LiveDetector:
         cutoff = now - self.hold_back
         ready = frame.filter(pl.col("ts") < cutoff)
         self._later = frame.filter(pl.col("ts") >= cutoff)
+        self._count_late(ready, cutoff)
         fresh: list[Decision] = []
         if self._store_down:
             self._probe()
@@ -149,6 +156,15 @@ class LiveDetector:
         if self.metrics is not None:
             self.metrics.set_decisions_active(len(self.cache))
         return stored
+
+    def _count_late(self, ready: pl.DataFrame, cutoff: datetime) -> None:
+        """Count the rows older than what an earlier step already fed (they arrived after their step)."""
+        fed_until = self._fed_until
+        if fed_until is None or cutoff > fed_until:
+            self._fed_until = cutoff
+        if fed_until is None or ready.height == 0:
+            return
+        self.rows_late += ready.filter(pl.col("ts") < fed_until).height
 
     def _drain(self) -> None:
         if self.batches is None:
