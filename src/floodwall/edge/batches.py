@@ -19,7 +19,7 @@ Why a reading thread, not a read when the detector asks: a pipe holds 64 KiB, an
 about 1.4 MB (170 bytes a row at 8,000 requests/s). Read only when the detector took its batches, once a second, a
 worker's writer waited on a full pipe between steps: its one-second batches reached the detector in clumps, up to
 6 s late, and a worker holds only `capacity` of them before it drops the next. Flood addresses first seen in those
-rows were decided seconds late, or not during the flood at all (issue 7).
+rows were decided up to 12 s after the rest (issue 7).
 """
 
 from __future__ import annotations
