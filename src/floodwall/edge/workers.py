@@ -34,10 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from floodwall.config import Settings
 from floodwall.errors import FloodwallError, ServiceError
+
+if TYPE_CHECKING:
+    from floodwall.edge.batches import BatchWriter
 
 __all__ = ["GC_THRESHOLDS", "EdgeEvent", "Supervisor", "settle_garbage_collector", "worker_count"]
 
@@ -81,19 +84,14 @@ def _worker_main(
         _let_go_of(getattr(handle, "batches", None))
 
 
-def _let_go_of(batches: Any) -> None:
-    """Give the last rows to the detector's queue for up to `_FLUSH_AT_EXIT_S`, then exit regardless.
+def _let_go_of(batches: BatchWriter | None) -> None:
+    """Give the last rows to the detector's pipe for up to `_FLUSH_AT_EXIT_S`, then exit regardless.
 
-    A multiprocessing queue's writer joins its feeder thread at exit, and the feeder blocks while the pipe is full:
-    with the supervisor gone (killed, or its detector stopped), a worker would wait at exit forever.
+    The writer's thread blocks while the pipe is full: with the supervisor gone (killed, or its detector stopped),
+    waiting for it would keep a worker from exiting. The thread is a daemon, so it does not hold the exit up.
     """
-    if batches is None:
-        return
-    batches.close()
-    joiner = threading.Thread(target=batches.join_thread, daemon=True)
-    joiner.start()
-    joiner.join(_FLUSH_AT_EXIT_S)
-    batches.cancel_join_thread()
+    if batches is not None:
+        batches.close(_FLUSH_AT_EXIT_S)
 
 
 async def _serve(
