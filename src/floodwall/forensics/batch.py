@@ -9,7 +9,14 @@ from typing import Final
 
 import polars as pl
 
-from floodwall.forensics.shapes import grouped, marker_candidate_plan, scheme_counts, ua_family, with_query_scheme
+from floodwall.forensics.shapes import (
+    grouped,
+    marker_candidate_plan,
+    scheme_counts,
+    seen_columns,
+    ua_family,
+    with_query_scheme,
+)
 
 __all__ = ["SAMPLE_COLUMNS", "STATUS", "counts", "plan_all", "plan_attack", "plan_normal", "plan_shared"]
 
@@ -86,13 +93,7 @@ def plan_shared(attack: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
     - "paths": per (incident, host, path) the same and the clients (hashed), the 404s of a random-path flood
       counted as one path (`_random` true): the attacked URLs and the path-word marker candidates;
     - "seconds": attack requests per (second, kind): the attack per second, and its kinds per minute."""
-    firsts = [
-        pl.len().cast(pl.Int64).alias("requests"),
-        pl.col("ts").min().alias("first_ts"),
-        pl.col("ts").max().alias("last_ts"),
-        pl.col("source").first(),
-        pl.col("line").first(),
-    ]
+    firsts = seen_columns()
     agents = grouped(attack, ["incident_id"], ["client", "user_agent"], firsts)
     # The family per distinct agent (a flood has a few dozen), not per (incident, client, agent) row.
     families = agents.select(pl.col("user_agent").unique()).with_columns(ua_family().alias("family"))

@@ -21,6 +21,7 @@ __all__ = [
     "request_kind",
     "request_kinds",
     "scheme_counts",
+    "seen_columns",
     "ua_family",
     "with_query_scheme",
     "with_shaped_query",
@@ -409,6 +410,18 @@ def _query_keys_per_row(
     )
 
 
+def seen_columns() -> list[pl.Expr]:
+    """A group's requests, first and last seen, and its first request's source and line (the evidence columns
+    every table of strings, URLs and agents carries)."""
+    return [
+        pl.len().cast(pl.Int64).alias("requests"),
+        pl.col("ts").min().alias("first_ts"),
+        pl.col("ts").max().alias("last_ts"),
+        pl.col("source").first(),
+        pl.col("line").first(),
+    ]
+
+
 def marker_candidate_plan(
     frame: pl.LazyFrame,
     keys: Sequence[str] = ("client",),
@@ -433,11 +446,7 @@ def marker_candidate_plan(
     hashes with `count_clients`): a caller that groups the same rows for tables of its own."""
     keys = list(keys)
     firsts = [
-        pl.len().cast(pl.Int64).alias("requests"),
-        pl.col("ts").min().alias("first_ts"),
-        pl.col("ts").max().alias("last_ts"),
-        pl.col("source").first(),
-        pl.col("line").first(),
+        *seen_columns(),
         *([pl.col("client").hash().unique().alias("clients")] if count_clients else []),
     ]
     parts = []
