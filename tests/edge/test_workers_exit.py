@@ -20,7 +20,11 @@ def test_a_worker_exits_within_its_flush_time_when_nobody_reads_its_pipe(monkeyp
     workers._let_go_of(writer)
     assert time.monotonic() - started < 10
     workers._let_go_of(None)  # live detection off: nothing to let go of
+    # The process would exit here. A test goes on: the stuck write must end (on a broken pipe) before its file
+    # descriptor is closed, or its number, reused by the next pipe the tests open, would receive the rest.
     reader.close()
+    _thread_ends(writer)
+    assert writer.broken
     writer_end.close()
 
 
@@ -30,5 +34,13 @@ def test_a_worker_s_last_rows_reach_a_reading_detector_at_exit() -> None:
     writer.put_nowait(b"last rows")  # type: ignore[arg-type]
     workers._let_go_of(writer)
     assert reader.poll(5)
+    _thread_ends(writer)
     reader.close()
     writer_end.close()
+
+
+def _thread_ends(writer: BatchWriter) -> None:
+    thread = writer._thread
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
