@@ -59,36 +59,6 @@ REQUEST = (
 )
 
 
-class _OriginTransport:
-    """The origin's side in memory: each request written is answered with `ORIGIN_ANSWER` on the next turn of the
-    event loop (as a reply from a socket would come)."""
-
-    def __init__(self, conn: Any) -> None:
-        import asyncio
-
-        self.conn = conn
-        self.loop = asyncio.get_running_loop()
-        self.closing = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def write(self, data: bytes) -> None:
-        self.loop.call_soon(self.conn.data_received, ORIGIN_ANSWER)
-
-    def close(self) -> None:
-        self.closing = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 class _Transport:
     """An in-memory transport: counts what is written, remembers closing."""
 
@@ -120,6 +90,24 @@ class _Transport:
 
     def resume_reading(self) -> None:
         pass
+
+
+class _OriginTransport(_Transport):
+    """The origin's side in memory: each request written is answered with `ORIGIN_ANSWER` on the next turn of the
+    event loop (as a reply from a socket would come)."""
+
+    def __init__(self, conn: Any) -> None:
+        import asyncio
+
+        super().__init__("")
+        self.conn = conn
+        self.loop = asyncio.get_running_loop()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def write(self, data: bytes) -> None:
+        self.loop.call_soon(self.conn.data_received, ORIGIN_ANSWER)
 
 
 def _child(case: str, requests: int, rounds: int, folder: str) -> None:
