@@ -88,3 +88,19 @@ def test_profile_from_one_pass_equals_the_profile_of_all_windows(flood_site):
         key = mine.columns[0]
         assert_frame_equal(mine.sort(key), theirs.sort(key), check_dtypes=False)
     assert summary.clients == windows.get_column("client").n_unique()
+
+
+def test_spilled_parts_keep_each_windows_input_whether_one_or_several(flood_site, tmp_path):
+    parts = windows_of(flood_site.frame)
+    # The second half of the windows as if read from another input: a part then holds two inputs' windows.
+    half = len(parts) // 2
+    parts = parts[:half] + [p.with_columns(pl.lit("other.log").alias("source")) for p in parts[half:]]
+    history = WindowHistory(memory_rows=3_000, folder=tmp_path)
+    for part in parts:
+        history.add(part)
+    assert history.spilled_files > 1
+    back = pl.concat(history.parts())
+    assert_frame_equal(back, pl.concat(parts))
+    assert set(back.get_column("source").unique()) == {parts[0].get_column("source")[0], "other.log"}
+    assert_frame_equal(pl.concat(history.parts(["source", "line"])), pl.concat(parts).select("source", "line"))
+    history.close()
