@@ -486,3 +486,27 @@ def test_rows_and_rejected_counts() -> None:
     good = b'192.0.2.1 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 9 "-" "x"'
     result = clfscan.scan(good + b"\njunk\n" + good, 0, 1)
     assert (result.rows, result.rejected, len(result)) == (3, 1, 3)
+
+
+def test_a_kept_batch_carries_nothing_of_its_last_scan() -> None:
+    # Released batches are kept and zeroed for the next scans: a big scan with every field set, then small ones with
+    # nulls, rejections and fewer rows must each read exactly as the reference does, however the batches are reused.
+    wide = nginx_combined_lines(20_000, seed=3)
+    big = ("\n".join(wide) + "\n").encode()
+    small = (
+        b'192.0.2.9 - - [01/Jan/2024:00:00:01 +0000] "GET /a HTTP/1.1" 404 - "-" "-"\n'
+        b"junk that no format reads\n"
+        b'192.0.2.10 - - [01/Jan/2024:00:00:02 +0000] "-" 400 0 "-" "-"\n'
+    )
+    for _ in range(6):  # more rounds than batches are kept
+        held = [pl.DataFrame(clfscan.scan(big, 0, 1)) for _ in range(3)]
+        del held
+        gc.collect()
+        check_buffer(small, "combined", first_line=7)
+        rows = check_buffer(big[: len(big) // 3].rsplit(b"\n", 1)[0] + b"\n", "combined")
+        assert all(row["ok"] for row in rows)
+
+
+def test_count_lines() -> None:
+    assert [clfscan.count_lines(b) for b in (b"", b"x", b"x\n", b"\n\n\r\n", bytes(range(256)) * 3)] == [0, 0, 1, 3, 3]
+    assert clfscan.count_lines(memoryview(b"a\nb\nc")) == 2

@@ -19,3 +19,6 @@ class ScanResult:
 
 def scan(buf: bytes, fmt: int, first_line: int) -> ScanResult:
     """One row per line of `buf`; fmt 0 is combined, 1 common, 2 vhost_combined."""
+
+def count_lines(buf: bytes) -> int:
+    """How many line breaks (b"\\n") `buf` holds; the GIL is released while counting."""
