@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
@@ -39,6 +39,14 @@ if TYPE_CHECKING:
     from floodwall.edge.server import EdgeServer
 
 __all__ = ["EdgeConnection", "record_live"]
+
+_scan: Callable[[bytes, int], tuple[Any, ...] | None] | None = None
+try:  # the C fast path for plain heads (optional: without a compiler, httptools reads every head)
+    from floodwall.edge import _headscan
+except ImportError:  # pragma: no cover - depends on the build
+    pass
+else:
+    _scan = _headscan.scan
 
 #: Requests parsed ahead of the one being answered before reading pauses (bounds a pipelining client's memory).
 _MAX_QUEUED: Final = 16
@@ -179,6 +187,50 @@ class EdgeConnection(asyncio.Protocol):
             self._header_bytes = max(self._header_bytes, pending)
         else:
             self._count_fields = False
+            if self._state == _IDLE and _scan is not None:
+                # Whole plain heads, the usual request, read in one C call each; the rest goes to httptools.
+                data = self._scan_heads(data)
+        if data:
+            self._feed(data)
+        if self._queue and not self._busy:
+            priority = self.server.priority
+            if priority is not None and priority.waits(self.peer):
+                # The worker is behind and this address is new: known readers first (`floodwall.edge.priority`).
+                self._busy = True
+                self.loop.call_later(priority.defer_s, self._serve_deferred)
+            else:
+                self._serve_next()
+
+    def _scan_heads(self, data: bytes) -> bytes:
+        """Queue the plain GET and HEAD requests at the start of `data` that `_headscan` reads whole (what the
+        httptools callbacks below would queue for them: the scanner refuses whatever they would treat otherwise);
+        returns the bytes left for httptools. Only called between requests, with no head partly received, and for
+        a feed too short to reach the header size limits (see `data_received`)."""
+        scan = _scan
+        if scan is None:
+            return data
+        pos = 0
+        end = len(data)
+        queue = self._queue
+        while pos < end:
+            head = scan(data, pos)
+            if head is None:
+                break
+            keep_alive = head[4]
+            if not keep_alive and head[0] != end:
+                break  # bytes after a closing request: httptools says what they are
+            self._started = started = self.loop.time()
+            queue.append(Request.scanned(head, keep_alive and not self.server.draining, self.peer, started))
+            pos = head[0]
+            if len(queue) >= _MAX_QUEUED and not self._read_paused and self.transport is not None:
+                self._read_paused = True
+                self.transport.pause_reading()
+        if pos == 0:
+            return data
+        self.deadline = _NEVER
+        return data[pos:]
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -199,14 +251,6 @@ class EdgeConnection(asyncio.Protocol):
                 self._partial_bytes += len(data)
                 if self._partial_bytes > self.limits.max_header_bytes:
                     self._reject(_Reject(431, "The request's header fields are too large."))
-        if self._queue and not self._busy:
-            priority = self.server.priority
-            if priority is not None and priority.waits(self.peer):
-                # The worker is behind and this address is new: known readers first (`floodwall.edge.priority`).
-                self._busy = True
-                self.loop.call_later(priority.defer_s, self._serve_deferred)
-            else:
-                self._serve_next()
 
     def _serve_deferred(self) -> None:
         self._busy = False

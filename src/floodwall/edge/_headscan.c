@@ -1,0 +1,409 @@
+/*
+ * The edge's fast path for the usual request head: one call reads a whole, plain GET or HEAD head from the bytes a
+ * connection received, instead of httptools' dozen Python callbacks (a third of a cache hit's CPU).
+ *
+ * The reference is httptools (llhttp) as `floodwall.edge.connection` drives it: every head accepted here gives
+ * the request that path gives (a hypothesis test in tests/edge/test_headscan.py checks it). Anything this scanner
+ * is unsure of gives None, and the caller feeds the bytes to httptools as before: another method, a body or its
+ * announcement (Content-Length, Transfer-Encoding, Expect), Upgrade, a Connection field other than one plain
+ * `keep-alive` or `close`, repeated Accept-Encoding, Cookie or Connection fields, a target byte outside RFC 3986's
+ * characters, a control or non-ASCII byte in a field, an empty field value or one ending in white space, a bare LF,
+ * more than 100 fields, a head not complete in the buffer. So it never answers 400 itself: what it cannot read, the
+ * reference reads.
+ *
+ * scan(data, pos) -> None | (end, method, target, version, keep_alive, headers, host, user_agent, referer,
+ *                            forwarded_for, accept_encoding, cookie, connection, no_store)
+ *
+ * `headers` lists (name in lower case, value) byte pairs in order; the fields after it are what
+ * `floodwall.edge.http.Request` notes in its pass over the fields (first values; None when absent).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <string.h>
+
+#define MAX_FIELDS 100
+
+/* RFC 9110 token characters (field names). */
+static unsigned char tchar[256];
+/* RFC 3986 characters (unreserved, reserved, '%'): what a request target may hold here. */
+static unsigned char urlchar[256];
+
+/* Field names we note or refuse, and the byte objects for common names (shared, not made per request). */
+enum {
+    F_OTHER = 0,
+    F_HOST,
+    F_AGENT,
+    F_REFERER,
+    F_FORWARDED,
+    F_ENCODING,
+    F_COOKIE,
+    F_PRIVATE, /* authorization, range */
+    F_CONTROL, /* cache-control */
+    F_CONNECTION,
+    F_REFUSE, /* content-length, transfer-encoding, expect, upgrade: the reference path */
+};
+
+struct known {
+    const char *name;
+    int kind;
+    PyObject *bytes;
+};
+
+static struct known known_names[] = {
+    {"host", F_HOST, NULL},
+    {"user-agent", F_AGENT, NULL},
+    {"referer", F_REFERER, NULL},
+    {"x-forwarded-for", F_FORWARDED, NULL},
+    {"accept-encoding", F_ENCODING, NULL},
+    {"cookie", F_COOKIE, NULL},
+    {"authorization", F_PRIVATE, NULL},
+    {"range", F_PRIVATE, NULL},
+    {"cache-control", F_CONTROL, NULL},
+    {"connection", F_CONNECTION, NULL},
+    {"content-length", F_REFUSE, NULL},
+    {"transfer-encoding", F_REFUSE, NULL},
+    {"expect", F_REFUSE, NULL},
+    {"upgrade", F_REFUSE, NULL},
+    {"accept", F_OTHER, NULL},
+    {"accept-language", F_OTHER, NULL},
+    {"upgrade-insecure-requests", F_OTHER, NULL},
+    {"pragma", F_OTHER, NULL},
+    {"dnt", F_OTHER, NULL},
+    {"if-none-match", F_OTHER, NULL},
+    {"if-modified-since", F_OTHER, NULL},
+    {"sec-fetch-dest", F_OTHER, NULL},
+    {"sec-fetch-mode", F_OTHER, NULL},
+    {"sec-fetch-site", F_OTHER, NULL},
+    {"sec-fetch-user", F_OTHER, NULL},
+    {"x-forwarded-proto", F_OTHER, NULL},
+    {"x-forwarded-host", F_OTHER, NULL},
+    {"x-real-ip", F_OTHER, NULL},
+    {"te", F_OTHER, NULL},
+    {"priority", F_OTHER, NULL},
+};
+#define N_KNOWN (sizeof(known_names) / sizeof(known_names[0]))
+
+static PyObject *str_get, *str_head, *str_11, *str_10;
+
+static int lower_equal(const char *lowered, Py_ssize_t n, const char *name) {
+    return (Py_ssize_t)strlen(name) == n && memcmp(lowered, name, (size_t)n) == 0;
+}
+
+static int eq_nocase(const char *value, Py_ssize_t n, const char *lowered) {
+    if ((Py_ssize_t)strlen(lowered) != n) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = value[i];
+        if (c >= 'A' && c <= 'Z') {
+            c = (char)(c + 32);
+        }
+        if (c != lowered[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* "no-store" anywhere in the value, in any case (as `b"no-store" in value.lower()`). */
+static int has_no_store(const char *value, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i + 8 <= n; i++) {
+        if (eq_nocase(value + i, 8, "no-store")) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+#define NOTED 7 /* host, agent, referer, forwarded, encoding, cookie, connection */
+
+static PyObject *scan(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer view;
+    Py_ssize_t pos;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &pos)) {
+        return NULL;
+    }
+    const char *buf = (const char *)view.buf;
+    const Py_ssize_t len = view.len;
+    PyObject *headers = NULL, *result = NULL;
+    PyObject *noted[NOTED] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    int no_store = 0;
+    Py_ssize_t p = pos;
+    if (pos < 0 || pos > len) {
+        goto unsure;
+    }
+    /* The request line: GET or HEAD, a target from "/", HTTP/1.0 or 1.1. */
+    PyObject *method;
+    if (len - p >= 4 && memcmp(buf + p, "GET ", 4) == 0) {
+        method = str_get;
+        p += 4;
+    } else if (len - p >= 5 && memcmp(buf + p, "HEAD ", 5) == 0) {
+        method = str_head;
+        p += 5;
+    } else {
+        goto unsure;
+    }
+    const Py_ssize_t target_start = p;
+    if (p >= len || buf[p] != '/') {
+        goto unsure;
+    }
+    while (p < len && urlchar[(unsigned char)buf[p]]) {
+        p++;
+    }
+    const Py_ssize_t target_end = p;
+    if (len - p < 11 || memcmp(buf + p, " HTTP/1.", 8) != 0 || buf[p + 9] != '\r' || buf[p + 10] != '\n') {
+        goto unsure;
+    }
+    int minor = buf[p + 8];
+    if (minor != '0' && minor != '1') {
+        goto unsure;
+    }
+    p += 11;
+    headers = PyList_New(0);
+    if (headers == NULL) {
+        goto fail;
+    }
+    int fields = 0;
+    int connection_kind = 0; /* 0 none, 1 keep-alive, 2 close */
+    char lowered[64];
+    for (;;) {
+        if (len - p < 2) {
+            goto unsure;
+        }
+        if (buf[p] == '\r') {
+            if (buf[p + 1] != '\n') {
+                goto unsure;
+            }
+            p += 2;
+            break;
+        }
+        if (++fields > MAX_FIELDS) {
+            goto unsure;
+        }
+        const Py_ssize_t name_start = p;
+        while (p < len && tchar[(unsigned char)buf[p]]) {
+            p++;
+        }
+        const Py_ssize_t name_len = p - name_start;
+        if (name_len == 0 || p >= len || buf[p] != ':') {
+            goto unsure;
+        }
+        p++;
+        while (p < len && (buf[p] == ' ' || buf[p] == '\t')) {
+            p++;
+        }
+        const Py_ssize_t value_start = p;
+        while (p < len) {
+            unsigned char c = (unsigned char)buf[p];
+            if ((c >= 0x20 && c < 0x7f) || c == '\t') {
+                p++;
+            } else {
+                break;
+            }
+        }
+        const Py_ssize_t value_len = p - value_start;
+        if (len - p < 2 || buf[p] != '\r' || buf[p + 1] != '\n' || value_len == 0 ||
+            buf[p - 1] == ' ' || buf[p - 1] == '\t') {
+            goto unsure;
+        }
+        p += 2;
+        const char *value = buf + value_start;
+        /* The name in lower case, a shared object when it is a known one. */
+        PyObject *name = NULL;
+        int kind = F_OTHER;
+        if (name_len <= (Py_ssize_t)sizeof(lowered)) {
+            for (Py_ssize_t i = 0; i < name_len; i++) {
+                char c = buf[name_start + i];
+                lowered[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+            }
+            for (size_t k = 0; k < N_KNOWN; k++) {
+                if (lower_equal(lowered, name_len, known_names[k].name)) {
+                    kind = known_names[k].kind;
+                    name = known_names[k].bytes;
+                    Py_INCREF(name);
+                    break;
+                }
+            }
+            if (name == NULL) {
+                name = PyBytes_FromStringAndSize(lowered, name_len);
+            }
+        } else {
+            name = PyBytes_FromStringAndSize(buf + name_start, name_len);
+            if (name != NULL) {
+                char *text = PyBytes_AS_STRING(name);
+                for (Py_ssize_t i = 0; i < name_len; i++) {
+                    if (text[i] >= 'A' && text[i] <= 'Z') {
+                        text[i] = (char)(text[i] + 32);
+                    }
+                }
+            }
+        }
+        if (name == NULL) {
+            goto fail;
+        }
+        if (kind == F_REFUSE) {
+            Py_DECREF(name);
+            goto unsure;
+        }
+        PyObject *value_bytes = PyBytes_FromStringAndSize(value, value_len);
+        if (value_bytes == NULL) {
+            Py_DECREF(name);
+            goto fail;
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(name);
+            Py_DECREF(value_bytes);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value_bytes);
+        int appended = PyList_Append(headers, pair);
+        Py_DECREF(pair);
+        if (appended < 0) {
+            goto fail;
+        }
+        int slot = -1;
+        switch (kind) {
+        case F_HOST:
+            slot = 0;
+            break;
+        case F_AGENT:
+            slot = 1;
+            break;
+        case F_REFERER:
+            slot = 2;
+            break;
+        case F_FORWARDED:
+            slot = 3;
+            break;
+        case F_ENCODING:
+        case F_COOKIE:
+            if (noted[kind == F_ENCODING ? 4 : 5] != NULL) {
+                goto unsure; /* repeated: joined by the reference path */
+            }
+            slot = kind == F_ENCODING ? 4 : 5;
+            break;
+        case F_CONNECTION:
+            if (noted[6] != NULL) {
+                goto unsure;
+            }
+            if (eq_nocase(value, value_len, "keep-alive")) {
+                connection_kind = 1;
+            } else if (eq_nocase(value, value_len, "close")) {
+                connection_kind = 2;
+            } else {
+                goto unsure;
+            }
+            slot = 6;
+            break;
+        case F_PRIVATE:
+            no_store = 1;
+            break;
+        case F_CONTROL:
+            if (has_no_store(value, value_len)) {
+                no_store = 1;
+            }
+            break;
+        default:
+            break;
+        }
+        if (slot >= 0 && noted[slot] == NULL) {
+            Py_INCREF(value_bytes);
+            noted[slot] = value_bytes;
+        }
+    }
+    /* RFC 9112 section 9.3: 1.1 keeps the connection unless it says close; 1.0 only when it says keep-alive. */
+    int keep_alive = minor == '1' ? connection_kind != 2 : connection_kind == 1;
+    PyObject *target = PyUnicode_New(target_end - target_start, 127);
+    if (target == NULL) {
+        goto fail;
+    }
+    memcpy(PyUnicode_DATA(target), buf + target_start, (size_t)(target_end - target_start));
+    result = PyTuple_New(6 + NOTED + 1);
+    if (result == NULL) {
+        Py_DECREF(target);
+        goto fail;
+    }
+    PyTuple_SET_ITEM(result, 0, PyLong_FromSsize_t(p));
+    Py_INCREF(method);
+    PyTuple_SET_ITEM(result, 1, method);
+    PyTuple_SET_ITEM(result, 2, target);
+    PyObject *version = minor == '1' ? str_11 : str_10;
+    Py_INCREF(version);
+    PyTuple_SET_ITEM(result, 3, version);
+    PyObject *alive = keep_alive ? Py_True : Py_False;
+    Py_INCREF(alive);
+    PyTuple_SET_ITEM(result, 4, alive);
+    PyTuple_SET_ITEM(result, 5, headers);
+    headers = NULL;
+    for (int i = 0; i < NOTED; i++) {
+        PyObject *value = noted[i] != NULL ? noted[i] : Py_None;
+        if (noted[i] == NULL) {
+            Py_INCREF(Py_None);
+        }
+        noted[i] = NULL;
+        PyTuple_SET_ITEM(result, 6 + i, value);
+    }
+    PyObject *private = no_store ? Py_True : Py_False;
+    Py_INCREF(private);
+    PyTuple_SET_ITEM(result, 6 + NOTED, private);
+    if (PyTuple_GET_ITEM(result, 0) == NULL) {
+        Py_CLEAR(result);
+    }
+    PyBuffer_Release(&view);
+    return result;
+
+unsure:
+    Py_XDECREF(headers);
+    for (int i = 0; i < NOTED; i++) {
+        Py_XDECREF(noted[i]);
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+
+fail:
+    Py_XDECREF(headers);
+    for (int i = 0; i < NOTED; i++) {
+        Py_XDECREF(noted[i]);
+    }
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS,
+     "scan(data, pos): the plain GET or HEAD head at `pos` read whole, or None (see the module's source)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_headscan", "The edge's fast path for plain GET and HEAD request heads.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__headscan(void) {
+    const char *specials = "!#$%&'*+-.^_`|~";
+    for (int c = 0; c < 256; c++) {
+        tchar[c] = (unsigned char)((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                   (c != 0 && strchr(specials, c) != NULL));
+        urlchar[c] = (unsigned char)((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                     (c != 0 && strchr("-._~:/?#[]@!$&'()*+,;=%", c) != NULL));
+    }
+    for (size_t k = 0; k < N_KNOWN; k++) {
+        known_names[k].bytes = PyBytes_FromString(known_names[k].name);
+        if (known_names[k].bytes == NULL) {
+            return NULL;
+        }
+    }
+    str_get = PyUnicode_InternFromString("GET");
+    str_head = PyUnicode_InternFromString("HEAD");
+    str_11 = PyUnicode_InternFromString("1.1");
+    str_10 = PyUnicode_InternFromString("1.0");
+    if (str_get == NULL || str_head == NULL || str_11 == NULL || str_10 == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&module_def);
+}

@@ -1,0 +1,3 @@
+from typing import Any
+
+def scan(data: bytes, pos: int, /) -> tuple[Any, ...] | None: ...

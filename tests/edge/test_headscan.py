@@ -1,0 +1,254 @@
+"""The C fast path for plain request heads (`floodwall.edge._headscan`) against the reference, httptools.
+
+Every byte stream is fed to two connections of one worker, one reading heads with the scanner where it can and one
+with httptools alone (the path a machine without a compiler takes): they must queue the same requests, field for
+field, and the same refusals. Nothing is answered (the connections are kept busy), so only the reading is compared.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import uvloop
+from edge_run import edge_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from floodwall.edge import connection as connection_module
+from floodwall.edge.connection import EdgeConnection
+from floodwall.edge.http import Request
+from floodwall.edge.job import build_server
+
+headscan = pytest.importorskip("floodwall.edge._headscan", reason="the C fast path was not built (no compiler)")
+
+BROWSER = (
+    b"GET /news/story-1.html?page=2 HTTP/1.1\r\nHost: news.example\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n"
+    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+    b"Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n"
+    b"Referer: https://news.example/\r\nConnection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\n\r\n"
+)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("192.0.2.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+_WORKER = build_server(edge_settings("http://127.0.0.1:9"))
+
+
+def _view(item: object) -> tuple[Any, ...]:
+    if isinstance(item, Request):
+        return (
+            item.method,
+            item.target,
+            item.version,
+            item.headers,
+            item.body,
+            item.keep_alive,
+            item.peer,
+            item.client,
+            item.host,
+            item.user_agent,
+            item.referer,
+            item.forwarded_for,
+            item.accept_encoding,
+            item.cookie,
+            item.connection,
+            item.no_store,
+            item.cache_key,
+            item.cache_status,
+            item.upstream_status,
+            item.upstream_s,
+            item.outcome,
+        )
+    return ("refused", getattr(item, "status", None))
+
+
+def _read(chunks: list[bytes], fast: bool) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+    """What one connection queues from `chunks` (fed one by one, nothing answered), and its reading state."""
+    saved = connection_module._scan
+    if not fast:
+        connection_module._scan = None
+
+    async def main() -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+        conn = EdgeConnection(_WORKER.server)
+        conn.connection_made(_Transport())  # type: ignore[arg-type]
+        conn._busy = True  # answer nothing: only the reading is compared
+        for chunk in chunks:
+            if conn._stopped_reading:
+                break
+            conn.data_received(chunk)
+        queued = [_view(item) for item in conn._queue]
+        state = (conn._state, conn._stopped_reading, conn._read_paused)
+        conn.connection_lost(None)
+        return queued, state
+
+    try:
+        return uvloop.run(main())
+    finally:
+        connection_module._scan = saved
+
+
+_NAMES = [
+    "Host",
+    "HOST",
+    "User-Agent",
+    "Referer",
+    "X-Forwarded-For",
+    "Accept-Encoding",
+    "Cookie",
+    "Authorization",
+    "Range",
+    "Cache-Control",
+    "Connection",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Expect",
+    "Upgrade",
+    "Accept",
+    "X-Custom_Name",
+    "X Bad",
+    "Bad(name)",
+    "",
+]
+_VALUES = [
+    "news.example",
+    "keep-alive",
+    "Keep-Alive",
+    "close",
+    "CLOSE",
+    "upgrade",
+    "keep-alive, x-private",
+    "no-store",
+    "max-age=0, No-Store",
+    "gzip, deflate, br",
+    "session=1",
+    "0",
+    "5",
+    "chunked",
+    "100-continue",
+    "Mozilla/5.0 (X11)",
+    "",
+    " padded ",
+    "tab\there",
+    "a\x7fb",
+    "caf\xe9",
+    "\x00",
+]
+
+
+@st.composite
+def _heads(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from([b"GET", b"HEAD", b"POST", b"get", b"OPTIONS", b"PUT", b"DELETE"]))
+    target = draw(
+        st.one_of(
+            st.sampled_from(["/", "/news/story-1.html", "/a?b=c&d=%20e#frag", "*", "http://x/", "/.well-known/x"]),
+            st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0xFF), max_size=20).map(lambda s: "/" + s),
+        )
+    )
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"http/1.1"]))
+    end = draw(st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n"]))
+    lines = [method + b" " + target.encode("latin-1") + b" " + version]
+    for _ in range(draw(st.integers(0, 6))):
+        name = draw(st.one_of(st.sampled_from(_NAMES), st.text("aZ-_!~", min_size=1, max_size=8)))
+        value = draw(st.one_of(st.sampled_from(_VALUES), st.text(max_size=12).map(lambda s: s[:12])))
+        separator = draw(st.sampled_from([": ", ":", ":  ", " : ", ":\t"]))
+        try:
+            lines.append(name.encode("latin-1") + separator.encode() + value.encode("latin-1"))
+        except UnicodeEncodeError:
+            lines.append(name.encode("latin-1", "replace") + b": " + value.encode("utf-8"))
+    return end.join(lines) + end + end
+
+
+_URL_CHARS = "abcXYZ019-._~:/?#[]@!$&'()*+,;=%"
+
+
+@st.composite
+def _plain_heads(draw: st.DrawFn) -> bytes:
+    """Mostly heads the scanner reads (GET or HEAD, clean fields), now and then with one byte changed."""
+    method = draw(st.sampled_from([b"GET", b"HEAD"]))
+    target = b"/" + draw(st.text(_URL_CHARS, max_size=20)).encode()
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+    lines = [method + b" " + target + b" " + version]
+    for _ in range(draw(st.integers(0, 8))):
+        name = draw(
+            st.one_of(st.sampled_from([*_NAMES[:11], "Accept", "X-Custom_Name"]), st.text("aZ-_!~", min_size=1))
+        )
+        value = draw(
+            st.one_of(
+                st.sampled_from(_VALUES[:16]),
+                st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=12),
+            )
+        )
+        lines.append(name.encode() + draw(st.sampled_from([b": ", b":", b":\t"])) + value.encode())
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    if draw(st.integers(0, 5)) == 0:
+        at = draw(st.integers(0, len(head) - 1))
+        head = head[:at] + bytes([draw(st.integers(0, 255))]) + head[at + 1 :]
+    return head
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    heads=st.lists(st.one_of(_plain_heads(), _heads()), min_size=1, max_size=3),
+    cuts=st.lists(st.integers(0, 2000), max_size=3),
+)
+def test_the_fast_path_queues_what_httptools_queues(heads: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(heads)
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    chunks = [data[a:b] for a, b in itertools.pairwise(points)]
+    assert _read(chunks, fast=True) == _read(chunks, fast=False)
+
+
+def test_pipelined_browser_heads_are_read_by_the_scanner_and_match_httptools() -> None:
+    data = BROWSER * 3 + b"GET /last HTTP/1.0\r\nConnection: close\r\n\r\n"
+    first = headscan.scan(data, 0)
+    assert first is not None and first[0] == len(BROWSER)  # the scanner reads a browser's head whole
+    fast, _ = _read([data], fast=True)
+    assert fast == _read([data], fast=False)[0]
+    assert [(q[0], q[1], q[5]) for q in fast] == [("GET", "/news/story-1.html?page=2", True)] * 3 + [
+        ("GET", "/last", False)
+    ]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+        b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\n\n",
+        b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n",  # not whole yet
+    ],
+)
+def test_unusual_heads_are_left_to_httptools_with_the_same_result(head: bytes) -> None:
+    assert headscan.scan(head, 0) is None
+    assert _read([head], fast=True) == _read([head], fast=False)
