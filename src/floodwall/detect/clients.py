@@ -28,6 +28,7 @@ from floodwall.detect.settings import DetectSettings
 from floodwall.detect.windows import WINDOW_SCHEMA
 
 __all__ = [
+    "CLIENT_KEY",
     "FOREST_FEATURES",
     "ClientForest",
     "ClientTotals",
@@ -105,6 +106,10 @@ _SUMS: Final = (
 _EVIDENCE: Final = 5
 
 
+#: The key column of every `ClientTotals` table: the 64-bit hash of the client (or of what stands for it).
+CLIENT_KEY: Final = "_client"
+
+
 @dataclass(frozen=True, slots=True)
 class ClientTotals:
     """Running totals of clients' windows (WINDOW_SCHEMA rows), from which `client_features` follow exactly.
@@ -112,9 +117,15 @@ class ClientTotals:
     Every part is a sum, a count, a minimum, a maximum or a head, so the totals of consecutive parts of a log fold
     into the totals of the whole (`fold`): a long log is judged from one row per client (and per client and user
     agent, query scheme or template) instead of one row per client and window, which grew with the log. Parts must
-    be folded in time order (the evidence is each client's first windows)."""
+    be folded in time order (the evidence is each client's first windows).
 
-    clients: pl.DataFrame  # per client: sums, window count, gap sums, peak, first and last request, evidence
+    Every table is keyed by the client's 64-bit hash (`CLIENT_KEY`); only `clients` holds its text. Addresses are
+    longer than the 12 bytes Polars keeps inline, and grouping by them cost a third more than by an integer (the
+    query-scheme table of a cache-busting flood holds a row per one-off key: 1.3M rows at 5M lines, grouped once per
+    part and again per fold). Two of a log's clients share a hash with a chance of about one in a million at ten
+    million clients, as in `forensics.shapes.grouped`."""
+
+    clients: pl.DataFrame  # per client: its text, sums, window count, gap sums, peak, first and last request, evidence
     agents: pl.DataFrame  # per (client, ua_id): windows, requests
     schemes: pl.DataFrame  # per (client, query_keys): windows, requests
     templates: pl.DataFrame  # per (client, template): windows
@@ -123,12 +134,13 @@ class ClientTotals:
     def of(cls, windows: pl.DataFrame, by: Sequence[str] = ()) -> ClientTotals:
         """The totals of `windows` per client, or per client and each value of the columns `by` (kept as they are:
         one pass over the windows can then give the totals of several intervals, or of every client and hour)."""
-        keys = ["client", *by]
+        lazy = windows.lazy().with_columns(pl.col("client").hash().alias(CLIENT_KEY))
+        keys = [CLIENT_KEY, *by]
         gap_cv = (pl.col("gap_std_s") / pl.col("gap_mean_s")).fill_nan(None)
         clients = (
-            windows.lazy()
-            .group_by(keys)
+            lazy.group_by(keys)
             .agg(
+                pl.col("client").first(),
                 pl.col("client_net").first(),
                 *(pl.col(name).sum().cast(pl.Int64).alias(alias) for name, alias in _SUMS),
                 pl.len().cast(pl.Int64).alias("windows"),
@@ -146,7 +158,6 @@ class ClientTotals:
         windows_n = pl.len().cast(pl.Int64).alias("windows")
         # Lazy, each: polars 2.1's eager group_by costs 2 to 7 times more here (it carries every column of the
         # windows through the grouping), and these three were a third of `finish` at 5M lines.
-        lazy = windows.lazy()
         return cls(
             clients,
             lazy.group_by(*keys, "ua_id").agg(windows_n, requests).collect(),
@@ -158,13 +169,14 @@ class ClientTotals:
     def fold(cls, parts: Sequence[ClientTotals], by: Sequence[str] = ()) -> ClientTotals:
         """The totals of the consecutive parts `parts` (oldest first) per client and `by`; key columns the parts
         carry beyond those are merged away. Within a part, rows of one client must be in time order."""
-        keys = ["client", *by]
+        keys = [CLIENT_KEY, *by]
         sums = [alias for _, alias in _SUMS]
         clients = (
             pl.concat([p.clients for p in parts])
             .lazy()
             .group_by(keys, maintain_order=True)
             .agg(
+                pl.col("client").first(),
                 pl.col("client_net").first(),
                 *(pl.col(name).sum() for name in [*sums, "windows", "_gap_sum", "_gap_n"]),
                 pl.col("_peak").max(),
@@ -198,9 +210,15 @@ class ClientTotals:
             self.templates.filter(predicate),
         )
 
-    def with_key(self, name: str, value: pl.Expr) -> ClientTotals:
-        """Every table with the key column `name` set to `value` (an expression over the key columns)."""
-        return ClientTotals(*(t.with_columns(value.alias(name)) for t in self.tables))
+    def rekeyed(self, text: pl.Expr, over: Sequence[str]) -> ClientTotals:
+        """Every table keyed by (client, `over`) as one new client: its key the hash of both, its text `text` (an
+        expression over the clients table), for `fold` to merge by. A client's visit in each hour is a reader of its
+        own (`judge.quiet_keyed`) without a string built for every row of every table."""
+        key = pl.struct(CLIENT_KEY, *over).hash().alias(CLIENT_KEY)
+        return ClientTotals(
+            self.clients.with_columns(key, text.alias("client")),
+            *(table.with_columns(key) for table in (self.agents, self.schemes, self.templates)),
+        )
 
     @property
     def tables(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -241,7 +259,7 @@ def _novel_requests(totals: pl.DataFrame, key: str, novel: pl.Series, alias: str
     hit = pl.col(key).is_in(novel.implode()).fill_null(False)
     if key == "query_keys":
         hit = hit & (pl.col(key) != "")
-    return totals.lazy().filter(hit).group_by("client").agg(pl.col("requests").sum().alias(alias)).collect()
+    return totals.lazy().filter(hit).group_by(CLIENT_KEY).agg(pl.col("requests").sum().alias(alias)).collect()
 
 
 def _mode(totals: pl.DataFrame, key: str) -> pl.DataFrame:
@@ -249,8 +267,8 @@ def _mode(totals: pl.DataFrame, key: str) -> pl.DataFrame:
     on the hash table)."""
     return (
         totals.lazy()
-        .filter(pl.col("windows") == pl.col("windows").max().over("client"))
-        .group_by("client")
+        .filter(pl.col("windows") == pl.col("windows").max().over(CLIENT_KEY))
+        .group_by(CLIENT_KEY)
         .agg(pl.col(key).min())
         .collect()
     )
@@ -273,12 +291,12 @@ def features_of(
     requests = pl.col("requests")
     features = (
         totals.clients.lazy()
-        .join(_novel_requests(totals.agents, "ua_id", novel_ua, "_novel_ua").lazy(), on="client", how="left")
-        .join(_novel_requests(totals.schemes, "query_keys", novel_qk, "_novel_qk").lazy(), on="client", how="left")
-        .join(totals.agents.group_by("client").agg(pl.len().cast(pl.UInt32).alias("agents")).lazy(), on="client")
-        .join(_mode(totals.templates, "template").lazy(), on="client", how="left")
-        .join(_mode(totals.schemes, "query_keys").lazy(), on="client", how="left")
-        .join(_mode(totals.agents, "ua_id").lazy(), on="client", how="left")
+        .join(_novel_requests(totals.agents, "ua_id", novel_ua, "_novel_ua").lazy(), on=CLIENT_KEY, how="left")
+        .join(_novel_requests(totals.schemes, "query_keys", novel_qk, "_novel_qk").lazy(), on=CLIENT_KEY, how="left")
+        .join(totals.agents.group_by(CLIENT_KEY).agg(pl.len().cast(pl.UInt32).alias("agents")).lazy(), on=CLIENT_KEY)
+        .join(_mode(totals.templates, "template").lazy(), on=CLIENT_KEY, how="left")
+        .join(_mode(totals.schemes, "query_keys").lazy(), on=CLIENT_KEY, how="left")
+        .join(_mode(totals.agents, "ua_id").lazy(), on=CLIENT_KEY, how="left")
         .with_columns(
             requests.cast(pl.Float64),
             *(pl.col(name).cast(pl.UInt32) for name in ("pages", "assets", "posts", "with_query", "windows")),

@@ -259,11 +259,11 @@ def summarise(
         (edge_series.search_sorted(start, side="right"), edge_series.search_sorted(end, side="right"))
         for start, end in intervals
     ]
-    hour_key = pl.concat_str([pl.col("client"), pl.lit("@"), pl.col("_by_hour").cast(pl.String)])
+    hour_text = pl.concat_str([pl.col("client"), pl.lit("@"), pl.col("_by_hour").cast(pl.String)])
     built = profile.profile(settings)
     return Summary(
         profile=built,
-        quiet=ClientTotals.fold([quiet_hours.total().with_key("client", hour_key)]),
+        quiet=ClientTotals.fold([quiet_hours.total().rekeyed(hour_text, ["_by_hour"])]),
         everyone=ClientTotals.fold([by_segment]),
         intervals=tuple(
             ClientTotals.fold([by_segment.where(pl.col("_by_segment").is_between(low, high))]) for low, high in spans
