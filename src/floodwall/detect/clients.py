@@ -256,6 +256,8 @@ def _novel(totals: pl.DataFrame, quiet: pl.DataFrame, key: str, surge: bool, set
 
 
 def _novel_requests(totals: pl.DataFrame, key: str, novel: pl.Series, alias: str) -> pl.DataFrame:
+    if novel.len() == 0:  # outside a surge: nothing to look for in the (client, value) table
+        return pl.DataFrame(schema={CLIENT_KEY: totals.schema[CLIENT_KEY], alias: totals.schema["requests"]})
     hit = pl.col(key).is_in(novel.implode()).fill_null(False)
     if key == "query_keys":
         hit = hit & (pl.col(key) != "")

@@ -73,9 +73,10 @@ class JudgeContext:
 
     @classmethod
     def of_quiet(cls, quiet: pl.DataFrame, profile: Profile, settings: DetectSettings) -> JudgeContext:
-        """The context from quiet client features (`quiet_client_features`, or the same from `ClientTotals`)."""
-        scored_quiet = score_clients(quiet, profile, None, settings) if quiet.height else quiet
-        return cls(profile, scored_quiet, ClientForest(quiet, settings), settings)
+        """The context from quiet client features (`quiet_client_features`, or the same from `ClientTotals`). They are
+        kept as they are, unscored: fleets read only their shapes (`fleet.find_fleets`), and scoring them (their
+        reasons written for every quiet client and hour) was a tenth of `Engine.finish`."""
+        return cls(profile, quiet, ClientForest(quiet, settings), settings)
 
     def vectors_of(self, hostile: pl.DataFrame) -> tuple[Vector, ...]:
         return incident_vectors(hostile)
