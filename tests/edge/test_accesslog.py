@@ -49,3 +49,31 @@ def test_nothing_reaches_the_file_before_a_flush_and_everything_after(tmp_path: 
 
 def test_escaping_follows_nginx() -> None:
     assert escape('a"b\\c\x01\xe9') == "a\\x22b\\x5Cc\\x01\\xE9"
+
+
+def test_repeated_requests_keep_their_own_client_times_and_origin_fields(tmp_path: Path) -> None:
+    # The text between the fields that change is remembered per request shape: a repeat must still log its own
+    # client, durations, origin status, cache status and escaping, and a changed field must show.
+    path = tmp_path / "access.log"
+    log = AccessLog(path)
+    first = _request('/a"b')
+    log.record(first, 200, 10, 0.001)
+    again = _request('/a"b')
+    again.client, again.upstream_s, again.upstream_status, again.cache_status = "192.0.2.8", 0.25, 503, "STALE"
+    log.record(again, 200, 10, 0.5)
+    agent = _request('/a"b')
+    agent.headers.append((b"referer", b"x"))
+    agent.referer, agent.user_agent = b"https://news.example/", b"other\x01"
+    log.record(agent, 404, 11, 0.002)
+    log.close()
+    lines = path.read_text().splitlines()
+    tails = [line.split("] ", 1)[1] for line in lines]
+    assert lines[0].startswith("192.0.2.7 - - [") and lines[1].startswith("192.0.2.8 - - [")
+    assert tails == [
+        '"GET /a\\x22b HTTP/1.1" 200 10 "-" "reader" rt=0.001 urt="-" us="-" ucs="HIT" '
+        'host="www.example-news.org" xff="-"',
+        '"GET /a\\x22b HTTP/1.1" 200 10 "-" "reader" rt=0.500 urt="0.250" us="503" ucs="STALE" '
+        'host="www.example-news.org" xff="-"',
+        '"GET /a\\x22b HTTP/1.1" 404 11 "https://news.example/" "other\\x01" rt=0.002 urt="-" us="-" ucs="HIT" '
+        'host="www.example-news.org" xff="-"',
+    ]

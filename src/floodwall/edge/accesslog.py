@@ -60,6 +60,8 @@ class AccessLog:
         self._second = -1
         self._time_local = ""
         self._texts: dict[bytes, str] = {}
+        self._middles: dict[tuple[object, ...], str] = {}
+        self._ends: dict[tuple[object, ...], str] = {}
         self._open()
 
     def _open(self) -> None:
@@ -84,6 +86,36 @@ class AccessLog:
 
     def record(self, request: Request, status: int, body_bytes: int, duration_s: float) -> None:
         """One line for an answered request."""
+        now = int(time.time())
+        if now != self._second:
+            self._set_time(now)
+        # Readers repeat their requests (the same page, agent and referer; the same origin status and host): the
+        # line's text between the time and `rt=`, and after `urt=`, is remembered per those values, so a hit's
+        # line is two lookups and one format instead of escaping and formatting ten fields.
+        key = (request.method, request.target, request.version, status, body_bytes, request.referer, request.user_agent)
+        middle = self._middles.get(key)
+        if middle is None:
+            if len(self._middles) >= _REMEMBERED_TEXTS:
+                self._middles.clear()
+            middle = self._middles[key] = self._middle(request, status, body_bytes)
+        end_key = (request.upstream_status, request.cache_status, request.host, request.forwarded_for)
+        end = self._ends.get(end_key)
+        if end is None:
+            if len(self._ends) >= _REMEMBERED_TEXTS:
+                self._ends.clear()
+            end = self._ends[end_key] = self._end(request)
+        upstream_s = request.upstream_s
+        text = (
+            f"{request.client or '-'} - - [{self._time_local}] {middle} rt={duration_s:.3f} "
+            f'urt="{"-" if upstream_s is None else f"{upstream_s:.3f}"}" {end}'
+        )
+        self._buffer.append(text)
+        self._size += len(text)
+        if self._size >= _FLUSH_BYTES:
+            self.flush()
+
+    def _middle(self, request: Request, status: int, body_bytes: int) -> str:
+        """`"$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"`."""
         # A request we could not read (400, 413, 431) has no request line to quote. The target is ASCII (the
         # connection refuses others) and the method an HTTP token: most lines need no escaping, checked in C.
         method = request.method
@@ -94,23 +126,16 @@ class AccessLog:
             line = f"{method} {target} HTTP/{request.version}"
             if not target.isprintable() or '"' in target or "\\" in target:
                 line = escape(line)
-        now = int(time.time())
-        if now != self._second:
-            self._set_time(now)
-        upstream_s = request.upstream_s
+        return f'"{line}" {status} {body_bytes} "{self._text(request.referer)}" "{self._text(request.user_agent)}"'
+
+    def _end(self, request: Request) -> str:
+        """What follows `urt=`: `us= ucs= host= xff=` and the line's end."""
         upstream_status = request.upstream_status
         host = request.host
-        text = (
-            f'{request.client or "-"} - - [{self._time_local}] "{line}" {status} {body_bytes} '
-            f'"{self._text(request.referer)}" "{self._text(request.user_agent)}" '
-            f'rt={duration_s:.3f} urt="{"-" if upstream_s is None else f"{upstream_s:.3f}"}" '
+        return (
             f'us="{"-" if upstream_status is None else upstream_status}" ucs="{request.cache_status or "-"}" '
             f'host="{(escape(host) or "-") if host else "-"}" xff="{self._text(request.forwarded_for)}"\n'
         )
-        self._buffer.append(text)
-        self._size += len(text)
-        if self._size >= _FLUSH_BYTES:
-            self.flush()
 
     def _text(self, value: bytes | None) -> str:
         """A logged field's text, escaped; remembered per value (readers send the same user agent and referer

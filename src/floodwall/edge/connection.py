@@ -633,11 +633,8 @@ def record_live(recorder: LiveRecorder, request: Request, status: int, body_byte
         method = path = query = protocol = None
     else:
         method, protocol = request.method, _PROTOCOLS.get(request.version) or f"HTTP/{request.version}"
-        path, question, query_text = request.target.partition("?")
-        query = query_text if question else None
-    referer = request.referer
-    agent = request.user_agent
-    forwarded = request.forwarded_for
+        path, query = recorder.split_target(request.target)
+    text = recorder.text
     recorder.record(
         time.time(),
         request.client or None,
@@ -647,14 +644,14 @@ def record_live(recorder: LiveRecorder, request: Request, status: int, body_byte
         protocol,
         status,
         body_bytes,
-        referer.decode("latin-1") if referer else None,
-        agent.decode("latin-1") if agent else None,
+        text(request.referer),
+        text(request.user_agent),
         request.host or None,
         duration_s,
         request.upstream_s,
         request.upstream_status,
         request.cache_status,
-        forwarded.decode("latin-1") if forwarded else None,
+        text(request.forwarded_for),
     )
 
 

@@ -32,6 +32,9 @@ from floodwall.model import REQUEST_SCHEMA, empty_requests
 
 __all__ = ["RECORDED_FIELDS", "BatchQueue", "LiveRecorder", "LiveShipper", "RecordedBatch", "batches_frame"]
 
+#: Distinct texts (user agents, referers, targets) a recorder remembers before clearing its memory (a flood of
+#: random ones only refills it).
+_REMEMBERED: Final = 4096
 #: What `record` takes, in order: the Request frame's columns a request carries (`ts` as epoch seconds).
 RECORDED_FIELDS: Final = PARSED_FIELDS
 
@@ -74,6 +77,8 @@ class LiveRecorder:
         "_referer",
         "_request_time",
         "_status",
+        "_targets",
+        "_texts",
         "_ts",
         "_upstream_status",
         "_upstream_time",
@@ -108,6 +113,31 @@ class LiveRecorder:
         self._n = 0
         self._dropped = 0
         self._line = 1  # the line number of the next batch's first row
+        self._texts: dict[bytes, str] = {}
+        self._targets: dict[str, tuple[str, str | None]] = {}
+
+    def text(self, value: bytes | None) -> str | None:
+        """A field's bytes as the row's text (latin-1, None when absent or empty), one `str` per distinct value:
+        readers repeat their user agent and referer, and a repeated object is pickled once per batch (a reference
+        after that), which halves what the pipe carries and what the supervisor unpickles."""
+        if not value:
+            return None
+        text = self._texts.get(value)
+        if text is None:
+            if len(self._texts) >= _REMEMBERED:
+                self._texts.clear()
+            text = self._texts[value] = value.decode("latin-1")
+        return text
+
+    def split_target(self, target: str) -> tuple[str, str | None]:
+        """A request target's path and query (None without a `?`), one pair per distinct target (see `text`)."""
+        split = self._targets.get(target)
+        if split is None:
+            if len(self._targets) >= _REMEMBERED:
+                self._targets.clear()
+            path, question, query = target.partition("?")
+            split = self._targets[target] = (path, query if question else None)
+        return split
 
     def record(
         self,
