@@ -19,6 +19,7 @@ from typing import Final
 
 import polars as pl
 
+from floodwall.detect import windowagg
 from floodwall.detect.breach import plain_method, plain_path, plain_query
 
 __all__ = ["WINDOW_SCHEMA", "ClientWindows", "SecondCounter", "request_tokens", "tokens"]
@@ -295,7 +296,36 @@ def per_second(toks: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _aggregate(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
+def _counted_flags() -> list[tuple[pl.Expr, str]]:
+    """`_COUNTED` as per-row expressions over the token columns, for the C counter (`detect.windowagg`)."""
+    status = pl.col("status").fill_null(0)
+    kind = pl.col("kind")
+    flags = {
+        "_page": kind == "page",
+        "_asset": kind == "asset",
+        "_3xx": (status >= 300) & (status < 400),
+        "_4xx": (status >= 400) & (status < 500),
+        "_5xx": status >= 500,
+        "_with_query": pl.col("query") != "",
+    }
+    return [(flags.get(column, pl.col(column)), name) for column, name in _COUNTED]
+
+
+def _distinct_values() -> list[tuple[pl.Expr, str]]:
+    """`_DISTINCT` as per-row expressions, for the C counter."""
+    values = {"_path": pl.col("path").hash(), "_query": pl.col("query").hash()}
+    return [(values.get(column, pl.col(column)), name) for column, name in _DISTINCT]
+
+
+def _aggregate(toks: pl.DataFrame, window_s: int, *, fast: bool = True) -> pl.DataFrame:
+    """One row per (client, window) of `toks`: by the C counter when it is built and `toks` is in time order (the
+    engine's contract), else by the reference below; both give the same frame (tests/detect/test_windowagg.py)."""
+    if fast and windowagg.available() and toks.get_column("ts").is_sorted():
+        return windowagg.aggregate(toks, window_s, _counted_flags(), _distinct_values(), WINDOW_SCHEMA)
+    return _aggregate_reference(toks, window_s)
+
+
+def _aggregate_reference(toks: pl.DataFrame, window_s: int) -> pl.DataFrame:
     """One row per (client, window) of `toks`, in two passes over integer columns.
 
     The aggregation sees only numbers: the client as a hash, the window and times as integers, strings as hashes.
