@@ -35,6 +35,7 @@ from floodwall.logs.frame import client_networks
 from floodwall.model import Action, Decision, Incident
 from floodwall.report import write_atomic, write_json
 from floodwall.report.account import Account
+from floodwall.report.html import preload_templates
 from floodwall.report.jsonreport import blocklist_text, report_document
 from floodwall.report.outputs import account_files, apply_account, write_account
 
@@ -162,6 +163,7 @@ def analyze(
         geo: GeoLookup | None = None
         try:
             with times.stage("forensics"):
+                preload_templates()  # compiled beside the forensic pass, for the writing stage
                 # One open database for the sources, the account and the bundle (each opening decoded the AS
                 # names again, about 0.1 s); closed once the files are written.
                 geo = _open_geo()

@@ -3,6 +3,7 @@ margin either side), for attackers of one incident and for an address that took 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -166,3 +167,35 @@ def test_user_agent_and_path_candidates_read_off_the_shared_groupings_are_those_
     assert got.select(expected.columns).sort(order).equals(expected.sort(order))
     assert {"hano-was-here", "stop spreading lies. hano was here"} <= set(got.get_column("value"))
     assert "qwxzrtyplk" not in set(got.get_column("value"))
+
+
+def test_batches_fed_all_at_once_give_the_same_account_as_fed_one_by_one() -> None:
+    """`Forensics.feed_all` marks the next batch on a thread of its own while this one is aggregated: the same
+    tables come out as from `feed`, batch after batch, and a batch that cannot be read stops the pass with its error."""
+    from floodwall.forensics import Forensics
+
+    rows = (
+        _requests([n / 10 for n in range(100)], BOTH, query="hano=1")
+        + _requests([n / 7 for n in range(70)], FLOODER)
+        + _requests([30.2, 30.4], BOTH, query="id=1' or '1'='1")
+        + _requests([n / 3 for n in range(180)], READER)
+    )
+    frame = requests_frame(rows, site="example").sort("ts")
+    batches = [frame.slice(start, 40) for start in range(0, frame.height, 40)]
+    one_by_one = Forensics("example", _detection())
+    for batch in batches:
+        one_by_one.feed(batch)
+    at_once = Forensics("example", _detection())
+    at_once.feed_all(iter(batches))
+    expected, got = one_by_one._collector.collected(), at_once._collector.collected()
+    assert got.rows == expected.rows == frame.height and got.batches == len(batches)
+    for name in ("minutes", "attackers", "agents", "candidates", "readers", "breach", "samples"):
+        table, wanted = getattr(got, name), getattr(expected, name)
+        assert table.sort(pl.all()).equals(wanted.sort(pl.all())), name
+
+    def broken() -> Iterator[pl.DataFrame]:
+        yield batches[0]
+        raise OSError("spool file gone")
+
+    with pytest.raises(OSError, match="spool file gone"):
+        Forensics("example", _detection()).feed_all(broken())

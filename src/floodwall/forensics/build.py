@@ -9,6 +9,7 @@ account = forensics.finish(inputs=reader.inputs, geo=geo, first_pass=first_input
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,7 +20,7 @@ from floodwall import __version__
 from floodwall.detect import DetectionResult
 from floodwall.forensics.breaches import build_breaches
 from floodwall.forensics.charts import build_charts
-from floodwall.forensics.collect import Collector
+from floodwall.forensics.collect import Collector, Marked
 from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.forensics.infra import GeoSource, build_infrastructure
 from floodwall.forensics.mode import build_mode
@@ -74,6 +75,25 @@ class Forensics:
     def feed(self, frame: pl.DataFrame) -> None:
         """Take one Request batch of the second pass."""
         self._collector.feed(frame)
+
+    def feed_all(self, frames: Iterable[pl.DataFrame]) -> None:
+        """`feed` every batch of `frames`, the next one read and marked on a thread of its own while this one is
+        aggregated. Reading a spooled batch back and marking it (the attack rows, their kinds) were a third of the
+        forensic pass, run while both cores waited; Polars releases the GIL for both. At most one batch waits."""
+        collector, batches = self._collector, iter(frames)
+
+        def next_marked() -> tuple[bool, Marked | None]:
+            frame = next(batches, None)
+            return (False, None) if frame is None else (True, collector.prepare(frame))
+
+        with ThreadPoolExecutor(1, thread_name_prefix="floodwall-forensics") as pool:
+            pending = pool.submit(next_marked)
+            while True:
+                more, marked = pending.result()
+                if not more:
+                    return
+                pending = pool.submit(next_marked)
+                collector.take(marked)
 
     def finish(
         self,
@@ -138,8 +158,7 @@ def account_from_frames(
 ) -> Account:
     """`Forensics` fed with every frame of `frames`, then finished."""
     forensics = Forensics(site, detection, timezone=timezone)
-    for frame in frames:
-        forensics.feed(frame)
+    forensics.feed_all(frames)
     return forensics.finish(inputs=inputs, first_pass=first_pass, geo=geo)
 
 

@@ -23,7 +23,7 @@ from floodwall.forensics.shapes import cacheable, query_key_rows, request_kinds
 from floodwall.logs.frame import compacted
 from floodwall.model import IncidentKind
 
-__all__ = ["Collected", "Collector"]
+__all__ = ["Collected", "Collector", "Marked"]
 
 _UTC: Final = pl.Datetime("us", "UTC")
 _MARGIN: Final = timedelta(seconds=60)
@@ -117,6 +117,18 @@ class Collected:
     batches: int
     rows: int
     scheme_step: int  # 1: query-string schemes counted exactly; n: from 1 request in n of the largest batches
+
+
+@dataclass(frozen=True)
+class Marked:
+    """One batch as `Collector.prepare` leaves it for `Collector.take`."""
+
+    rows: pl.DataFrame  # the batch with minute, incident_id, incident_kind and attack
+    attack_frame: pl.DataFrame | None  # its attack rows (None: none)
+    attack: pl.DataFrame | None  # the same with kind, second, cacheable_plain and cacheable_any
+    normal: pl.DataFrame | None  # the other rows (None: none)
+    attack_rows: int
+    query_rows: int  # attack rows with a query string
 
 
 class Collector:
@@ -223,50 +235,62 @@ class Collector:
     # --- per batch ---------------------------------------------------------------------------------------------
 
     def feed(self, frame: pl.DataFrame) -> None:
-        """Take one time-ordered Request batch.
+        """Take one time-ordered Request batch (`prepare`, then `take`)."""
+        self.take(self.prepare(frame))
 
-        The batch is marked once (minute, attack or not; the attack rows' request kind), then every table's
-        aggregate of it is one lazy query over that marked frame, and all of them run together in `pl.collect_all`:
-        Polars runs the queries side by side on the cores it has, where one eager call after another kept barely
-        one core busy. The attackers' fingerprints (`FingerprintAccumulator.plan`) ride on the same attack rows."""
+    def prepare(self, frame: pl.DataFrame) -> Marked | None:
+        """The batch marked once: minute, attack or not, the attack rows apart with their request kind, second and
+        what a cache could have done. It reads nothing `take` changes, so a caller may prepare the next batch on
+        another thread while this one is taken (`Forensics.feed_all`); None for an empty batch."""
         if frame.height == 0:
-            return
-        self.batches += 1
-        self.rows += frame.height
+            return None
         rows = self._marked(frame)
         attack_rows, query_rows = rows.select(
             pl.col("attack").sum().alias("rows"), (pl.col("attack") & pl.col("query").is_not_null()).sum().alias("q")
         ).row(0)
-        lazy = rows.lazy()
-        plans = self._tables(plan_all(lazy, self._phases))
-        extra: list[pl.LazyFrame] = []
+        attack_frame = attack = None
         if attack_rows:
             # Filtered once, eagerly: each query below then starts from these rows (cheaper than a cached subplan).
             attack_frame = rows.filter(pl.col("attack"))
-            attack = (
-                attack_frame.with_columns(request_kinds(attack_frame))  # only attack rows' kinds are counted
-                .with_columns(
-                    pl.col("ts").dt.truncate("1s").alias("second"),
-                    cacheable(ignore_query=False, kind=pl.col("kind")).alias("cacheable_plain"),
-                    cacheable(ignore_query=True, kind=pl.col("kind")).alias("cacheable_any"),
-                )
-                .lazy()
+            attack = attack_frame.with_columns(request_kinds(attack_frame)).with_columns(  # attack rows' kinds only
+                pl.col("ts").dt.truncate("1s").alias("second"),
+                cacheable(ignore_query=False, kind=pl.col("kind")).alias("cacheable_plain"),
+                cacheable(ignore_query=True, kind=pl.col("kind")).alias("cacheable_any"),
             )
-            watched = self._watched_query_keys(attack_frame, int(attack_rows), int(query_rows))
+        normal = rows.filter(~pl.col("attack")) if attack_rows < rows.height else None
+        return Marked(rows, attack_frame, attack, normal, int(attack_rows), int(query_rows))
+
+    def take(self, batch: Marked | None) -> None:
+        """Aggregate one `prepare`d batch, batches in time order.
+
+        Every table's aggregate of the batch is one lazy query over the marked rows, and all of them run together
+        in `pl.collect_all`: Polars runs the queries side by side on the cores it has, where one eager call after
+        another kept barely one core busy. The attackers' fingerprints (`FingerprintAccumulator.plan`) ride on the
+        same attack rows."""
+        if batch is None:
+            return
+        rows, attack_rows, query_rows = batch.rows, batch.attack_rows, batch.query_rows
+        self.batches += 1
+        self.rows += rows.height
+        plans = self._tables(plan_all(rows.lazy(), self._phases))
+        extra: list[pl.LazyFrame] = []
+        if batch.attack is not None and batch.attack_frame is not None:
+            attack = batch.attack.lazy()
+            watched = self._watched_query_keys(batch.attack_frame, attack_rows, query_rows)
             # The groupings several tables read (and the fingerprints the agents) run first, once each: collect_all
             # did not share a group-by between the queries that read it, it ran it once per query.
             queries = plan_shared(attack)
             shared = dict(zip(queries, pl.collect_all(queries.values(), engine="in-memory"), strict=True))
-            attack_plans, step = plan_attack(attack, self._phases, int(query_rows), shared, watched)
+            attack_plans, step = plan_attack(attack, self._phases, query_rows, shared, watched)
             self.scheme_step = max(self.scheme_step, step)
             plans += self._tables(attack_plans)
             if self.fingerprints is not None:
                 agents = next(plan for parts, plan in plans if parts is self.agents)
                 extra = self.fingerprints.plan(
-                    attack, int(query_rows), agents=agents.rename({"requests": "count"}), row_count=int(attack_rows)
+                    attack, query_rows, agents=agents.rename({"requests": "count"}), row_count=attack_rows
                 )
-        if attack_rows < rows.height:
-            plans += self._tables(plan_normal(rows.filter(~pl.col("attack")).lazy()))
+        if batch.normal is not None:
+            plans += self._tables(plan_normal(batch.normal.lazy()))
         # The in-memory engine: "auto" picks Polars' streaming engine here, which ran these group-bys 2-3x slower
         # (a batch fits in memory by construction).
         results = pl.collect_all([plan for _, plan in plans] + extra, engine="in-memory")
@@ -277,7 +301,7 @@ class Collector:
             self.fingerprints.take(results[len(plans) :])
         if attack_rows:
             self._settle_attack()
-        if attack_rows < rows.height:
+        if batch.normal is not None:
             self._prune_normal_candidates()
 
     def _watched_query_keys(self, attack: pl.DataFrame, attack_rows: int, query_rows: int) -> list[str] | None:

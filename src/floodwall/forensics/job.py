@@ -61,8 +61,7 @@ def account_from_logs(
     second: Sequence[InputFacts] = ()
     if rereadable and detection.requests:
         reader = open_reader()
-        for frame in reader:
-            forensics.feed(frame)
+        forensics.feed_all(reader)
         second = reader.inputs if isinstance(reader, _Reader) else ()
     note = SPOOLED_NOTE if spooled and rereadable and detection.requests else None
     if geo is not None:
