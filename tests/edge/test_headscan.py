@@ -252,3 +252,109 @@ def test_pipelined_browser_heads_are_read_by_the_scanner_and_match_httptools() -
 def test_unusual_heads_are_left_to_httptools_with_the_same_result(head: bytes) -> None:
     assert headscan.scan(head, 0) is None
     assert _read([head], fast=True) == _read([head], fast=False)
+
+
+# -- the origin's answers ------------------------------------------------------------------------------------------
+
+
+class _Sink:
+    """Notes what an origin connection tells the relay (`floodwall.edge.upstream.OriginSink`)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def origin_head(self, conn: Any, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+        self.events.append(("head", status, list(headers)))
+        return True
+
+    def origin_done(self, conn: Any) -> None:
+        self.events.append(("done", conn.body(), conn.keep_alive, conn.reusable))
+
+    def origin_failed(self, conn: Any, error: Any) -> None:
+        self.events.append(("failed", error.status))
+
+
+def _answer_events(chunks: list[bytes], fast: bool) -> list[tuple[Any, ...]]:
+    from floodwall.edge import upstream
+
+    saved = upstream._scan_answer
+    if not fast:
+        upstream._scan_answer = None
+    try:
+        conn = upstream._Connection()
+        conn.connection_made(_Transport())  # type: ignore[arg-type]
+        sink = _Sink()
+        conn.send_to(b"GET / HTTP/1.1\r\n\r\n", sink, 1e18)
+        for chunk in chunks:
+            conn.data_received(chunk)
+        return [*sink.events, ("state", conn._done, conn.keep_alive, conn._close_delimited)]
+    finally:
+        upstream._scan_answer = saved
+
+
+_ANSWER_FIELDS = [
+    b"Content-Type: text/html",
+    b"Cache-Control: no-store",
+    b"Connection: keep-alive",
+    b"Connection: close",
+    b"connection: Keep-Alive, x",
+    b"Transfer-Encoding: chunked",
+    b"Content-Length: 5",
+    b"Content-Length: 05",
+    b"Content-Length: x",
+    b"Set-Cookie: a=1",
+    b'ETag: "6b0826db-1d5f"',
+    b"X-Odd:  spaced",
+    b"X-Empty:",
+    b"Bad Name: 1",
+    b"X-Bin: \xe9",
+]
+
+
+@st.composite
+def _plain_answers(draw: st.DrawFn) -> bytes:
+    """Mostly answers the scanner reads whole, now and then with one byte changed."""
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+    status = draw(st.sampled_from([b"200 OK", b"404 Not Found", b"503 Busy", b"200 "]))
+    fields = draw(st.lists(st.sampled_from(_ANSWER_FIELDS[:4] + _ANSWER_FIELDS[9:12]), max_size=5))
+    body = draw(st.binary(max_size=8))
+    answer = b"\r\n".join([version + b" " + status, *fields, b"Content-Length: %d" % len(body)]) + b"\r\n\r\n" + body
+    if draw(st.integers(0, 5)) == 0:
+        at = draw(st.integers(0, len(answer) - 1))
+        answer = answer[:at] + bytes([draw(st.integers(0, 255))]) + answer[at + 1 :]
+    return answer
+
+
+@st.composite
+def _answers(draw: st.DrawFn) -> bytes:
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0"]))
+    status = draw(st.sampled_from([b"200 OK", b"404 Not Found", b"204 No Content", b"304 Not Modified", b"100 Go"]))
+    status = draw(st.one_of(st.just(status), st.sampled_from([b"200", b"200 ", b"2x0 OK", b"503 Busy"])))
+    fields = draw(st.lists(st.sampled_from(_ANSWER_FIELDS), max_size=5))
+    body = draw(st.binary(max_size=8))
+    if draw(st.booleans()):
+        fields = [f for f in fields if not f.lower().startswith(b"content-length")]
+        fields.append(b"Content-Length: %d" % len(body))
+    end = draw(st.sampled_from([b"\r\n", b"\r\n", b"\n"]))
+    return end.join([version + b" " + status, *fields]) + end + end + body
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=st.one_of(_plain_answers(), _answers()), cut=st.integers(0, 400), whole=st.booleans())
+def test_the_answer_scanner_tells_the_relay_what_httptools_tells_it(answer: bytes, cut: int, whole: bool) -> None:
+    chunks = [answer] if whole else [answer[: cut % (len(answer) + 1)], answer[cut % (len(answer) + 1) :]]
+    assert _answer_events(chunks, fast=True) == _answer_events(chunks, fast=False)
+
+
+def test_a_plain_answer_is_read_by_the_scanner() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello"
+    assert headscan.scan_answer(answer) == (
+        len(answer) - 5,
+        200,
+        [(b"content-type", b"text/html"), (b"content-length", b"5")],
+        5,
+        True,
+    )
+    events = _answer_events([answer], fast=True)
+    assert events == _answer_events([answer], fast=False)
+    assert events[1] == ("done", b"hello", True, True)

@@ -16,6 +16,12 @@
  *
  * `headers` lists (name in lower case, value) byte pairs in order; the fields after it are what
  * `floodwall.edge.http.Request` notes in its pass over the fields (first values; None when absent).
+ *
+ * scan_answer(data) -> None | (end, status, headers, content_length, keep_alive)
+ *
+ * The same for the head of an origin's answer at the start of `data` (`floodwall.edge.upstream`): a status of
+ * 200-599 but 204 and 304, one decimal Content-Length, no Transfer-Encoding or Upgrade, at most one plain
+ * Connection field; the reference for it is httptools' response parser.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -116,6 +122,102 @@ static int has_no_store(const char *value, Py_ssize_t n) {
     return 0;
 }
 
+/* One field line at *p: 1 with its spans (and *p past its CRLF), 0 at the blank line ending the head (*p past
+ * it), -1 when unsure (malformed for us, or not whole in the buffer). */
+static int read_field(const char *buf, Py_ssize_t len, Py_ssize_t *pp, Py_ssize_t *name_start, Py_ssize_t *name_len,
+                      Py_ssize_t *value_start, Py_ssize_t *value_len) {
+    Py_ssize_t p = *pp;
+    if (len - p < 2) {
+        return -1;
+    }
+    if (buf[p] == '\r') {
+        if (buf[p + 1] != '\n') {
+            return -1;
+        }
+        *pp = p + 2;
+        return 0;
+    }
+    *name_start = p;
+    while (p < len && tchar[(unsigned char)buf[p]]) {
+        p++;
+    }
+    *name_len = p - *name_start;
+    if (*name_len == 0 || p >= len || buf[p] != ':') {
+        return -1;
+    }
+    p++;
+    while (p < len && (buf[p] == ' ' || buf[p] == '\t')) {
+        p++;
+    }
+    *value_start = p;
+    while (p < len) {
+        unsigned char c = (unsigned char)buf[p];
+        if ((c >= 0x20 && c < 0x7f) || c == '\t') {
+            p++;
+        } else {
+            break;
+        }
+    }
+    *value_len = p - *value_start;
+    if (len - p < 2 || buf[p] != '\r' || buf[p + 1] != '\n' || *value_len == 0 || buf[p - 1] == ' ' ||
+        buf[p - 1] == '\t') {
+        return -1;
+    }
+    *pp = p + 2;
+    return 1;
+}
+
+/* The field name in lower case (a shared object when it is a known one), and its kind; NULL on a Python error. */
+static PyObject *field_name(const char *name, Py_ssize_t n, int *kind) {
+    char lowered[64];
+    *kind = F_OTHER;
+    if (n <= (Py_ssize_t)sizeof(lowered)) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            char c = name[i];
+            lowered[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        for (size_t k = 0; k < N_KNOWN; k++) {
+            if (lower_equal(lowered, n, known_names[k].name)) {
+                *kind = known_names[k].kind;
+                Py_INCREF(known_names[k].bytes);
+                return known_names[k].bytes;
+            }
+        }
+        return PyBytes_FromStringAndSize(lowered, n);
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(name, n);
+    if (bytes != NULL) {
+        char *text = PyBytes_AS_STRING(bytes);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (text[i] >= 'A' && text[i] <= 'Z') {
+                text[i] = (char)(text[i] + 32);
+            }
+        }
+    }
+    return bytes;
+}
+
+/* Appends (name, value) to `headers`; the value's new reference in *value (borrowed by the list too). */
+static int append_field(PyObject *headers, PyObject *name, const char *value, Py_ssize_t n, PyObject **value_out) {
+    PyObject *value_bytes = PyBytes_FromStringAndSize(value, n);
+    if (value_bytes == NULL) {
+        Py_DECREF(name);
+        return -1;
+    }
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL) {
+        Py_DECREF(name);
+        Py_DECREF(value_bytes);
+        return -1;
+    }
+    PyTuple_SET_ITEM(pair, 0, name);
+    PyTuple_SET_ITEM(pair, 1, value_bytes);
+    int appended = PyList_Append(headers, pair);
+    Py_DECREF(pair);
+    *value_out = value_bytes;
+    return appended;
+}
+
 #define NOTED 7 /* host, agent, referer, forwarded, encoding, cookie, connection */
 
 static PyObject *scan(PyObject *self, PyObject *args) {
@@ -167,79 +269,17 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     }
     int fields = 0;
     int connection_kind = 0; /* 0 none, 1 keep-alive, 2 close */
-    char lowered[64];
     for (;;) {
-        if (len - p < 2) {
+        Py_ssize_t name_start, name_len, value_start, value_len;
+        int got = read_field(buf, len, &p, &name_start, &name_len, &value_start, &value_len);
+        if (got < 0 || ++fields > MAX_FIELDS) {
             goto unsure;
         }
-        if (buf[p] == '\r') {
-            if (buf[p + 1] != '\n') {
-                goto unsure;
-            }
-            p += 2;
+        if (got == 0) {
             break;
         }
-        if (++fields > MAX_FIELDS) {
-            goto unsure;
-        }
-        const Py_ssize_t name_start = p;
-        while (p < len && tchar[(unsigned char)buf[p]]) {
-            p++;
-        }
-        const Py_ssize_t name_len = p - name_start;
-        if (name_len == 0 || p >= len || buf[p] != ':') {
-            goto unsure;
-        }
-        p++;
-        while (p < len && (buf[p] == ' ' || buf[p] == '\t')) {
-            p++;
-        }
-        const Py_ssize_t value_start = p;
-        while (p < len) {
-            unsigned char c = (unsigned char)buf[p];
-            if ((c >= 0x20 && c < 0x7f) || c == '\t') {
-                p++;
-            } else {
-                break;
-            }
-        }
-        const Py_ssize_t value_len = p - value_start;
-        if (len - p < 2 || buf[p] != '\r' || buf[p + 1] != '\n' || value_len == 0 ||
-            buf[p - 1] == ' ' || buf[p - 1] == '\t') {
-            goto unsure;
-        }
-        p += 2;
-        const char *value = buf + value_start;
-        /* The name in lower case, a shared object when it is a known one. */
-        PyObject *name = NULL;
-        int kind = F_OTHER;
-        if (name_len <= (Py_ssize_t)sizeof(lowered)) {
-            for (Py_ssize_t i = 0; i < name_len; i++) {
-                char c = buf[name_start + i];
-                lowered[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-            }
-            for (size_t k = 0; k < N_KNOWN; k++) {
-                if (lower_equal(lowered, name_len, known_names[k].name)) {
-                    kind = known_names[k].kind;
-                    name = known_names[k].bytes;
-                    Py_INCREF(name);
-                    break;
-                }
-            }
-            if (name == NULL) {
-                name = PyBytes_FromStringAndSize(lowered, name_len);
-            }
-        } else {
-            name = PyBytes_FromStringAndSize(buf + name_start, name_len);
-            if (name != NULL) {
-                char *text = PyBytes_AS_STRING(name);
-                for (Py_ssize_t i = 0; i < name_len; i++) {
-                    if (text[i] >= 'A' && text[i] <= 'Z') {
-                        text[i] = (char)(text[i] + 32);
-                    }
-                }
-            }
-        }
+        int kind;
+        PyObject *name = field_name(buf + name_start, name_len, &kind);
         if (name == NULL) {
             goto fail;
         }
@@ -247,22 +287,9 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             Py_DECREF(name);
             goto unsure;
         }
-        PyObject *value_bytes = PyBytes_FromStringAndSize(value, value_len);
-        if (value_bytes == NULL) {
-            Py_DECREF(name);
-            goto fail;
-        }
-        PyObject *pair = PyTuple_New(2);
-        if (pair == NULL) {
-            Py_DECREF(name);
-            Py_DECREF(value_bytes);
-            goto fail;
-        }
-        PyTuple_SET_ITEM(pair, 0, name);
-        PyTuple_SET_ITEM(pair, 1, value_bytes);
-        int appended = PyList_Append(headers, pair);
-        Py_DECREF(pair);
-        if (appended < 0) {
+        const char *value = buf + value_start;
+        PyObject *value_bytes;
+        if (append_field(headers, name, value, value_len, &value_bytes) < 0) {
             goto fail;
         }
         int slot = -1;
@@ -373,9 +400,118 @@ fail:
     return NULL;
 }
 
+/* The origin's answer: "HTTP/1.x NNN reason" and fields with one plain Content-Length, no Transfer-Encoding, a
+ * status of 200-599 other than 204 and 304, at most one plain Connection field. */
+static PyObject *scan_answer(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*", &view)) {
+        return NULL;
+    }
+    const char *buf = (const char *)view.buf;
+    const Py_ssize_t len = view.len;
+    PyObject *headers = NULL;
+    Py_ssize_t p = 0;
+    if (len < 15 || memcmp(buf, "HTTP/1.", 7) != 0 || (buf[7] != '0' && buf[7] != '1') || buf[8] != ' ' ||
+        buf[12] != ' ') {
+        goto unsure;
+    }
+    const int minor = buf[7];
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (buf[i] < '0' || buf[i] > '9') {
+            goto unsure;
+        }
+        status = status * 10 + (buf[i] - '0');
+    }
+    if (status < 200 || status > 599 || status == 204 || status == 304) {
+        goto unsure;
+    }
+    p = 13;
+    while (p < len && ((buf[p] >= 0x20 && buf[p] < 0x7f) || buf[p] == '\t')) {
+        p++;
+    }
+    if (len - p < 2 || buf[p] != '\r' || buf[p + 1] != '\n') {
+        goto unsure;
+    }
+    p += 2;
+    headers = PyList_New(0);
+    if (headers == NULL) {
+        goto fail;
+    }
+    int fields = 0;
+    int connection_kind = 0; /* 0 none, 1 keep-alive, 2 close */
+    long long length = -1;
+    for (;;) {
+        Py_ssize_t name_start, name_len, value_start, value_len;
+        int got = read_field(buf, len, &p, &name_start, &name_len, &value_start, &value_len);
+        if (got < 0 || ++fields > MAX_FIELDS) {
+            goto unsure;
+        }
+        if (got == 0) {
+            break;
+        }
+        const char *name_text = buf + name_start;
+        const char *value = buf + value_start;
+        if (eq_nocase(name_text, name_len, "transfer-encoding") || eq_nocase(name_text, name_len, "upgrade")) {
+            goto unsure;
+        }
+        if (eq_nocase(name_text, name_len, "content-length")) {
+            if (length >= 0 || value_len > 15) {
+                goto unsure;
+            }
+            length = 0;
+            for (Py_ssize_t i = 0; i < value_len; i++) {
+                if (value[i] < '0' || value[i] > '9') {
+                    goto unsure;
+                }
+                length = length * 10 + (value[i] - '0');
+            }
+        } else if (eq_nocase(name_text, name_len, "connection")) {
+            if (connection_kind != 0) {
+                goto unsure;
+            }
+            if (eq_nocase(value, value_len, "keep-alive")) {
+                connection_kind = 1;
+            } else if (eq_nocase(value, value_len, "close")) {
+                connection_kind = 2;
+            } else {
+                goto unsure;
+            }
+        }
+        int kind;
+        PyObject *name = field_name(name_text, name_len, &kind);
+        if (name == NULL) {
+            goto fail;
+        }
+        PyObject *value_bytes;
+        if (append_field(headers, name, value, value_len, &value_bytes) < 0) {
+            goto fail;
+        }
+    }
+    if (length < 0) {
+        goto unsure; /* the body ends with the connection: the reference path */
+    }
+    int keep_alive = minor == '1' ? connection_kind != 2 : connection_kind == 1;
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(niNLO)", p, status, headers, length, keep_alive ? Py_True : Py_False);
+
+unsure:
+    Py_XDECREF(headers);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+
+fail:
+    Py_XDECREF(headers);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(data, pos): the plain GET or HEAD head at `pos` read whole, or None (see the module's source)."},
+    {"scan_answer", scan_answer, METH_VARARGS,
+     "scan_answer(data): the head of an origin's answer with a Content-Length, or None (see the module's source)."},
     {NULL, NULL, 0, NULL},
 };
 

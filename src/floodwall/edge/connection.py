@@ -94,6 +94,7 @@ class EdgeConnection(asyncio.Protocol):
     _body_size = 0
     _header_bytes = 0
     _count_fields = True  # count each field's size against max_header_bytes (see data_received)
+    _closing_seen = False  # httptools read a closing request: it refuses what follows, so it reads it all
     _partial_bytes = 0
     _started = 0.0
     # The answer being written.
@@ -187,7 +188,7 @@ class EdgeConnection(asyncio.Protocol):
             self._header_bytes = max(self._header_bytes, pending)
         else:
             self._count_fields = False
-            if self._state == _IDLE and _scan is not None:
+            if self._state == _IDLE and _scan is not None and not self._closing_seen:
                 # Whole plain heads, the usual request, read in one C call each; the rest goes to httptools.
                 data = self._scan_heads(data)
         if data:
@@ -216,11 +217,12 @@ class EdgeConnection(asyncio.Protocol):
             head = scan(data, pos)
             if head is None:
                 break
-            keep_alive = head[4]
-            if not keep_alive and head[0] != end:
-                break  # bytes after a closing request: httptools says what they are
+            if not head[4]:
+                # A closing request goes to httptools, which then refuses whatever follows it on the connection
+                # (400), now or in a later feed: it must have seen the request to know.
+                break
             self._started = started = self.loop.time()
-            queue.append(Request.scanned(head, keep_alive and not self.server.draining, self.peer, started))
+            queue.append(Request.scanned(head, not self.server.draining, self.peer, started))
             pos = head[0]
             if len(queue) >= _MAX_QUEUED and not self._read_paused and self.transport is not None:
                 self._read_paused = True
@@ -321,13 +323,16 @@ class EdgeConnection(asyncio.Protocol):
         if (method == "CONNECT" or target[:1] != "/") and (method != "OPTIONS" or target != "*"):
             raise _Reject(400, "This server is not a forward proxy: the target must be a path.")
         body = self._body
+        keep_alive = parser.should_keep_alive()
+        if not keep_alive:
+            self._closing_seen = True  # what follows is httptools' to refuse: no more fast path
         request = Request(
             method,
             target,
             self._headers,
             b"".join(body) if body else b"",
             version=parser.get_http_version(),
-            keep_alive=parser.should_keep_alive() and not self.server.draining,
+            keep_alive=keep_alive and not self.server.draining,
             peer=self.peer,
             started=self._started,
         )

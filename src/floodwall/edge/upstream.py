@@ -16,7 +16,8 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from typing import Final, Protocol, cast
+from collections.abc import Callable
+from typing import Any, Final, Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -35,6 +36,16 @@ _HIGH_WATER: Final = 256 * 1024
 #: Idle connections kept per worker.
 _MAX_IDLE: Final = 256
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: The largest answer read whole by the C scanner (larger ones go through httptools, piece by piece).
+_WHOLE_ANSWER_BYTES: Final = 64 * 1024
+
+_scan_answer: Callable[[bytes], tuple[Any, ...] | None] | None = None
+try:  # the C fast path for whole small answers (optional: without a compiler, httptools reads every answer)
+    from floodwall.edge import _headscan
+except ImportError:  # pragma: no cover - depends on the build
+    pass
+else:
+    _scan_answer = _headscan.scan_answer
 
 
 class OriginError(Exception):
@@ -100,6 +111,7 @@ class _Connection(asyncio.Protocol):
         self.sink: OriginSink | None = None
         self.deadline = 0.0  # loop time by which a sink's answer must be whole
         self._sink_done = False  # the sink's answer ended inside the parser: told once the parser returns
+        self._fresh = False  # a request was sent and no byte of its answer came yet
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -120,6 +132,16 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        if self._fresh:
+            # The first bytes of the answer: a small one with a length usually comes whole in them, and is then
+            # read by one C call instead of httptools' callbacks; whatever that scanner is unsure of, httptools reads.
+            self._fresh = False
+            scan = _scan_answer
+            if scan is not None and not self._head_only:
+                head = scan(data)
+                if head is not None and head[0] + head[3] == len(data) and head[3] <= _WHOLE_ANSWER_BYTES:
+                    self._whole(head, data)
+                    return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -133,6 +155,25 @@ class _Connection(asyncio.Protocol):
             sink, self.sink = self.sink, None
             if sink is not None:
                 sink.origin_done(self)
+
+    def _whole(self, head: tuple[Any, ...], data: bytes) -> None:
+        """An answer read whole by `_headscan.scan_answer`: what the callbacks below do for it, in their order."""
+        end, status, headers, length, keep_alive = head
+        self._headers = headers
+        self.keep_alive = keep_alive
+        self._close_delimited = False
+        if self._head is not None and not self._head.done():
+            self._head.set_result((status, headers))
+        elif self.sink is not None and not self.sink.origin_head(self, status, headers):
+            self.sink = None
+        if length:
+            self._chunks.append(data[end:] if end else data)
+            self._buffered += length
+        self._done = True
+        self._wake()
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.origin_done(self)
 
     # -- httptools callbacks ----------------------------------------------------------------------------------
 
@@ -199,6 +240,7 @@ class _Connection(asyncio.Protocol):
         self._headers, self._chunks, self._buffered = [], deque(), 0
         self._done, self._error, self._head_only, self.got_bytes = False, None, head_only, False
         self._close_delimited = False
+        self._fresh = True
         self.transport.write(data)
         return self._head
 
@@ -210,6 +252,7 @@ class _Connection(asyncio.Protocol):
         self._done, self._error, self._head_only, self.got_bytes = False, None, False, False
         self._close_delimited = False
         self.sink, self.deadline, self._sink_done = sink, deadline, False
+        self._fresh = True
         self.transport.write(data)
 
     def body(self) -> bytes:
