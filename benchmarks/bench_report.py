@@ -102,6 +102,12 @@ def run_stages(folder: Path, out: Path) -> dict[str, tuple[float, float]]:
             spool.add(frame)
         done("spooling", mark)
         mark = timed()
+        try:  # as analyze does, where this version has it
+            from floodwall.report.html import preload_templates
+
+            preload_templates()
+        except ImportError:
+            pass
         geo = _open_geo()
         out.mkdir(parents=True, exist_ok=True)
         sources, geo_database = incident_sources(detection.incidents, geo)

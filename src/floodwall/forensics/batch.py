@@ -62,7 +62,7 @@ def plan_all(rows: pl.LazyFrame, phases: pl.DataFrame) -> list[tuple[str, pl.Laz
     plans = [
         (
             "minutes",
-            rows.group_by("minute").agg(
+            rows.group_by(pl.col("minute").set_sorted()).agg(  # rows in time order: sorted runs, no hashing
                 *counts(),
                 pl.col("request_time").sum().alias("rt_sum"),
                 pl.col("request_time").count().cast(pl.Int64).alias("rt_n"),
@@ -91,8 +91,7 @@ def plan_shared(attack: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
       source and line, and the agent's family: the user-agent table, the fingerprints' agents and the user-agent
       marker candidates;
     - "paths": per (incident, host, path) the same and the clients (hashed), the 404s of a random-path flood
-      counted as one path (`_random` true): the attacked URLs and the path-word marker candidates;
-    - "seconds": attack requests per (second, kind): the attack per second, and its kinds per minute."""
+      counted as one path (`_random` true): the attacked URLs and the path-word marker candidates."""
     firsts = seen_columns()
     agents = grouped(attack, ["incident_id"], ["client", "user_agent"], firsts)
     # The family per distinct agent (a flood has a few dozen), not per (incident, client, agent) row.
@@ -115,7 +114,6 @@ def plan_shared(attack: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
     return {
         "agents": agents.join(families, on="user_agent", how="left", nulls_equal=True),
         "paths": paths,
-        "seconds": attack.group_by("second", "kind").agg(pl.len().cast(pl.Int64).alias("attack")),
     }
 
 
@@ -163,13 +161,14 @@ def plan_attack(
     )
     # Schemes describe; past _SCHEME_SAMPLE query rows a batch is sampled evenly and the counts scaled.
     step = max(1, query_rows // _SCHEME_SAMPLE)
-    agents, paths, seconds = shared["agents"].lazy(), shared["paths"].lazy(), shared["seconds"].lazy()
+    agents, paths = shared["agents"].lazy(), shared["paths"].lazy()
+    attack_n = pl.len().cast(pl.Int64).alias("attack")
     plans = [
-        ("attack_seconds", seconds.group_by("second").agg(pl.col("attack").sum())),
-        (
-            "attack_kinds",
-            seconds.group_by(pl.col("second").dt.truncate("1m").alias("minute"), "kind").agg(pl.col("attack").sum()),
-        ),
+        # The rows are in time order (`Collector._marked`): grouped by their second alone, Polars cuts the sorted
+        # column into runs (a thirtieth of grouping by second and kind, which a flood keeps apart second by second);
+        # the kinds are counted per minute straight away.
+        ("attack_seconds", attack.group_by(pl.col("second").set_sorted()).agg(attack_n)),
+        ("attack_kinds", attack.group_by("minute", "kind").agg(attack_n)),
         (
             "attackers",
             grouped(
