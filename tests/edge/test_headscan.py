@@ -358,3 +358,60 @@ def test_a_plain_answer_is_read_by_the_scanner() -> None:
     events = _answer_events([answer], fast=True)
     assert events == _answer_events([answer], fast=False)
     assert events[1] == ("done", b"hello", True, True)
+
+
+# -- rendering heads ------------------------------------------------------------------------------------------------
+
+_FIELD = st.tuples(st.sampled_from([b"host", b"connection", b"x-a", b"cookie", b""]), st.binary(max_size=6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.binary(max_size=8),
+    headers=st.lists(_FIELD, max_size=6),
+    drop=st.frozensets(st.sampled_from([b"host", b"connection", b"x-b"])),
+    tail=st.binary(max_size=8),
+    body=st.binary(max_size=8),
+)
+def test_the_c_renderer_makes_the_bytes_the_python_one_makes(
+    first: bytes, headers: list[tuple[bytes, bytes]], drop: frozenset[bytes], tail: bytes, body: bytes
+) -> None:
+    from floodwall.edge.http import render_message_py
+
+    assert headscan.render(first, headers, drop, tail, body) == render_message_py(first, headers, drop, tail, body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    head=_plain_heads(),
+    trusted=st.booleans(),
+    extra=st.lists(
+        st.sampled_from(
+            [
+                (b"x-forwarded-for", b"198.51.100.1"),
+                (b"x-forwarded-proto", b"https"),
+                (b"x-forwarded-host", b"cdn.example"),
+                (b"connection", b"keep-alive, x-private"),
+                (b"x-private", b"1"),
+                (b"keep-alive", b"5"),
+            ]
+        ),
+        max_size=3,
+    ),
+    body=st.binary(max_size=4),
+    method=st.sampled_from(["GET", "POST", "DELETE"]),
+)
+def test_a_relayed_request_is_sent_as_the_origin_fields_rendered(
+    head: bytes, trusted: bool, extra: list[tuple[bytes, bytes]], body: bytes, method: str
+) -> None:
+    from floodwall.edge.forward import origin_headers, origin_request
+    from floodwall.edge.upstream import Origin, OriginPool
+
+    scanned = headscan.scan(head, 0)
+    if scanned is None:
+        return
+    base = Request.scanned(scanned, True, "192.0.2.1", 0.0)
+    request = Request(method, base.target, base.headers + extra, body, version=base.version, peer="192.0.2.1")
+    pool = OriginPool(Origin("127.0.0.1", 8080, False), concurrency=1, timeout_s=1.0)
+    expected = pool.request_bytes(method, request.target, origin_headers(request, trusted, "o:8080"), body)
+    assert origin_request(request, trusted, "o:8080") == expected

@@ -31,7 +31,7 @@ import httptools
 
 from floodwall.edge import metrics as outcomes
 from floodwall.edge.clientaddr import canonical_address
-from floodwall.edge.http import Answer, Headers, Request, render_head, status_line
+from floodwall.edge.http import Answer, Headers, Request, render_head, render_message, status_line
 
 if TYPE_CHECKING:
     from floodwall.edge.gate import AcceptGate
@@ -500,10 +500,6 @@ class EdgeConnection(asyncio.Protocol):
     ) -> None:
         """Write a relayed answer the origin gave whole (a status with a body, not HEAD): its fields less `drop`,
         ours, and the body in one write, rendered in one pass (what `start` and `finish` do, for the common case)."""
-        parts = [status_line(status)]
-        for name, value in headers:
-            if name not in drop:
-                parts += (name, b": ", value, b"\r\n")
         if not request.keep_alive:
             ending = b"connection: close\r\n\r\n"
         elif request.version == "1.0":
@@ -512,14 +508,13 @@ class EdgeConnection(asyncio.Protocol):
             ending = b"\r\n"
         cache = request.cache_status
         if cache is not None:
-            parts.append(b"content-length: %d\r\nx-floodwall-cache: %b\r\n%b" % (len(body), cache.encode(), ending))
+            tail = b"content-length: %d\r\nx-floodwall-cache: %b\r\n%b" % (len(body), cache.encode(), ending)
         else:
-            parts.append(b"content-length: %d\r\n%b" % (len(body), ending))
-        parts.append(body)
+            tail = b"content-length: %d\r\n%b" % (len(body), ending)
         self._status = status
         self._sent = len(body)
         self._chunked = False
-        self._write(b"".join(parts))
+        self._write(render_message(status_line(status), headers, drop, tail, body))
         self.finish(request)
 
     def start(

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Final
 
 from floodwall.edge import metrics as outcomes
 from floodwall.edge.cache import CachedResponse, CacheStatus, EdgeCache
-from floodwall.edge.http import HOP_BY_HOP, Answer, Headers, Request
+from floodwall.edge.http import HOP_BY_HOP, Answer, Headers, Request, render_message
 from floodwall.edge.upstream import OriginConnection, OriginError, OriginPool, OriginResponse
 
 if TYPE_CHECKING:
     from floodwall.edge.clientaddr import ClientAddress
     from floodwall.edge.connection import EdgeConnection
 
-__all__ = ["Forwarder", "origin_headers"]
+__all__ = ["Forwarder", "origin_headers", "origin_request"]
 
 log = logging.getLogger("floodwall.edge.forward")
 
@@ -62,14 +62,17 @@ _ORIGIN_FAILED: Final = {
 }
 
 
+def _dropped(request: Request) -> frozenset[bytes]:
+    """The client's fields not relayed: ours to set, hop-by-hop ones, and those its Connection field names."""
+    connection = request.connection
+    if connection is None or (b"," not in connection and connection.lower() in (b"keep-alive", b"close")):
+        return _DROP  # the common case: names only itself
+    return _DROP | {token.strip().lower() for token in connection.split(b",")}
+
+
 def origin_headers(request: Request, trusted_peer: bool, origin_host: str) -> Headers:
     """The fields sent to the origin for `request` (see the module docstring)."""
-    drop = _DROP
-    connection = request.connection
-    if connection is not None and b"," not in connection and connection.lower() in (b"keep-alive", b"close"):
-        pass  # the common case: names only itself
-    elif connection is not None:
-        drop = drop | {token.strip().lower() for token in connection.split(b",")}
+    drop = _dropped(request)
     fields: Headers = [(name, value) for name, value in request.headers if name not in drop]
     host = request.host.encode("latin-1") if request.host else origin_host.encode("ascii")
     fields.append((b"host", host))
@@ -81,6 +84,31 @@ def origin_headers(request: Request, trusted_peer: bool, origin_host: str) -> He
     forwarded_host = request.header(b"x-forwarded-host") if trusted_peer else None
     fields.append((b"x-forwarded-host", forwarded_host or host))
     return fields
+
+
+def origin_request(request: Request, trusted_peer: bool, origin_host: str) -> bytes:
+    """The request as sent to the origin: `OriginPool.request_bytes` of `origin_headers`, the same bytes, made in
+    one pass (a pass-through's request side was a third of its CPU in the worker)."""
+    host = request.host.encode("latin-1") if request.host else origin_host.encode("ascii")
+    peer = request.peer.encode("ascii")
+    if trusted_peer:
+        forwarded_for = request.header(b"x-forwarded-for")
+        forwarded = forwarded_for + b", " + peer if forwarded_for else peer
+        proto = request.header(b"x-forwarded-proto") or b"http"
+        forwarded_host = request.header(b"x-forwarded-host") or host
+    else:
+        forwarded, proto, forwarded_host = peer, b"http", host
+    tail = b"host: %b\r\nx-forwarded-for: %b\r\nx-forwarded-proto: %b\r\nx-forwarded-host: %b\r\n" % (
+        host,
+        forwarded,
+        proto,
+        forwarded_host,
+    )
+    method, body = request.method, request.body
+    if body or method in ("POST", "PUT", "PATCH"):
+        tail += b"content-length: %d\r\n" % len(body)
+    first = f"{method} {request.target} HTTP/1.1\r\n".encode("latin-1")
+    return render_message(first, request.headers, _dropped(request), tail + b"\r\n", body)
 
 
 class _TooLarge(Exception):
@@ -252,7 +280,8 @@ class Forwarder:
                 return False  # the cache's business: coalescing, stale pages
             request.cache_key = None
         relay = _Relay(self, request, conn)
-        return self.pool.start(request.method, request.target, self._headers(request), request.body, relay)
+        data = origin_request(request, self._trusted_peer(request), self.origin_host)
+        return self.pool.start(request.method, data, relay)
 
     async def answer_later(self, request: Request, conn: EdgeConnection) -> None:
         key = request.cache_key

@@ -8,7 +8,7 @@ has its own connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -19,6 +19,8 @@ __all__ = [
     "Request",
     "find_header",
     "render_head",
+    "render_message",
+    "render_message_py",
     "status_line",
 ]
 
@@ -83,6 +85,27 @@ def render_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def render_message_py(first: bytes, headers: Headers, drop: frozenset[bytes], tail: bytes, body: bytes) -> bytes:
+    """`first` (a request or status line), the fields of `headers` whose names are not in `drop`, `tail` (our own
+    fields and the blank line) and `body`, as one bytes object: one write for a head and its body."""
+    parts = [first]
+    for name, value in headers:
+        if name not in drop:
+            parts += (name, b": ", value, b"\r\n")
+    parts += (tail, body)
+    return b"".join(parts)
+
+
+#: `render_message_py`, in C when `floodwall.edge._headscan` was built (one allocation, no list of parts).
+render_message: Callable[[bytes, Headers, frozenset[bytes], bytes, bytes], bytes] = render_message_py
+try:
+    from floodwall.edge import _headscan
+except ImportError:  # pragma: no cover - depends on the build
+    pass
+else:
+    render_message = _headscan.render
 
 
 class Request:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from floodwall.edge.http import HOP_BY_HOP, Headers
+from floodwall.edge.http import HOP_BY_HOP, Headers, render_message
 from floodwall.edge.limits import OriginGate
 from floodwall.edge.metrics import Metrics
 from floodwall.errors import ConfigError
@@ -36,6 +36,9 @@ _HIGH_WATER: Final = 256 * 1024
 #: Idle connections kept per worker.
 _MAX_IDLE: Final = 256
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: Methods whose requests always state their body's length (an empty one too).
+_SENDS_BODY: Final = frozenset({"POST", "PUT", "PATCH"})
+_KEEP_ALL: Final[frozenset[bytes]] = frozenset()
 #: The largest answer read whole by the C scanner (larger ones go through httptools, piece by piece).
 _WHOLE_ANSWER_BYTES: Final = 64 * 1024
 
@@ -416,13 +419,8 @@ class OriginPool:
 
     def request_bytes(self, method: str, target: str, headers: Headers, body: bytes) -> bytes:
         """The request as sent to the origin: `headers` already hold Host and X-Forwarded-*, no hop-by-hop field."""
-        parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        if body or method in ("POST", "PUT", "PATCH"):
-            parts.append(b"content-length: %d\r\n" % len(body))
-        parts += (b"\r\n", body)
-        return b"".join(parts)
+        tail = b"content-length: %d\r\n\r\n" % len(body) if body or method in _SENDS_BODY else b"\r\n"
+        return render_message(f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), headers, _KEEP_ALL, tail, body)
 
     async def request(self, method: str, target: str, headers: Headers, body: bytes) -> OriginResponse:
         """Send one request and wait for the answer's head; the caller reads the body and calls `release()`."""
@@ -460,7 +458,7 @@ class OriginPool:
             return OriginResponse(self, conn, status, [(n, v) for n, v in headers if n not in HOP_BY_HOP])
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def start(self, method: str, target: str, headers: Headers, body: bytes, sink: OriginSink) -> bool:
+    def start(self, method: str, data: bytes, sink: OriginSink) -> bool:
         """Send one request without a coroutine when an idle connection and a slot are free at once (the common
         case of a kept-alive pool under load); its answer goes to `sink`. False when it cannot start so (no idle
         connection, the slots taken, or a HEAD, whose answer has no body to wait for): use `request`.
@@ -481,7 +479,7 @@ class OriginPool:
             loop = self._loop = asyncio.get_running_loop()
             self._sweeper = loop.create_task(self._sweep())
         self._waiting.add(conn)
-        conn.send_to(self.request_bytes(method, target, headers, body), sink, loop.time() + self.timeout_s)
+        conn.send_to(data, sink, loop.time() + self.timeout_s)
         return True
 
     def response(self, conn: _Connection, status: int, headers: Headers) -> OriginResponse:
