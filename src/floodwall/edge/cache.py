@@ -62,6 +62,8 @@ Origin = tuple[int, RawHeaders, bytes]
 
 
 _CODINGS: Final = ("br", "deflate", "gzip", "zstd")
+#: Cache keys remembered per request (host, target, Accept-Encoding) before the memory is cleared.
+_REMEMBERED_KEYS: Final = 4096
 
 
 @lru_cache(maxsize=4096)
@@ -110,6 +112,7 @@ class EdgeCache:
         self._entries: OrderedDict[str, CachedResponse] = OrderedDict()
         self._bytes = 0
         self._fetching: dict[str, asyncio.Future[Any]] = {}
+        self._keys: dict[tuple[str, str, bytes | None], str] = {}
         self._refreshing: set[asyncio.Task[Any]] = set()
         self.stats = {"hits": 0, "misses": 0, "stale": 0, "stored": 0, "evicted": 0, "fetches": 0, "refresh_errors": 0}
 
@@ -147,6 +150,17 @@ class EdgeCache:
         return self._key(host, target, encoding)
 
     def _key(self, host: str, target: str, encoding: bytes | None) -> str:
+        # Remembered per (host, target, Accept-Encoding): readers ask for the same pages again and again (a flood
+        # of cache-busting targets only refills the memory, cleared when full).
+        remembered = self._keys.get((host, target, encoding))
+        if remembered is not None:
+            return remembered
+        if len(self._keys) >= _REMEMBERED_KEYS:
+            self._keys.clear()
+        key = self._keys[host, target, encoding] = self._make_key(host, target, encoding)
+        return key
+
+    def _make_key(self, host: str, target: str, encoding: bytes | None) -> str:
         path, question, query = target.partition("?")
         if question:
             query = self._reduce_query(query)

@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Final
 
-from floodwall.edge.http import HOP_BY_HOP
+from floodwall.edge.http import HOP_BY_HOP, Answer
 from floodwall.edge.settings import CacheSettings
 
 __all__ = [
@@ -79,6 +79,8 @@ class CachedResponse:
     hit_age: int = field(default=-1)
     hit_lines: bytes = field(default=b"")
     hit_keepalive_head: bytes = field(default=b"")
+    #: The edge's whole answer for a fresh hit, made with `hit_lines` (the forwarder's, reused while they hold).
+    hit_answer: Answer | None = field(default=None)
 
     def state(self, now: float) -> Freshness:
         if now < self.fresh_until:
