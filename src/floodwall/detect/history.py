@@ -15,12 +15,12 @@ import shutil
 import tempfile
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import polars as pl
 
@@ -40,6 +40,8 @@ _FOLD_EVERY: Final = 8
 #: Pending `ClientTotals` rows (all four tables) that make `_Folding` fold, at the least.
 _FOLD_ROWS: Final = 4_000_000
 _THREADS: Final = 2  # parts summarised at once
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 
 class WindowHistory:
@@ -249,6 +251,20 @@ class _ProfileTotals:
         )
 
 
+def _in_order(items: Iterable[_Item], work: Callable[[_Item], _Result]) -> Iterator[_Result]:
+    """`work` of each of `items` (parts of the history), `_THREADS` at a time on threads of their own, the results in
+    the items' order. A part's work is a dozen Polars queries, each too small to keep both cores busy (judging ran
+    at 1.5 cores of 2), and Polars releases the GIL; at most `_THREADS` parts are held at once."""
+    with ThreadPoolExecutor(_THREADS, thread_name_prefix="floodwall-history") as pool:
+        running: deque[Future[_Result]] = deque()
+        for item in items:
+            running.append(pool.submit(work, item))
+            if len(running) >= _THREADS:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
+
+
 @dataclass(frozen=True, slots=True)
 class _PartFigures:
     """What `summarise` takes from one part of the history."""
@@ -311,16 +327,9 @@ def summarise(
         logins.append(figures.logins)
         per_window.append(figures.per_window)
 
-    # Two parts at a time, each on a thread of its own, their figures taken in time order. A part's work is a dozen
-    # Polars queries, each too small to keep both cores busy (judging ran at 1.5 cores of 2); Polars releases the GIL.
-    with ThreadPoolExecutor(_THREADS, thread_name_prefix="floodwall-summarise") as pool:
-        running: deque[Future[_PartFigures]] = deque()
-        for part, part_skip in zip(history.parts(), skips, strict=True):
-            running.append(pool.submit(_part_figures, part, is_quiet, part_skip, edge_series))
-            if len(running) >= _THREADS:
-                take(running.popleft().result())
-        while running:
-            take(running.popleft().result())
+    parts = zip(history.parts(), skips, strict=True)
+    for figures in _in_order(parts, lambda item: _part_figures(item[0], is_quiet, item[1], edge_series)):
+        take(figures)
     by_segment = segmented.total()
     # The clients' evidence is their first windows: folded in time order, segment after segment (the other tables
     # hold sums, whose order does not matter).
@@ -360,15 +369,22 @@ def window_sums(
     wanted = [pl.Series(list(clients), dtype=pl.String).implode() for clients, _, _ in selections]
     step = timedelta(seconds=window_s)
     everyone = pl.Series([c for clients, _, _ in selections for c in clients], dtype=pl.String).unique().implode()
-    for part in history.parts(["client", "window", "requests"]):
-        attack.append(attack_windows(part, pairs))
+
+    def of_part(part: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
         members_only = part.filter(pl.col("client").is_in(everyone))
-        for sums, clients, (_, start, end) in zip(found, wanted, selections, strict=True):
-            members = members_only.filter(
-                pl.col("client").is_in(clients) & pl.col("window").is_between(start - step, end)
-            )
+        per_selection = [
+            members_only.filter(pl.col("client").is_in(clients) & pl.col("window").is_between(start - step, end))
+            .group_by("window")
+            .agg(pl.col("requests").cast(pl.Int64).sum())
+            for clients, (_, start, end) in zip(wanted, selections, strict=True)
+        ]
+        return attack_windows(part, pairs), per_selection
+
+    for attacked_part, per_selection in _in_order(history.parts(["client", "window", "requests"]), of_part):
+        attack.append(attacked_part)
+        for sums, members in zip(found, per_selection, strict=True):
             if members.height:
-                sums.append(members.group_by("window").agg(pl.col("requests").cast(pl.Int64).sum()))
+                sums.append(members)
     empty = pl.DataFrame(schema={"window": WINDOW_SCHEMA["window"], "requests": pl.Int64})
     nothing = pl.DataFrame(schema=WINDOW_SCHEMA)
     attacked = _summed(attack, "window", "attack") if attack else attack_windows(nothing, pairs)
