@@ -17,11 +17,17 @@ version's `src`), alternating, `--repeat` times, each run a child process:
     .venv/bin/python benchmarks/bench_report.py --log big.log --site szabad-hang --stages /tmp/stages \
         --baseline-src /tmp/old/src --repeat 3
 
-The log is read and detected once (by this version) into DIR: the detection result (pickled) and the batches as
-the spool holds them. Each child then spools those batches, runs the forensic pass and writes every file, as
-`analyze` does (`incident_sources`, `report_document`, `account_from_logs`, `_write_outputs`), and reports wall and
-CPU seconds per stage: the process's CPU while only that stage runs (in `analyze`, the reader's read-ahead thread
-can run during "spooling"). Medians and new/old ratios are printed. The baseline must unpickle this version's
+With `--judging DIR` it measures the judging stage (`Engine.finish`) alone the same way, and says whether both
+versions judged the same:
+
+    .venv/bin/python benchmarks/bench_report.py --log big.log --site szabad-hang --judging /tmp/judging \
+        --baseline-src /tmp/old/src --repeat 3
+
+For --stages, the log is read and detected once (by this version) into DIR: the detection result (pickled) and the
+batches as the spool holds them. Each child then spools those batches, runs the forensic pass and writes every file,
+as `analyze` does (`incident_sources`, `report_document`, `account_from_logs`, `_write_outputs`), and reports wall
+and CPU seconds per stage: the process's CPU while only that stage runs (in `analyze`, the reader's read-ahead
+thread can run during "spooling"). Medians and new/old ratios are printed. The baseline must unpickle this version's
 detection result (the same `DetectionResult` fields).
 """
 
@@ -178,6 +184,88 @@ def compare_stages(folder: Path, baseline_src: Path | None, repeat: int) -> None
         print(f"  {stage:10s} " + "   ".join(cells))
 
 
+def prepare_judging(log: Path, site: str, folder: Path) -> None:
+    """Read and detect `log` once, and keep what `Engine.finish` starts from: every closed window (Arrow IPC, one
+    file per part), the per-second counts, the signature hits and the user agents. It reads the engine's private
+    state, as it stands today (`_closed`, `_windows`, `_counter`, `_hits`, `_agents`)."""
+    import polars as pl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    engine = Engine(site, live=False)
+    for frame in LogReader([log], site=site):
+        engine.feed(frame)
+    engine._closed.add(engine._windows.flush())
+    for number, part in enumerate(engine._closed.parts()):
+        part.write_ipc(folder / f"windows-{number:05d}.arrow")
+    engine._counter.frame().write_ipc(folder / "seconds.arrow")
+    hits = pl.concat(engine._hits) if engine._hits else None
+    (folder / "engine.pickle").write_bytes(pickle.dumps((site, hits, engine._agents)))
+
+
+def run_judging(folder: Path, out: Path) -> tuple[float, float]:
+    """`Engine.finish` on `prepare_judging`'s state (scikit-learn imported first, as analyze's preload does): its
+    wall and CPU seconds; the result pickled into `out`."""
+    import importlib
+
+    import polars as pl
+
+    site, hits, agents = pickle.loads((folder / "engine.pickle").read_bytes())
+    engine = Engine(site, live=False)
+    for path in sorted(folder.glob("windows-*.arrow")):
+        engine._closed.add(pl.read_ipc(path))
+    engine._counter._parts = [pl.read_ipc(folder / "seconds.arrow")]
+    engine._hits = [hits] if hits is not None else []
+    engine._agents = agents
+    importlib.import_module("sklearn.ensemble")
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = engine.finish()
+    times = (time.perf_counter() - wall, time.process_time() - cpu)
+    out.write_bytes(pickle.dumps(result))
+    return times
+
+
+def compare_judging(folder: Path, baseline_src: Path | None, repeat: int) -> None:
+    """`run_judging` in child processes, this version and the baseline alternating: medians, the CPU ratio, and
+    whether both judged the same (incidents, findings, attackers, timeline, surges; row order aside)."""
+    import dataclasses
+
+    import polars as pl
+
+    versions: list[tuple[str, dict[str, str] | None]] = [("new", None)]
+    if baseline_src is not None:
+        versions.append(("old", {**os.environ, "PYTHONPATH": str(baseline_src.resolve())}))
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in versions}
+    for number in range(repeat):
+        for name, env in versions:
+            argv = [sys.executable, __file__, "--judging-child", str(folder), str(folder / f"result-{name}.pickle")]
+            result = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+            runs[name].append(tuple(json.loads(result.stdout.strip().splitlines()[-1])))
+            print(f"  {name} run {number + 1}/{repeat}: {runs[name][-1][1]:.2f} CPU-s", file=sys.stderr, flush=True)
+    print(f"Engine.finish, medians of {repeat} (wall s / CPU s):")
+    cpu = {name: statistics.median(c for _, c in each) for name, each in runs.items()}
+    cells = [f"{name} {statistics.median(w for w, _ in each):6.2f} / {cpu[name]:6.2f}" for name, each in runs.items()]
+    if "old" in cpu:
+        cells.append(f"CPU new/old {cpu['new'] / max(cpu['old'], 1e-9):.2f}")
+    print("  judging    " + "   ".join(cells))
+    if "old" not in cpu:
+        return
+    new, old = (pickle.loads((folder / f"result-{name}.pickle").read_bytes()) for name in ("new", "old"))
+    differ = []
+    for item in dataclasses.fields(new):
+        a, b = getattr(new, item.name), getattr(old, item.name)
+        if item.name == "analysed_at":
+            continue
+        if isinstance(a, pl.DataFrame):
+            same = a.height == b.height and a.sort(pl.all()).equals(b.sort(pl.all()))
+        elif item.name == "findings":
+            same = sorted(a, key=repr) == sorted(b, key=repr)
+        else:
+            same = a == b
+        if not same:
+            differ.append(item.name)
+    print("  results: " + (f"differ in {', '.join(differ)}" if differ else "the same (row order aside)"))
+
+
 def cpu_of(runs: list[dict[str, list[float]]], stage: str) -> float:
     """The median CPU seconds of `stage` (or of all three: "total") over `runs`."""
     names = STAGES if stage == "total" else (stage,)
@@ -187,6 +275,9 @@ def cpu_of(runs: list[dict[str, list[float]]], stage: str) -> float:
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--stage-child":
         print(json.dumps(run_stages(Path(sys.argv[2]), Path(sys.argv[3]))))
+        return
+    if len(sys.argv) == 4 and sys.argv[1] == "--judging-child":
+        print(json.dumps(run_judging(Path(sys.argv[2]), Path(sys.argv[3]))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", type=Path, help="an access log (default: simulate one)")
@@ -199,10 +290,20 @@ def main() -> None:
         "--stages", type=Path, help="measure analyze's last three stages alone, prepared in this folder"
     )
     parser.add_argument(
-        "--baseline-src", type=Path, help="with --stages: another version's src folder, run alternately"
+        "--judging", type=Path, help="measure analyze's judging stage (Engine.finish) alone, prepared in this folder"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="with --stages: runs of each version")
+    parser.add_argument(
+        "--baseline-src", type=Path, help="with --stages or --judging: another version's src folder, run alternately"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="with --stages or --judging: runs of each version")
     args = parser.parse_args()
+    if args.judging is not None:
+        if args.log is None:
+            sys.exit("--judging needs --log (and --site)")
+        if not (args.judging / "engine.pickle").exists():
+            prepare_judging(args.log, args.site, args.judging)
+        compare_judging(args.judging, args.baseline_src, args.repeat)
+        return
     if args.stages is not None:
         if args.log is None:
             sys.exit("--stages needs --log (and --site)")
