@@ -237,3 +237,57 @@ def test_rows_that_come_after_their_step_are_fed_and_counted_late() -> None:
     clock.set(START + timedelta(seconds=3.5))
     detector.step()
     assert detector.rows_fed == 20 and detector.status()["rows_late"] == 10
+
+
+def test_an_answered_request_becomes_the_row_of_its_fields() -> None:
+    from floodwall.edge.http import Request
+
+    recorder = LiveRecorder(capacity=4, source="edge-0")
+    headers = [
+        (b"host", b"news.example"),
+        (b"user-agent", b"Reader/1.0 \xe9"),
+        (b"referer", b"https://news.example/"),
+        (b"x-forwarded-for", b"198.51.100.7"),
+    ]
+    read = Request("GET", "/story?page=2", headers, b"", version="1.0", peer="192.0.2.1")
+    read.cache_status, read.upstream_status, read.upstream_s = "MISS", 200, 0.25
+    unread = Request("-", "-", [], b"", keep_alive=False, peer="192.0.2.2")
+    for request in (read, read, unread):
+        recorder.record_request(request, 400 if request is unread else 200, 17, 0.5)
+    frame = batches_frame([recorder.take()], "bench")
+    rows = frame.drop("ts").to_dicts()
+    assert [row.pop("line") for row in rows] == [1, 2, 3]
+    assert (
+        rows[0]
+        == rows[1]
+        == {
+            "client": "192.0.2.1",
+            "client_net": "192.0.2.0/24",
+            "method": "GET",
+            "path": "/story",
+            "query": "page=2",
+            "protocol": "HTTP/1.0",
+            "status": 200,
+            "bytes": 17,
+            "referer": "https://news.example/",
+            "user_agent": "Reader/1.0 é",
+            "host": "news.example",
+            "request_time": 0.5,
+            "upstream_time": 0.25,
+            "upstream_status": 200,
+            "cache_status": "MISS",
+            "forwarded_for": "198.51.100.7",
+            "site": "bench",
+            "source": "edge-0",
+        }
+    )
+    unread_row = {key: value for key, value in rows[2].items() if value is not None}
+    assert unread_row == {
+        "client": "192.0.2.2",
+        "client_net": "192.0.2.0/24",
+        "status": 400,
+        "bytes": 17,
+        "request_time": 0.5,
+        "site": "bench",
+        "source": "edge-0",
+    }

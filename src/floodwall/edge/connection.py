@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -35,10 +34,9 @@ from floodwall.edge.http import Answer, Headers, Request, render_head, render_me
 
 if TYPE_CHECKING:
     from floodwall.edge.gate import AcceptGate
-    from floodwall.edge.live import LiveRecorder
     from floodwall.edge.server import EdgeServer
 
-__all__ = ["EdgeConnection", "record_live"]
+__all__ = ["EdgeConnection"]
 
 _scan: Callable[[bytes, int], tuple[Any, ...] | None] | None = None
 try:  # the C fast path for plain heads (optional: without a compiler, httptools reads every head)
@@ -52,7 +50,6 @@ else:
 _MAX_QUEUED: Final = 16
 _IDLE, _HEADERS, _BODY = 0, 1, 2
 _NO_BODY_STATUS: Final = frozenset({204, 304})
-_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 #: The usual methods' names as text, made once (the parser gives bytes).
 _METHODS: Final = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _NEVER: Final = float("inf")
@@ -598,7 +595,7 @@ class EdgeConnection(asyncio.Protocol):
             if server.access_log is not None:
                 server.access_log.record(request, self._status, self._sent, duration_s)
             if server.recorder is not None:
-                record_live(server.recorder, request, self._status, self._sent, duration_s)
+                server.recorder.record_request(request, self._status, self._sent, duration_s)
         self._status = 0
 
     def _write(self, data: bytes) -> None:
@@ -625,34 +622,6 @@ class EdgeConnection(asyncio.Protocol):
             self.closed = True
             self.transport.abort()
             self.server.connections.discard(self)
-
-
-def record_live(recorder: LiveRecorder, request: Request, status: int, body_bytes: int, duration_s: float) -> None:
-    """The request as one row for the live detector (the Request frame's columns)."""
-    if request.method == "-":
-        method = path = query = protocol = None
-    else:
-        method, protocol = request.method, _PROTOCOLS.get(request.version) or f"HTTP/{request.version}"
-        path, query = recorder.split_target(request.target)
-    text = recorder.text
-    recorder.record(
-        time.time(),
-        request.client or None,
-        method,
-        path,
-        query,
-        protocol,
-        status,
-        body_bytes,
-        text(request.referer),
-        text(request.user_agent),
-        request.host or None,
-        duration_s,
-        request.upstream_s,
-        request.upstream_status,
-        request.cache_status,
-        text(request.forwarded_for),
-    )
 
 
 def _short(exc: BaseException) -> str:

@@ -20,12 +20,14 @@ Rows become frames in the detector (`batches_frame`), columnar: `client_net` thr
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 import polars as pl
 
+from floodwall.edge.http import Request
 from floodwall.edge.metrics import Metrics
 from floodwall.logs.frame import PARSED_FIELDS, client_networks
 from floodwall.model import REQUEST_SCHEMA, empty_requests
@@ -35,6 +37,7 @@ __all__ = ["RECORDED_FIELDS", "BatchQueue", "LiveRecorder", "LiveShipper", "Reco
 #: Distinct texts (user agents, referers, targets) a recorder remembers before clearing its memory (a flood of
 #: random ones only refills it).
 _REMEMBERED: Final = 4096
+_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 #: What `record` takes, in order: the Request frame's columns a request carries (`ts` as epoch seconds).
 RECORDED_FIELDS: Final = PARSED_FIELDS
 
@@ -179,6 +182,35 @@ class LiveRecorder:
         self._upstream_status[n] = upstream_status
         self._cache_status[n] = cache_status
         self._forwarded_for[n] = forwarded_for
+        self._n = n + 1
+
+    def record_request(self, request: Request, status: int, body_bytes: int, duration_s: float) -> None:
+        """`record` for an answered request (the connection's call: its fields read here, not passed one by one,
+        and its repeated texts kept as one `str` each, see `text`)."""
+        n = self._n
+        if n >= self._capacity:
+            self._dropped += 1
+            return
+        self._ts[n] = time.time()
+        self._client[n] = request.client or None
+        if request.method == "-":  # a request we could not read: no request line
+            self._method[n] = self._path[n] = self._query[n] = self._protocol[n] = None
+        else:
+            self._method[n] = request.method
+            self._path[n], self._query[n] = self.split_target(request.target)
+            version = request.version
+            self._protocol[n] = _PROTOCOLS.get(version) or f"HTTP/{version}"
+        self._status[n] = status
+        self._bytes[n] = body_bytes
+        text = self.text
+        self._referer[n] = text(request.referer)
+        self._user_agent[n] = text(request.user_agent)
+        self._host[n] = request.host or None
+        self._request_time[n] = duration_s
+        self._upstream_time[n] = request.upstream_s
+        self._upstream_status[n] = request.upstream_status
+        self._cache_status[n] = request.cache_status
+        self._forwarded_for[n] = text(request.forwarded_for)
         self._n = n + 1
 
     def __len__(self) -> int:
