@@ -164,9 +164,11 @@ def _directives(values: Iterable[bytes]) -> dict[str, str | None]:
 def _seconds(value: str | None) -> float | None:
     """A delta-seconds value; None when absent or invalid (an invalid max-age makes the response stale, which for
     us means not stored: RFC 9111 section 4.2.1)."""
-    if value is None or not value.strip().isdigit():
+    text = value.strip() if value is not None else ""
+    # ASCII digits only: `isdigit` is also true of superscripts ("¹" in a latin-1 field), which float() refuses.
+    if not text.isascii() or not text.isdigit():
         return None
-    return float(value.strip())
+    return float(text)
 
 
 def _http_date(value: bytes | None) -> float | None:
