@@ -119,6 +119,25 @@ class Collected:
     scheme_step: int  # 1: query-string schemes counted exactly; n: from 1 request in n of the largest batches
 
 
+def _recurring_query_keys(attack: pl.DataFrame | None, attack_rows: int, query_rows: int) -> list[str] | None:
+    """The query keys seen at `_KEY_SHARE` of the batch's attack requests or more in an even sample of `_KEY_SAMPLE`
+    of its requests with a query string; None when there are fewer such requests than that (every key is counted
+    then). See `Collector._watched_query_keys`."""
+    step = query_rows // _KEY_SAMPLE
+    if attack is None or step <= 1:
+        return None
+    sample = attack.lazy().filter(pl.col("query").is_not_null()).gather_every(step)
+    bar = max(3, int(attack_rows * _KEY_SHARE / step))
+    seen = (
+        query_key_rows(sample, [])
+        .group_by("value")
+        .agg(pl.len().alias("requests"))
+        .filter(pl.col("requests") >= bar)
+        .collect(engine="in-memory")
+    )
+    return seen.get_column("value").to_list()
+
+
 @dataclass(frozen=True)
 class Marked:
     """One batch as `Collector.prepare` leaves it for `Collector.take`."""
@@ -129,6 +148,7 @@ class Marked:
     normal: pl.DataFrame | None  # the other rows (None: none)
     attack_rows: int
     query_rows: int  # attack rows with a query string
+    recurring: list[str] | None  # `_recurring_query_keys` of the attack rows
 
 
 class Collector:
@@ -258,7 +278,8 @@ class Collector:
                 cacheable(ignore_query=True, kind=pl.col("kind")).alias("cacheable_any"),
             )
         normal = rows.filter(~pl.col("attack")) if attack_rows < rows.height else None
-        return Marked(rows, attack_frame, attack, normal, int(attack_rows), int(query_rows))
+        recurring = _recurring_query_keys(attack_frame, int(attack_rows), int(query_rows))
+        return Marked(rows, attack_frame, attack, normal, int(attack_rows), int(query_rows), recurring)
 
     def take(self, batch: Marked | None) -> None:
         """Aggregate one `prepare`d batch, batches in time order.
@@ -276,7 +297,7 @@ class Collector:
         extra: list[pl.LazyFrame] = []
         if batch.attack is not None and batch.attack_frame is not None:
             attack = batch.attack.lazy()
-            watched = self._watched_query_keys(batch.attack_frame, attack_rows, query_rows)
+            watched = self._watched_query_keys(batch.recurring)
             # The groupings several tables read (and the fingerprints the agents) run first, once each: collect_all
             # did not share a group-by between the queries that read it, it ran it once per query.
             queries = plan_shared(attack)
@@ -304,7 +325,7 @@ class Collector:
         if batch.normal is not None:
             self._prune_normal_candidates()
 
-    def _watched_query_keys(self, attack: pl.DataFrame, attack_rows: int, query_rows: int) -> list[str] | None:
+    def _watched_query_keys(self, recurring: list[str] | None) -> list[str] | None:
         """The query keys worth counting as marker candidates in this batch, or None for all of them (few queries).
 
         Only strings that recur can be markers, and a cache-busting flood's keys mostly do not: finding and
@@ -314,20 +335,11 @@ class Collector:
         key is counted. A marker reaches four times that share in one batch at least, so it is watched by then
         (its expected count in the sample is 4 times the bar, 30 or more for a full batch); only its requests in
         earlier batches, where it was rarer than the bar, can be missing from its count, as rare values pruned by
-        `_prune` can be."""
-        step = query_rows // _KEY_SAMPLE
-        if step <= 1:
+        `_prune` can be. The sample is searched as the batch is prepared (`_recurring_query_keys`, on the marking
+        thread); the keys watched so far are kept here."""
+        if recurring is None:
             return None
-        sample = attack.lazy().filter(pl.col("query").is_not_null()).gather_every(step)
-        bar = max(3, int(attack_rows * _KEY_SHARE / step))
-        seen = (
-            query_key_rows(sample, [])
-            .group_by("value")
-            .agg(pl.len().alias("requests"))
-            .filter(pl.col("requests") >= bar)
-            .collect(engine="in-memory")
-        )
-        self.query_keys.update(seen.get_column("value").to_list())
+        self.query_keys.update(recurring)
         return sorted(self.query_keys)
 
     def _tables(self, plans: list[tuple[str, pl.LazyFrame]]) -> list[tuple[_Parts, pl.LazyFrame]]:
