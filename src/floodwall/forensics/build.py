@@ -8,10 +8,11 @@ account = forensics.finish(inputs=reader.inputs, geo=geo, first_pass=first_input
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
@@ -20,7 +21,7 @@ from floodwall import __version__
 from floodwall.detect import DetectionResult
 from floodwall.forensics.breaches import build_breaches
 from floodwall.forensics.charts import build_charts
-from floodwall.forensics.collect import Collector, Marked
+from floodwall.forensics.collect import Aggregated, Collector, Marked
 from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.forensics.infra import GeoSource, build_infrastructure
 from floodwall.forensics.mode import build_mode
@@ -30,6 +31,8 @@ from floodwall.forensics.timeline import build_timeline, incident_header, iso, l
 from floodwall.report.account import Account
 
 __all__ = ["Forensics", "InputFacts", "account_from_frames"]
+
+_AGGREGATING: Final = 2  # batches of the forensic pass aggregated at once (`Forensics.feed_all`)
 
 
 class InputFacts(Protocol):
@@ -77,23 +80,30 @@ class Forensics:
         self._collector.feed(frame)
 
     def feed_all(self, frames: Iterable[pl.DataFrame]) -> None:
-        """`feed` every batch of `frames`, the next one read and marked on a thread of its own while this one is
-        aggregated. Reading a spooled batch back and marking it (the attack rows, their kinds) were a third of the
-        forensic pass, run while both cores waited; Polars releases the GIL for both. At most one batch waits."""
+        """`feed` every batch of `frames`, in a pipeline: the next batch is read and marked on one thread while the
+        two before it are aggregated on two others, and the aggregates are kept here in time order. Reading a spooled
+        batch back and marking it were a third of the forensic pass, and one batch's queries kept the two cores
+        busy only half the time; Polars releases the GIL. At most four batches are held at once."""
         collector, batches = self._collector, iter(frames)
 
         def next_marked() -> tuple[bool, Marked | None]:
             frame = next(batches, None)
             return (False, None) if frame is None else (True, collector.prepare(frame))
 
-        with ThreadPoolExecutor(1, thread_name_prefix="floodwall-forensics") as pool:
+        with ThreadPoolExecutor(1 + _AGGREGATING, thread_name_prefix="floodwall-forensics") as pool:
             pending = pool.submit(next_marked)
+            running: deque[Future[Aggregated]] = deque()
             while True:
                 more, marked = pending.result()
                 if not more:
-                    return
+                    break
                 pending = pool.submit(next_marked)
-                collector.take(marked)
+                if marked is not None:
+                    running.append(pool.submit(collector.aggregate, marked, collector.watch(marked)))
+                if len(running) >= _AGGREGATING:
+                    collector.keep(running.popleft().result())
+            while running:
+                collector.keep(running.popleft().result())
 
     def finish(
         self,

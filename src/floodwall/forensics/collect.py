@@ -23,7 +23,7 @@ from floodwall.forensics.shapes import cacheable, query_key_rows, request_kinds
 from floodwall.logs.frame import compacted
 from floodwall.model import IncidentKind
 
-__all__ = ["Collected", "Collector", "Marked"]
+__all__ = ["Aggregated", "Collected", "Collector", "Marked"]
 
 _UTC: Final = pl.Datetime("us", "UTC")
 _MARGIN: Final = timedelta(seconds=60)
@@ -149,6 +149,18 @@ class Marked:
     attack_rows: int
     query_rows: int  # attack rows with a query string
     recurring: list[str] | None  # `_recurring_query_keys` of the attack rows
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    """One batch's aggregates as `Collector.aggregate` leaves them for `Collector.keep`."""
+
+    rows: int
+    attack_rows: int
+    normal: bool  # the batch had rows that are not attack traffic
+    tables: list[tuple[_Parts, pl.DataFrame]]  # each table's part of the batch
+    fingerprints: list[pl.DataFrame]  # for `FingerprintAccumulator.take` (none without fingerprints)
+    scheme_step: int
 
 
 class Collector:
@@ -282,28 +294,33 @@ class Collector:
         return Marked(rows, attack_frame, attack, normal, int(attack_rows), int(query_rows), recurring)
 
     def take(self, batch: Marked | None) -> None:
-        """Aggregate one `prepare`d batch, batches in time order.
+        """Aggregate one `prepare`d batch and keep its aggregates, batches in time order."""
+        if batch is not None:
+            self.keep(self.aggregate(batch, self.watch(batch)))
+
+    def watch(self, batch: Marked) -> list[str] | None:
+        """The query keys to count in `batch` (see `_watched_query_keys`), for `aggregate`; batches in time order."""
+        return self._watched_query_keys(batch.recurring)
+
+    def aggregate(self, batch: Marked, watched: list[str] | None) -> Aggregated:
+        """One batch's aggregates, for `keep`. It changes nothing here, so consecutive batches may be aggregated side
+        by side on threads of their own (`Forensics.feed_all`), as long as they are kept in order.
 
         Every table's aggregate of the batch is one lazy query over the marked rows, and all of them run together
         in `pl.collect_all`: Polars runs the queries side by side on the cores it has, where one eager call after
         another kept barely one core busy. The attackers' fingerprints (`FingerprintAccumulator.plan`) ride on the
         same attack rows."""
-        if batch is None:
-            return
         rows, attack_rows, query_rows = batch.rows, batch.attack_rows, batch.query_rows
-        self.batches += 1
-        self.rows += rows.height
         plans = self._tables(plan_all(rows.lazy(), self._phases))
         extra: list[pl.LazyFrame] = []
+        step = 1
         if batch.attack is not None and batch.attack_frame is not None:
             attack = batch.attack.lazy()
-            watched = self._watched_query_keys(batch.recurring)
             # The groupings several tables read (and the fingerprints the agents) run first, once each: collect_all
             # did not share a group-by between the queries that read it, it ran it once per query.
             queries = plan_shared(attack)
             shared = dict(zip(queries, pl.collect_all(queries.values(), engine="in-memory"), strict=True))
             attack_plans, step = plan_attack(attack, self._phases, query_rows, shared, watched)
-            self.scheme_step = max(self.scheme_step, step)
             plans += self._tables(attack_plans)
             if self.fingerprints is not None:
                 agents = next(plan for parts, plan in plans if parts is self.agents)
@@ -315,14 +332,28 @@ class Collector:
         # The in-memory engine: "auto" picks Polars' streaming engine here, which ran these group-bys 2-3x slower
         # (a batch fits in memory by construction).
         results = pl.collect_all([plan for _, plan in plans] + extra, engine="in-memory")
-        for (parts, _), result in zip(plans, results, strict=False):
+        return Aggregated(
+            rows=rows.height,
+            attack_rows=attack_rows,
+            normal=batch.normal is not None,
+            tables=[(parts, result) for (parts, _), result in zip(plans, results, strict=False)],
+            fingerprints=results[len(plans) :],
+            scheme_step=step,
+        )
+
+    def keep(self, aggregated: Aggregated) -> None:
+        """Add one batch's aggregates to the tables, batches in time order; prune the long tails."""
+        self.batches += 1
+        self.rows += aggregated.rows
+        self.scheme_step = max(self.scheme_step, aggregated.scheme_step)
+        for parts, result in aggregated.tables:
             parts.add(result)
-        if extra:
+        if aggregated.fingerprints:
             assert self.fingerprints is not None
-            self.fingerprints.take(results[len(plans) :])
-        if attack_rows:
+            self.fingerprints.take(aggregated.fingerprints)
+        if aggregated.attack_rows:
             self._settle_attack()
-        if batch.normal is not None:
+        if aggregated.normal:
             self._prune_normal_candidates()
 
     def _watched_query_keys(self, recurring: list[str] | None) -> list[str] | None:
