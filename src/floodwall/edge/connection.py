@@ -14,6 +14,11 @@ What it guarantees whatever the client sends:
   ours is logged (at most once every 10 s, never per request) and answered 500 or the connection is dropped:
   it never reaches the event loop, so a worker never dies of hostile input.
 
+The usual request (a whole GET or HEAD head with plain fields, in one feed) is read by one C call,
+`floodwall.edge._headscan.scan`, instead of httptools' dozen Python callbacks; whatever that scanner is unsure of
+goes to httptools, so both give the same requests (tests/edge/test_headscan.py), and an install without a
+compiler reads every head with httptools.
+
 Deciding what to answer is the pipeline's business (`floodwall.edge.pipeline`); this module frames and writes.
 What each answer leaves behind (counters, an access log line, a row for the live detector) is written in `finish`.
 """
