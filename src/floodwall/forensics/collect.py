@@ -9,7 +9,6 @@ bounded by the attackers, the duration and a fixed cap on candidate strings, nev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
@@ -20,72 +19,18 @@ from floodwall.detect import DetectionResult
 from floodwall.forensics.batch import SAMPLE_COLUMNS, STATUS, plan_all, plan_attack, plan_normal, plan_shared
 from floodwall.forensics.fingerprints import FingerprintAccumulator
 from floodwall.forensics.shapes import cacheable, query_key_rows, request_kinds
-from floodwall.logs.frame import compacted
+from floodwall.forensics.tables import Parts, as_is, prune, summed
 from floodwall.model import IncidentKind
 
 __all__ = ["Aggregated", "Collected", "Collector", "Marked"]
 
 _UTC: Final = pl.Datetime("us", "UTC")
 _MARGIN: Final = timedelta(seconds=60)
-_CANDIDATE_CAP: Final = 400_000  # rows of normal-traffic candidate strings kept before the rarest are pruned
 #: Attack requests with a query string per batch searched for query keys that recur; past this, a sample.
 _KEY_SAMPLE: Final = 10_000
 #: A key is watched once its share of a batch's attack requests reaches this in the sample: a quarter of the 0.1%
 #: that a marker (at least 0.2% of all attack requests, `mode._MARKER_SHARE`) must reach in one batch at least.
 _KEY_SHARE: Final = 0.00025
-
-
-class _Parts:
-    """Batch aggregates of one table, re-aggregated whenever they pile up."""
-
-    def __init__(self, keys: Sequence[str], merge: Sequence[pl.Expr], limit: int = 24) -> None:
-        self.keys = list(keys)
-        self.merge = list(merge)
-        self.limit = limit
-        self.parts: list[pl.DataFrame] = []
-        self.keep: Callable[[pl.DataFrame], pl.DataFrame] = compacted  # what a kept part goes through (`Collector`)
-
-    def add(self, part: pl.DataFrame) -> None:
-        if part.height:
-            self.parts.append(self.keep(part))  # kept past its batch: let go of the batch's buffers
-        merged = self.frame() if len(self.parts) > self.limit else None
-        if merged is not None:
-            self.parts = [self.keep(merged)]
-
-    def frame(self) -> pl.DataFrame | None:
-        if not self.parts:
-            return None
-        whole = pl.concat(self.parts, how="diagonal_relaxed")  # merged parts order their columns by key
-        return whole.group_by(self.keys).agg(self.merge) if self.keys else whole
-
-
-def _prune(parts: _Parts, by: list[str], cap: int = _CANDIDATE_CAP) -> int:
-    """Lossy counting: past `cap` rows, values (grouped by `by`) seen fewer times than a doubling threshold are
-    dropped; returns the threshold (0 when nothing was pruned). Markers and the URLs an attack hammers recur, so
-    they survive; an undercount of rare normal-traffic values only makes the marker test stricter."""
-    if sum(p.height for p in parts.parts) <= cap:
-        return 0
-    merged = parts.frame()
-    if merged is None or merged.height <= cap:
-        if merged is not None:
-            parts.parts = [parts.keep(merged)]
-        return 0
-    threshold = 1
-    while merged.height > cap // 4:  # well below the cap, so pruning is rare
-        threshold *= 2
-        totals = merged.group_by(by).agg(pl.col("requests").sum().alias("_total"))
-        keep = totals.filter(pl.col("_total") >= threshold).drop("_total")
-        merged = merged.join(keep, on=by, how="semi")
-    parts.parts = [parts.keep(merged)]
-    return threshold
-
-
-def _as_is(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame
-
-
-def _summed(keys: Sequence[str], names: Sequence[str], extra: Sequence[pl.Expr] = ()) -> _Parts:
-    return _Parts(keys, [*(pl.col(n).sum() for n in names), *extra])
 
 
 @dataclass(frozen=True)
@@ -158,7 +103,7 @@ class Aggregated:
     rows: int
     attack_rows: int
     normal: bool  # the batch had rows that are not attack traffic
-    tables: list[tuple[_Parts, pl.DataFrame]]  # each table's part of the batch
+    tables: list[tuple[Parts, pl.DataFrame]]  # each table's part of the batch
     fingerprints: list[pl.DataFrame]  # for `FingerprintAccumulator.take` (none without fingerprints)
     scheme_step: int
 
@@ -204,24 +149,24 @@ class Collector:
             .sort("phase_start")
         )
         count_names = ["requests", *STATUS]
-        self.minutes = _summed(
+        self.minutes = summed(
             ["minute"], [*count_names, "rt_sum", "rt_n", "cache_hit", "cache_miss", "attack"], [pl.col("rt_max").max()]
         )
-        self.attack_seconds = _summed(["second"], ["attack"])
-        self.attack_kinds = _summed(["minute", "kind"], ["attack"])
-        self.attackers = _summed(
+        self.attack_seconds = summed(["second"], ["attack"])
+        self.attack_kinds = summed(["minute", "kind"], ["attack"])
+        self.attackers = summed(
             ["incident_id", "phase", "client", "kind"],
             [*count_names, "cacheable_plain", "cacheable_any", "bytes", "minutes"],
             [pl.col("first_ts").min(), pl.col("last_ts").max()],
         )
-        self.samples = _Parts([], [])
-        self.agents = _summed(["incident_id", "client", "user_agent", "family"], ["requests"])
-        self.normal_families = _summed(["family"], ["requests"])
-        self.schemes = _summed(["incident_id", "scheme", "client"], ["requests"])
-        self.normal_schemes = _summed(["scheme"], ["requests"])
+        self.samples = Parts([], [])
+        self.agents = summed(["incident_id", "client", "user_agent", "family"], ["requests"])
+        self.normal_families = summed(["family"], ["requests"])
+        self.schemes = summed(["incident_id", "scheme", "client"], ["requests"])
+        self.normal_schemes = summed(["scheme"], ["requests"])
         # No client dimension (random cache-busting keys times clients would pile up): `clients` is the most
         # distinct clients seen in one batch, a lower bound, exact when the log fits one batch.
-        self.candidates = _Parts(
+        self.candidates = Parts(
             ["kind", "value", "incident_id"],
             [
                 pl.col("clients").max(),
@@ -232,12 +177,12 @@ class Collector:
                 pl.col("line").sort_by("first_ts", "source", "line").first(),
             ],
         )
-        self.normal_candidates = _summed(["kind", "value"], ["requests"])
+        self.normal_candidates = summed(["kind", "value"], ["requests"])
         self.pruned_below = 0
         self.paths_pruned_below = 0
         self.candidates_pruned_below = 0
-        self.paths = _summed(["incident_id", "host", "path"], ["requests"])
-        self.breach = _Parts(
+        self.paths = summed(["incident_id", "host", "path"], ["requests"])
+        self.breach = Parts(
             ["incident_id", "client", "method", "path", "status"],
             [
                 pl.col("requests").sum(),
@@ -248,9 +193,9 @@ class Collector:
                 pl.col("query").sort_by("first_ts").first(),
             ],
         )
-        self.forwarded = _summed(["incident_id", "client", "forwarded_for"], ["requests"])
-        self.phase_clients = _Parts(["phase_key", "client"], [pl.col("attack").max()])
-        self.readers = _summed(["client"], ["requests", "minutes"])
+        self.forwarded = summed(["incident_id", "client", "forwarded_for"], ["requests"])
+        self.phase_clients = Parts(["phase_key", "client"], [pl.col("attack").max()])
+        self.readers = summed(["client"], ["requests", "minutes"])
         self.batches = 0
         self.rows = 0
         self.scheme_step = 1
@@ -260,8 +205,8 @@ class Collector:
             # Batches read back from the spool's Parquet hold no such buffers: on 5M-line hano-like the forensic
             # pass peaked at the same RSS (620-660 MB) with and without the copies, which cost 0.4 CPU-s.
             for parts in vars(self).values():
-                if isinstance(parts, _Parts):
-                    parts.keep = _as_is
+                if isinstance(parts, Parts):
+                    parts.keep = as_is
         self.query_keys: set[str] = set()  # the attack's query keys that recur (`_watched_query_keys`)
 
     # --- per batch ---------------------------------------------------------------------------------------------
@@ -366,14 +311,14 @@ class Collector:
         key is counted. A marker reaches four times that share in one batch at least, so it is watched by then
         (its expected count in the sample is 4 times the bar, 30 or more for a full batch); only its requests in
         earlier batches, where it was rarer than the bar, can be missing from its count, as rare values pruned by
-        `_prune` can be. The sample is searched as the batch is prepared (`_recurring_query_keys`, on the marking
+        `tables.prune` can be. The sample is searched as the batch is prepared (`_recurring_query_keys`, on the marking
         thread); the keys watched so far are kept here."""
         if recurring is None:
             return None
         self.query_keys.update(recurring)
         return sorted(self.query_keys)
 
-    def _tables(self, plans: list[tuple[str, pl.LazyFrame]]) -> list[tuple[_Parts, pl.LazyFrame]]:
+    def _tables(self, plans: list[tuple[str, pl.LazyFrame]]) -> list[tuple[Parts, pl.LazyFrame]]:
         """Each named query with the table its result adds to."""
         return [(getattr(self, name), plan) for name, plan in plans]
 
@@ -416,18 +361,18 @@ class Collector:
             merged = pl.concat(self.samples.parts).sort("ts").with_columns(status_class)
             picked = merged.group_by("incident_id", "kind", "_class", maintain_order=True).head(3)
             self.samples.parts = [self.samples.keep(picked.select(list(SAMPLE_COLUMNS)))]
-        self.paths_pruned_below = max(self.paths_pruned_below, _prune(self.paths, ["host", "path"]))
-        self.candidates_pruned_below = max(self.candidates_pruned_below, _prune(self.candidates, ["kind", "value"]))
+        self.paths_pruned_below = max(self.paths_pruned_below, prune(self.paths, ["host", "path"]))
+        self.candidates_pruned_below = max(self.candidates_pruned_below, prune(self.candidates, ["kind", "value"]))
 
     def _prune_normal_candidates(self) -> None:
-        self.pruned_below = max(self.pruned_below, _prune(self.normal_candidates, ["kind", "value"]))
+        self.pruned_below = max(self.pruned_below, prune(self.normal_candidates, ["kind", "value"]))
 
     # --- the end -------------------------------------------------------------------------------------------------
 
     def collected(self) -> Collected:
         """Everything merged; empty frames where nothing was seen."""
 
-        def get(parts: _Parts, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        def get(parts: Parts, schema: dict[str, pl.DataType]) -> pl.DataFrame:
             merged = parts.frame()
             return merged if merged is not None else pl.DataFrame(schema=schema)
 
