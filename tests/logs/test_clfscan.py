@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from floodwall.logs import clf
+from floodwall.logs.frame import client_networks, finish_frame
 
 clfscan = pytest.importorskip("floodwall.logs._clfscan", reason="the C fast path was not built (no compiler)")
 
@@ -37,6 +38,7 @@ COLUMNS = [
     "user_agent",
     "vhost",
     "extras",
+    "client_net",
     "raw",
     "status",
     "bytes",
@@ -90,6 +92,8 @@ def assert_agrees(line: bytes, row: dict[str, Any], fmt: str) -> None:
     if row["extras"] is not None and row["extras"].strip():
         clf.apply_extras(got, row["extras"], clf.NO_EXTRAS)
     assert got == expected, f"{text!r}\n scanner:   {got}\n reference: {expected}"
+    # The scanner's network, where it gives one, is the one `client_networks` gives (it leaves the rest to it).
+    assert row["client_net"] in (None, client_networks(pl.Series([row["client"]], dtype=pl.String))[0])
 
 
 def check_buffer(buf: bytes, fmt: str, first_line: int = 1) -> list[dict[str, Any]]:
@@ -360,6 +364,7 @@ def test_golden_combined_line() -> None:
         "user_agent": "Mozilla/4.08 [en] (Win98; I ;Nav)",
         "vhost": None,
         "extras": None,
+        "client_net": "203.0.113.0/24",
         "raw": None,
         "status": 200,
         "bytes": 2326,
@@ -427,7 +432,7 @@ def test_empty_input_gives_an_empty_typed_frame() -> None:
             "line": pl.Int64,
             "ok": pl.Boolean,
             "ts": pl.Int64,
-            **{name: pl.String for name in COLUMNS[3:13]},
+            **{name: pl.String for name in COLUMNS[3:14]},
             "status": pl.Int16,
             "bytes": pl.Int64,
         }
@@ -510,3 +515,36 @@ def test_a_kept_batch_carries_nothing_of_its_last_scan() -> None:
 def test_count_lines() -> None:
     assert [clfscan.count_lines(b) for b in (b"", b"x", b"x\n", b"\n\n\r\n", bytes(range(256)) * 3)] == [0, 0, 1, 3, 3]
     assert clfscan.count_lines(memoryview(b"a\nb\nc")) == 2
+
+
+addresses = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(str),
+    st.ip_addresses(v=6).map(lambda a: a.exploded),
+    st.ip_addresses(v=6).map(lambda a: a.exploded.upper()),
+    st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}"),
+    st.ip_addresses(v=6).map(lambda a: f"{a}%eth0"),
+    st.tuples(*[st.integers(0, 300)] * 4).map(lambda t: ".".join(map(str, t))),
+    st.tuples(*[st.integers(0, 99)] * 4).map(lambda t: ".".join(f"{n:02d}" for n in t)),
+    st.text(alphabet="0123456789abcdef:.", min_size=1, max_size=40),
+    st.sampled_from(["-", "localhost", "proxy.example.org", "1.2.3", "::", "1::2::3"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(addresses, min_size=1, max_size=20))
+def test_client_networks_agree_with_python(clients: list[str]) -> None:
+    clients = [c for c in clients if " " not in c and c]
+    if not clients:
+        return
+    lines = [f'{c} - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 9 "-" "x"' for c in clients]
+    scanned = pl.DataFrame(clfscan.scan(("\n".join(lines) + "\n").encode(), 0, 1))
+    expected = client_networks(pl.Series(clients, dtype=pl.String))
+    given_nets = scanned.get_column("client_net")
+    for client, mine, theirs in zip(clients, given_nets, expected, strict=True):
+        assert mine in (None, theirs), client
+        plain = "%" not in client and (theirs is not None)
+        assert mine is not None or not plain, f"{client}: left to Python though it is a plain address"
+    # And the frame analyze gets has every client's network, however it was found.
+    frame = finish_frame(scanned.select("ts", "client", "line", "client_net"), "site", "source")
+    assert frame.get_column("client_net").to_list() == expected.to_list()

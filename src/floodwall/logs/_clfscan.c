@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <sys/mman.h>
 
 /* ---- Arrow C Data Interface (copied from the specification) ------------------------------------------- */
@@ -68,6 +70,7 @@ enum {
     COL_USER_AGENT,
     COL_VHOST,
     COL_EXTRAS,
+    COL_CLIENT_NET,
     COL_RAW,
     COL_STATUS,
     COL_BYTES,
@@ -77,11 +80,11 @@ enum {
 #define N_STR (COL_RAW - COL_CLIENT + 1)
 
 static const char *const COL_NAMES[N_COLS] = {
-    "line",     "ok",       "ts",         "client", "method", "path", "query", "protocol",
-    "referer",  "user_agent", "vhost", "extras", "raw",    "status", "bytes",
+    "line",    "ok",         "ts",    "client", "method",     "path", "query",  "protocol",
+    "referer", "user_agent", "vhost", "extras", "client_net", "raw",  "status", "bytes",
 };
 static const char *const COL_FORMATS[N_COLS] = {
-    "l", "b", "l", "u", "u", "u", "u", "u", "u", "u", "u", "u", "u", "s", "l",
+    "l", "b", "l", "u", "u", "u", "u", "u", "u", "u", "u", "u", "u", "u", "s", "l",
 };
 
 /* Rejected lines keep their text, decoded with U+FFFD for invalid bytes: at most 3 bytes out per byte in. Every
@@ -603,6 +606,47 @@ static int parse_line(const uint8_t *p, const uint8_t *end, int fmt, Row *row) {
     return 1;
 }
 
+/*
+ * The client's network as `floodwall.logs.frame.client_networks` writes it: "a.b.c.0/24" for an IPv4 address (its
+ * regular expression: no leading zeros), the /48 of an IPv6 address in compressed form ("2001:db8:1::/48"), the /24
+ * of an IPv4-mapped one. Written into `out` (64 bytes); 0 for anything else (a host name, a scoped address), which
+ * the Python side then decides, so that both give the same value for every client (a hypothesis test checks it).
+ */
+static size_t network_of(const uint8_t *p, size_t len, char *out) {
+    if (p == NULL || len == 0 || len > 45) return 0;
+    const uint8_t *q = p, *end = p + len;
+    size_t third = 0;
+    int octets = 0;
+    while (octets < 4) {
+        const uint8_t *start = q;
+        int value = 0;
+        while (q < end && *q >= '0' && *q <= '9' && q - start < 3) value = value * 10 + (*q++ - '0');
+        if (q == start || (q - start > 1 && *start == '0') || value > 255) break;
+        if (++octets == 4) break;
+        if (q == end || *q != '.') break;
+        if (octets == 3) third = (size_t)(q - p);
+        q++;
+    }
+    if (octets == 4 && q == end) {
+        memcpy(out, p, third);
+        memcpy(out + third, ".0/24", 5);
+        return third + 5;
+    }
+    if (memchr(p, ':', len) == NULL || memchr(p, '%', len) != NULL) return 0;
+    char text[46];
+    uint8_t a[16];
+    memcpy(text, p, len);
+    text[len] = 0;
+    if (inet_pton(AF_INET6, text, a) != 1) return 0;
+    static const uint8_t MAPPED[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(a, MAPPED, sizeof MAPPED) == 0) return (size_t)snprintf(out, 64, "%u.%u.%u.0/24", a[12], a[13], a[14]);
+    memset(a + 6, 0, 10);
+    if (inet_ntop(AF_INET6, a, out, 64) == NULL) return 0;
+    size_t n = strlen(out);
+    memcpy(out + n, "/48", 3);
+    return n + 3;
+}
+
 /* ---- The scan ----------------------------------------------------------------------------------------- */
 static int emit_ok(Batch *b, const Row *row, int64_t line_no) {
     int64_t i = b->rows;
@@ -622,8 +666,14 @@ static int emit_ok(Batch *b, const Row *row, int64_t line_no) {
     } else {
         b->bytes_nulls++;
     }
+    char net[64];
+    size_t net_len = network_of(S(row, COL_CLIENT).p, S(row, COL_CLIENT).len, net);
     for (int k = 0; k < N_STR; k++) {
         const Span *s = &row->str[k];
+        if (k == COL_CLIENT_NET - FIRST_STR) {
+            if (!str_push(&b->str[k], i, net_len ? (const uint8_t *)net : NULL, net_len)) return 0;
+            continue;
+        }
         if (!str_push(&b->str[k], i, s->p, s->len)) return 0;
     }
     StrCol *vh = &b->str[COL_VHOST - FIRST_STR];

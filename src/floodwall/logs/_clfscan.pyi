@@ -7,7 +7,9 @@ class ScanResult:
     """The columns of one scan, one row per line, handed on through the Arrow C Data Interface.
 
     Columns, in order: line (int64), ok (bool), ts (int64, microseconds since the epoch, UTC), client, method,
-    path, query, protocol, referer, user_agent, vhost, extras, raw (utf8), status (int16), bytes (int64).
+    path, query, protocol, referer, user_agent, vhost, extras, client_net (the client's /24 or /48, as
+    `frame.client_networks` gives it, for plain IPv4 and IPv6 addresses; null otherwise), raw (utf8), status (int16),
+    bytes (int64).
     """
 
     @property

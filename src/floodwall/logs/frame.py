@@ -121,10 +121,23 @@ def apply_extras_columnar(frame: pl.DataFrame, layout: clf.ExtrasLayout) -> tupl
     return out.drop("extras"), misfits
 
 
+def _networks(frame: pl.DataFrame) -> pl.Series:
+    """`client_networks` of the frame's clients; where the C scanner already gave a client's network (plain IPv4
+    and IPv6 addresses: 8 of the 9 ms a 55k-line chunk spent here), only the other rows are worked out."""
+    if "client_net" not in frame.columns:
+        return client_networks(frame.get_column("client"))
+    given = frame.get_column("client_net")
+    missing = given.is_null() & frame.get_column("client").is_not_null()
+    if not missing.any():
+        return given
+    rows = missing.arg_true()
+    return given.scatter(rows, client_networks(frame.get_column("client").gather(rows)))
+
+
 def finish_frame(frame: pl.DataFrame, site: str, source: str) -> pl.DataFrame:
     """Add `client_net`, `site` and `source`, fill absent columns with nulls, order and type as REQUEST_SCHEMA."""
     frame = frame.with_columns(
-        client_networks(frame["client"]).alias("client_net"),
+        _networks(frame).alias("client_net"),
         pl.lit(site, dtype=pl.String).alias("site"),
         pl.lit(source, dtype=pl.String).alias("source"),
     )

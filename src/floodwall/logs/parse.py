@@ -168,6 +168,7 @@ class ChunkParser:
             pl.col("vhost").alias("host"),
             "extras",
             "line",
+            "client_net",  # the scanner's, for plain IPv4 and IPv6 clients; finish_frame fills the rest
         )
         fast, misfits = apply_extras_columnar(fast, self.guess.layout)
         parts = [fast]
