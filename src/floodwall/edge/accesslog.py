@@ -60,8 +60,7 @@ class AccessLog:
         self._second = -1
         self._time_local = ""
         self._texts: dict[bytes, str] = {}
-        self._middles: dict[tuple[object, ...], str] = {}
-        self._ends: dict[tuple[object, ...], str] = {}
+        self._parts: dict[tuple[object, ...], tuple[str, str]] = {}
         self._open()
 
     def _open(self) -> None:
@@ -84,30 +83,38 @@ class AccessLog:
         self._second = now
         self._time_local = time.strftime("%d/", t) + _MONTHS[t.tm_mon - 1] + time.strftime("/%Y:%H:%M:%S +0000", t)
 
-    def record(self, request: Request, status: int, body_bytes: int, duration_s: float) -> None:
-        """One line for an answered request."""
-        now = int(time.time())
+    def record(
+        self, request: Request, status: int, body_bytes: int, duration_s: float, wall_s: float | None = None
+    ) -> None:
+        """One line for an answered request; `wall_s` is the time now (epoch seconds) when the caller has it."""
+        now = int(time.time() if wall_s is None else wall_s)
         if now != self._second:
             self._set_time(now)
         # Readers repeat their requests (the same page, agent and referer; the same origin status and host): the
         # line's text between the time and `rt=`, and after `urt=`, is remembered per those values, so a hit's
-        # line is two lookups and one format instead of escaping and formatting ten fields.
-        key = (request.method, request.target, request.version, status, body_bytes, request.referer, request.user_agent)
-        middle = self._middles.get(key)
-        if middle is None:
-            if len(self._middles) >= _REMEMBERED_TEXTS:
-                self._middles.clear()
-            middle = self._middles[key] = self._middle(request, status, body_bytes)
-        end_key = (request.upstream_status, request.cache_status, request.host, request.forwarded_for)
-        end = self._ends.get(end_key)
-        if end is None:
-            if len(self._ends) >= _REMEMBERED_TEXTS:
-                self._ends.clear()
-            end = self._ends[end_key] = self._end(request)
+        # line is one lookup and one format instead of escaping and formatting ten fields.
+        key = (
+            request.method,
+            request.target,
+            request.version,
+            status,
+            body_bytes,
+            request.referer,
+            request.user_agent,
+            request.upstream_status,
+            request.cache_status,
+            request.host,
+            request.forwarded_for,
+        )
+        parts = self._parts.get(key)
+        if parts is None:
+            if len(self._parts) >= _REMEMBERED_TEXTS:
+                self._parts.clear()
+            parts = self._parts[key] = (self._middle(request, status, body_bytes), self._end(request))
         upstream_s = request.upstream_s
         text = (
-            f"{request.client or '-'} - - [{self._time_local}] {middle} rt={duration_s:.3f} "
-            f'urt="{"-" if upstream_s is None else f"{upstream_s:.3f}"}" {end}'
+            f"{request.client or '-'} - - [{self._time_local}] {parts[0]} rt={duration_s:.3f} "
+            f'urt="{"-" if upstream_s is None else f"{upstream_s:.3f}"}" {parts[1]}'
         )
         self._buffer.append(text)
         self._size += len(text)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -597,10 +598,11 @@ class EdgeConnection(asyncio.Protocol):
         if server.metrics is not None:
             server.metrics.request(request.outcome, duration_s)
         if logged:
+            wall_s = time.time()  # one clock read for the log line and the live row
             if server.access_log is not None:
-                server.access_log.record(request, self._status, self._sent, duration_s)
+                server.access_log.record(request, self._status, self._sent, duration_s, wall_s)
             if server.recorder is not None:
-                server.recorder.record_request(request, self._status, self._sent, duration_s)
+                server.recorder.record_request(request, self._status, self._sent, duration_s, wall_s)
         self._status = 0
 
     def _write(self, data: bytes) -> None:

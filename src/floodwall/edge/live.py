@@ -184,14 +184,16 @@ class LiveRecorder:
         self._forwarded_for[n] = forwarded_for
         self._n = n + 1
 
-    def record_request(self, request: Request, status: int, body_bytes: int, duration_s: float) -> None:
+    def record_request(
+        self, request: Request, status: int, body_bytes: int, duration_s: float, wall_s: float | None = None
+    ) -> None:
         """`record` for an answered request (the connection's call: its fields read here, not passed one by one,
-        and its repeated texts kept as one `str` each, see `text`)."""
+        and its repeated texts kept as one `str` each, see `text`); `wall_s` is its time (now by default)."""
         n = self._n
         if n >= self._capacity:
             self._dropped += 1
             return
-        self._ts[n] = time.time()
+        self._ts[n] = time.time() if wall_s is None else wall_s
         self._client[n] = request.client or None
         if request.method == "-":  # a request we could not read: no request line
             self._method[n] = self._path[n] = self._query[n] = self._protocol[n] = None
