@@ -219,7 +219,9 @@ class Engine:
             # POSTs to login forms and xmlrpc.php are a brute force, not a flood: the breach layer reports them.
             brute = pl.col("vectors").list.set_intersection(pl.lit(_BRUTE_VECTORS)).list.len() > 0
             senders = payload_senders(self._hits, judged, *interval)  # breach actors, never flood members
-            hostile = judged.filter(pl.col("attacker") & ~brute & ~pl.col("client").is_in(senders))
+            # By client: the findings, decisions and attacker rows then come in one order, run after run (grouping
+            # left them in hash order, and report.json's decisions with them).
+            hostile = judged.filter(pl.col("attacker") & ~brute & ~pl.col("client").is_in(senders)).sort("client")
             attack_requests = int(hostile.get_column("requests").sum() or 0)
             is_flood = hostile.height > 0 and attack_requests >= 0.25 * excess
             verdicts.append(SurgeVerdict.of(surge, judged, is_flood))
