@@ -6,6 +6,7 @@ internal error or a failing service. Long work shows a progress bar on a termina
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -222,24 +223,33 @@ def analyze(
     settings = _setup(config, quiet, verbose)
     key = _coalition_key(key_file)
     chosen = None if fmt is LogFormatChoice.auto else fmt.value
-    with _byte_progress(_show_progress(quiet), "reading") as (progress, task):
+    # The run allocates Python objects by the million but few cycles: the modules' objects are set aside and the
+    # young generation collected less often (at 1M lines: about 450 collections and 0.4 s, then 200 and 0.16 s).
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
+    try:
+        with _byte_progress(_show_progress(quiet), "reading") as (progress, task):
 
-        def report(phase: str, done: int, total: int | None) -> None:
-            if progress is not None and task is not None:
-                progress.update(task, description=phase, completed=done, total=total)
+            def report(phase: str, done: int, total: int | None) -> None:
+                if progress is not None and task is not None:
+                    progress.update(task, description=phase, completed=done, total=total)
 
-        result = run_analysis(
-            logs,
-            site=site,
-            out_dir=out_dir,
-            settings=settings,
-            fmt=chosen,
-            tz=tz,
-            progress=report,
-            command_line=["floodwall", *sys.argv[1:]],
-            coalition_key=key,
-            public=public,
-        )
+            result = run_analysis(
+                logs,
+                site=site,
+                out_dir=out_dir,
+                settings=settings,
+                fmt=chosen,
+                tz=tz,
+                progress=report,
+                command_line=["floodwall", *sys.argv[1:]],
+                coalition_key=key,
+                public=public,
+            )
+    finally:  # as it was for whatever runs next in this process (tests call the command in theirs)
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
     if quiet:
         return
     lines = sum(stats.lines for stats in result.inputs)
