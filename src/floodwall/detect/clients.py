@@ -131,9 +131,11 @@ class ClientTotals:
     templates: pl.DataFrame  # per (client, template): windows
 
     @classmethod
-    def of(cls, windows: pl.DataFrame, by: Sequence[str] = ()) -> ClientTotals:
+    def of(cls, windows: pl.DataFrame, by: Sequence[str] = (), *, evidence: bool = True) -> ClientTotals:
         """The totals of `windows` per client, or per client and each value of the columns `by` (kept as they are:
-        one pass over the windows can then give the totals of several intervals, or of every client and hour)."""
+        one pass over the windows can then give the totals of several intervals, or of every client and hour).
+        Without `evidence` the evidence rows are left empty (null): quiet clients are never reported, and gathering
+        each one's first windows was a third of their totals' cost."""
         lazy = windows.lazy().with_columns(pl.col("client").hash().alias(CLIENT_KEY))
         keys = [CLIENT_KEY, *by]
         gap_cv = (pl.col("gap_std_s") / pl.col("gap_mean_s")).fill_nan(None)
@@ -149,8 +151,17 @@ class ClientTotals:
                 pl.col("requests").max().alias("_peak"),
                 pl.col("first_ts").min(),
                 pl.col("last_ts").max(),
-                pl.col("source").head(_EVIDENCE).alias("evidence_source"),
-                pl.col("line").head(_EVIDENCE).alias("evidence_line"),
+                *(
+                    (
+                        pl.col("source").head(_EVIDENCE).alias("evidence_source"),
+                        pl.col("line").head(_EVIDENCE).alias("evidence_line"),
+                    )
+                    if evidence
+                    else (
+                        pl.lit(None, pl.List(pl.String)).alias("evidence_source"),
+                        pl.lit(None, pl.List(WINDOW_SCHEMA["line"])).alias("evidence_line"),
+                    )
+                ),
             )
             .collect()
         )

@@ -277,7 +277,7 @@ def _part_figures(part: pl.DataFrame, is_quiet: pl.Expr, skip: int | None, edges
     hours = None
     if skip is not None:
         recent = quiet.slice(skip).with_columns(pl.col("window").dt.truncate("1h").alias("_by_hour"))
-        hours = ClientTotals.of(recent, ["_by_hour"])
+        hours = ClientTotals.of(recent, ["_by_hour"], evidence=False)
     segments = edges.search_sorted(part.get_column("window"), side="right").alias("_by_segment")
     return _PartFigures(
         profile=_ProfileTotals.of_part(part, quiet),
