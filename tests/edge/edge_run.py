@@ -35,6 +35,35 @@ from floodwall.edge.pipeline import Guard
 from floodwall.store.cache import DecisionCache
 
 
+class MemoryTransport:
+    """What a connection needs of uvloop's transport, in memory: what it writes is kept in `written`."""
+
+    def __init__(self, peer: str = "192.0.2.1") -> None:
+        self.peer = (peer, 40000)
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peer if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
 class OriginHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Origin

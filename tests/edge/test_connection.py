@@ -9,44 +9,14 @@ from __future__ import annotations
 
 import gc
 from datetime import UTC, datetime
-from typing import Any
 
 import uvloop
-from edge_run import edge_settings
+from edge_run import MemoryTransport, edge_settings
 
 from floodwall.edge.connection import EdgeConnection
 from floodwall.edge.job import build_server
 from floodwall.store.cache import DecisionCache
 from floodwall.testing import make_decision
-
-
-class _Transport:
-    """What the connection needs of uvloop's transport, in memory."""
-
-    def __init__(self, peer: str) -> None:
-        self.peer = (peer, 40000)
-        self.written: list[bytes] = []
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.peer if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def write_eof(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def test_closed_connections_leave_no_cyclic_garbage_whether_refused_answered_or_broken() -> None:
@@ -70,7 +40,7 @@ def test_closed_connections_leave_no_cyclic_garbage_whether_refused_answered_or_
         try:
             for name, (peer, data) in cases.items():
                 for _ in range(50):
-                    transport = _Transport(peer)
+                    transport = MemoryTransport(peer)
                     conn = EdgeConnection(worker.server)
                     conn.connection_made(transport)  # type: ignore[arg-type]
                     conn.data_received(data)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import uvloop
-from edge_run import edge_settings
+from edge_run import MemoryTransport, edge_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,32 +30,6 @@ BROWSER = (
     b"Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n"
     b"Referer: https://news.example/\r\nConnection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\n\r\n"
 )
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("192.0.2.1", 40000) if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def write_eof(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 _WORKER = build_server(edge_settings("http://127.0.0.1:9"))
@@ -97,7 +71,7 @@ def _read(chunks: list[bytes], fast: bool) -> tuple[list[tuple[Any, ...]], tuple
 
     async def main() -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
         conn = EdgeConnection(_WORKER.server)
-        conn.connection_made(_Transport())  # type: ignore[arg-type]
+        conn.connection_made(MemoryTransport())  # type: ignore[arg-type]
         conn._busy = True  # answer nothing: only the reading is compared
         for chunk in chunks:
             if conn._stopped_reading:
@@ -282,7 +256,7 @@ def _answer_events(chunks: list[bytes], fast: bool) -> list[tuple[Any, ...]]:
         upstream._scan_answer = None
     try:
         conn = upstream._Connection()
-        conn.connection_made(_Transport())  # type: ignore[arg-type]
+        conn.connection_made(MemoryTransport())  # type: ignore[arg-type]
         sink = _Sink()
         conn.send_to(b"GET / HTTP/1.1\r\n\r\n", sink, 1e18)
         for chunk in chunks:
