@@ -9,7 +9,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from floodwall.detect.windows import ClientWindows, SecondCounter, tokens
+from floodwall.detect.windows import ClientWindows, SecondCounter, per_second, tokens
 from floodwall.testing import REQUEST_DEFAULTS, requests_frame
 
 START = REQUEST_DEFAULTS["ts"]
@@ -108,3 +108,19 @@ def test_windows_of_one_two_and_three_requests():
     assert two["template"] == "/0/0/0/{slug}/"  # the first page's, not the stylesheet's
     assert (three["requests"], three["paths"], three["gap_mean_s"]) == (3, 2, 3.0)
     assert abs(three["gap_std_s"] - 2**0.5) < 1e-9
+
+
+def test_per_second_of_sorted_rows_is_the_group_by():
+    """Time-ordered rows are counted as runs of equal seconds; rows out of order take the group-by; both agree."""
+    seconds = [0.0, 0.2, 0.9, 1.0, 1.0, 3.5, 3.6, 7.0]
+    statuses = [200, None, 301, 404, 503, 499, 200, 302]
+    frame = requests_frame(
+        [{"ts": START + timedelta(seconds=t), "status": s} for t, s in zip(seconds, statuses, strict=True)]  # type: ignore[operator]
+    )
+    toks = tokens(frame)
+    fast = per_second(toks)
+    reference = per_second(toks.reverse())  # not sorted: the group-by
+    assert fast.equals(reference)
+    assert fast.get_column("requests").to_list() == [3, 2, 2, 1]
+    classes = fast.select("s2xx", "s3xx", "s4xx", "s5xx").rows()
+    assert classes == [(2, 1, 0, 0), (0, 0, 1, 1), (1, 0, 1, 0), (0, 1, 0, 0)]

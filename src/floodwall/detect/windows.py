@@ -17,6 +17,7 @@ from datetime import datetime
 from types import ModuleType
 from typing import Final
 
+import numpy as np
 import polars as pl
 
 from floodwall.detect import windowagg
@@ -94,16 +95,20 @@ WINDOW_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 
 
-def _distinct(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+def _distinct(frame: pl.DataFrame, column: str, hashes: pl.DataFrame | None = None) -> pl.DataFrame:
     """The distinct values of `column` (paths, referers and agents repeat a lot), keyed by the value's hash
-    (`_h_<column>`) so that joining derived values back compares integers, not strings."""
+    (`_h_<column>`, taken from `hashes` when given) so that joining derived values back compares integers."""
     key = f"_h_{column}"
-    return frame.select(pl.col(column).hash().alias(key), pl.col(column)).unique(key)
+    if hashes is None:
+        return frame.select(pl.col(column).hash().alias(key), pl.col(column)).unique(key)
+    return pl.DataFrame([hashes.get_column(key), frame.get_column(column)]).unique(key)
 
 
-def _per_distinct(frame: pl.DataFrame, column: str, derive: list[pl.Expr]) -> pl.DataFrame:
+def _per_distinct(
+    frame: pl.DataFrame, column: str, derive: list[pl.Expr], hashes: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """`derive` computed once per distinct value of `column`, keyed by its hash (see `_distinct`)."""
-    return _distinct(frame, column).with_columns(derive).drop(column)
+    return _distinct(frame, column, hashes).with_columns(derive).drop(column)
 
 
 def _query_keys(query: pl.Series) -> pl.Series:
@@ -202,8 +207,12 @@ def request_tokens(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
     on (`breach.plain_request`): both read the same distinct paths and queries."""
     referer = pl.col("referer")
     agent = pl.col("user_agent").fill_null("")
-    paths = _path_tokens(_distinct(frame, "path")).drop("path")
-    queries = _query_tokens(_distinct(frame, "query"))
+    # Each column's hashes once: they key the distinct values and join their derived values back.
+    hashes = frame.select(
+        pl.col(name).hash().alias(f"_h_{name}") for name in ("path", "query", "referer", "user_agent")
+    )
+    paths = _path_tokens(_distinct(frame, "path", hashes)).drop("path")
+    queries = _query_tokens(_distinct(frame, "query", hashes))
     referers = _per_distinct(
         frame,
         "referer",
@@ -211,15 +220,16 @@ def request_tokens(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
             (referer.is_null() | (referer == "-") | (referer == "")).alias("no_referer"),
             referer.str.contains(_SOCIAL).fill_null(False).alias("social_referer"),
         ],
+        hashes,
     )
     agents = _per_distinct(
-        frame, "user_agent", [agent.str.contains(_ROBOT).alias("declared_bot"), agent.hash(seed=7).alias("ua_id")]
+        frame,
+        "user_agent",
+        [agent.str.contains(_ROBOT).alias("declared_bot"), agent.hash(seed=7).alias("ua_id")],
+        hashes,
     )
     # Each lookup is joined to the hashes alone, not to the whole frame (a join copies every column it carries), and
     # eagerly: a lazy join of the same frames costs ten times more (polars 2.1).
-    hashes = frame.select(
-        pl.col(name).hash().alias(f"_h_{name}") for name in ("path", "query", "referer", "user_agent")
-    )
     derived = [
         hashes.select(key).join(lookup, on=key, how="left", maintain_order="left").drop(key).get_columns()
         for lookup, key in (
@@ -280,6 +290,10 @@ class SecondCounter:
 
 
 def per_second(toks: pl.DataFrame) -> pl.DataFrame:
+    """Requests per second by status class: ts, requests, s2xx, s3xx, s4xx, s5xx, sorted by second."""
+    ts = toks.get_column("ts")
+    if toks.height and ts.null_count() == 0 and ts.is_sorted():
+        return _per_second_sorted(toks)
     status = pl.col("status").fill_null(0)
     return (
         toks.lazy()
@@ -293,6 +307,26 @@ def per_second(toks: pl.DataFrame) -> pl.DataFrame:
         )
         .sort("ts")
         .collect()
+    )
+
+
+def _per_second_sorted(toks: pl.DataFrame) -> pl.DataFrame:
+    """`per_second` of time-ordered rows, as runs of equal seconds summed with NumPy (half the CPU of the group-by
+    it replaces, which gave the same frame)."""
+    seconds = toks.get_column("ts").dt.truncate("1s")
+    keys = seconds.cast(pl.Int64).to_numpy()
+    status = toks.get_column("status").fill_null(0).to_numpy()
+    starts = np.concatenate(([0], np.flatnonzero(keys[1:] != keys[:-1]) + 1))
+    classes = {
+        "s2xx": status < 300,
+        "s3xx": (status >= 300) & (status < 400),
+        "s4xx": (status >= 400) & (status < 500),
+        "s5xx": status >= 500,
+    }
+    columns = {"requests": np.diff(np.append(starts, len(keys)))}
+    columns |= {name: np.add.reduceat(mask.astype(np.uint32), starts) for name, mask in classes.items()}
+    return pl.DataFrame(
+        [seconds.gather(starts), *(pl.Series(name, values, dtype=pl.UInt32) for name, values in columns.items())]
     )
 
 
