@@ -25,10 +25,10 @@ versions judged the same:
 
 For --stages, the log is read and detected once (by this version) into DIR: the detection result (pickled) and the
 batches as the spool holds them. Each child then spools those batches, runs the forensic pass and writes every file,
-as `analyze` does (`incident_sources`, `report_document`, `account_from_logs`, `_write_outputs`), and reports wall
+with `analyze`'s own functions (`analyze.forensic_account`, `_write_outputs`), and reports wall
 and CPU seconds per stage: the process's CPU while only that stage runs (in `analyze`, the reader's read-ahead
 thread can run during "spooling"). Medians and new/old ratios are printed. The baseline must unpickle this version's
-detection result (the same `DetectionResult` fields).
+detection result (the same `DetectionResult` fields) and have `analyze.forensic_account` (sixth session on).
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from floodwall.detect import Engine
 from floodwall.errors import FloodwallError
@@ -82,11 +84,14 @@ def run_stages(folder: Path, out: Path) -> dict[str, tuple[float, float]]:
     """`analyze`'s spooling, forensics and writing stages on `prepare_stages`'s result: (wall, CPU) seconds each."""
     import polars as pl
 
-    from floodwall import __version__
-    from floodwall.analyze import _open_geo, _write_outputs, incident_sources
+    import floodwall.analyze
+    from floodwall.analyze import _open_geo, _write_outputs
     from floodwall.decide import Allowlist, Policy
-    from floodwall.forensics.job import account_from_logs
-    from floodwall.report.jsonreport import report_document
+
+    forensic_account = getattr(floodwall.analyze, "forensic_account", None)
+    if forensic_account is None:
+        sys.exit("this version's analyze has no forensic_account (before the sixth session): --stages cannot time it")
+    from floodwall.report.html import preload_templates
 
     detection, inputs = pickle.loads((folder / "detection.pickle").read_bytes())
     frames = [pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))]
@@ -108,32 +113,15 @@ def run_stages(folder: Path, out: Path) -> dict[str, tuple[float, float]]:
             spool.add(frame)
         done("spooling", mark)
         mark = timed()
-        try:  # as analyze does, where this version has it
-            from floodwall.report.html import preload_templates
-
-            preload_templates()
-        except ImportError:
-            pass
+        preload_templates()  # as analyze does
         geo = _open_geo()
         out.mkdir(parents=True, exist_ok=True)
-        sources, geo_database = incident_sources(detection.incidents, geo)
-        document = report_document(
-            site=detection.site,
-            inputs=inputs,
-            detection=detection,
-            decisions=decisions,
-            version=__version__,
-            sources=sources,
-        )
-        document["geo_database"] = geo_database
-        fingerprints = FingerprintAccumulator()
-        account = account_from_logs(
+        document, account, fingerprints = forensic_account(
             spool.frames,
             site=detection.site,
             detection=detection,
-            first_pass=inputs,
-            spooled=True,
-            fingerprints=fingerprints,
+            decisions=decisions,
+            inputs=inputs,
             geo=geo,
         )
         done("forensics", mark)
@@ -159,19 +147,43 @@ def run_stages(folder: Path, out: Path) -> dict[str, tuple[float, float]]:
     return times
 
 
-def compare_stages(folder: Path, baseline_src: Path | None, repeat: int) -> None:
-    """`run_stages` in child processes, this version and the baseline alternating; medians and ratios printed."""
+def run_children(
+    flag: str,
+    folder: Path,
+    output: Callable[[str], Path],
+    baseline_src: Path | None,
+    repeat: int,
+    cpu_of_run: Callable[[Any], float],
+) -> dict[str, list[Any]]:
+    """This script as a child (`flag folder output(name)`), this version ("new") and `baseline_src`'s ("old")
+    alternating, `repeat` times each: every run's result, the JSON of its last line of output. A failing child
+    stops the benchmark with its last line of errors."""
     versions: list[tuple[str, dict[str, str] | None]] = [("new", None)]
     if baseline_src is not None:
         versions.append(("old", {**os.environ, "PYTHONPATH": str(baseline_src.resolve())}))
-    runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name, _ in versions}
+    runs: dict[str, list[Any]] = {name: [] for name, _ in versions}
     for number in range(repeat):
         for name, env in versions:
-            argv = [sys.executable, __file__, "--stage-child", str(folder), str(folder / f"out-{name}")]
-            result = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+            argv = [sys.executable, __file__, flag, str(folder), str(output(name))]
+            result = subprocess.run(argv, check=False, env=env, capture_output=True, text=True)
+            if result.returncode != 0:
+                sys.exit(f"the {name} version failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
             runs[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
-            total = sum(cpu for _, cpu in runs[name][-1].values())
-            print(f"  {name} run {number + 1}/{repeat}: {total:.2f} CPU-s", file=sys.stderr, flush=True)
+            cpu = cpu_of_run(runs[name][-1])
+            print(f"  {name} run {number + 1}/{repeat}: {cpu:.2f} CPU-s", file=sys.stderr, flush=True)
+    return runs
+
+
+def compare_stages(folder: Path, baseline_src: Path | None, repeat: int) -> None:
+    """`run_stages` in child processes, this version and the baseline alternating; medians and ratios printed."""
+    runs: dict[str, list[dict[str, list[float]]]] = run_children(
+        "--stage-child",
+        folder,
+        lambda name: folder / f"out-{name}",
+        baseline_src,
+        repeat,
+        lambda result: sum(cpu for _, cpu in result.values()),
+    )
     print(f"medians of {repeat} (wall s / CPU s):")
     for stage in (*STAGES, "total"):
         names = STAGES if stage == "total" else (stage,)
@@ -231,16 +243,14 @@ def compare_judging(folder: Path, baseline_src: Path | None, repeat: int) -> Non
 
     import polars as pl
 
-    versions: list[tuple[str, dict[str, str] | None]] = [("new", None)]
-    if baseline_src is not None:
-        versions.append(("old", {**os.environ, "PYTHONPATH": str(baseline_src.resolve())}))
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in versions}
-    for number in range(repeat):
-        for name, env in versions:
-            argv = [sys.executable, __file__, "--judging-child", str(folder), str(folder / f"result-{name}.pickle")]
-            result = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
-            runs[name].append(tuple(json.loads(result.stdout.strip().splitlines()[-1])))
-            print(f"  {name} run {number + 1}/{repeat}: {runs[name][-1][1]:.2f} CPU-s", file=sys.stderr, flush=True)
+    runs: dict[str, list[tuple[float, float]]] = run_children(
+        "--judging-child",
+        folder,
+        lambda name: folder / f"result-{name}.pickle",
+        baseline_src,
+        repeat,
+        lambda result: float(result[1]),
+    )
     print(f"Engine.finish, medians of {repeat} (wall s / CPU s):")
     cpu = {name: statistics.median(c for _, c in each) for name, each in runs.items()}
     cells = [f"{name} {statistics.median(w for w, _ in each):6.2f} / {cpu[name]:6.2f}" for name, each in runs.items()]
@@ -357,7 +367,6 @@ def main() -> None:
             other.close()
         mark = time.perf_counter()
         second = LogReader([log], site=site)
-        reread_s = mark - mark
         for _ in second:
             pass
         reread_s = time.perf_counter() - mark

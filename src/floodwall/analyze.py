@@ -39,7 +39,15 @@ from floodwall.report.html import preload_templates
 from floodwall.report.jsonreport import blocklist_text, report_document
 from floodwall.report.outputs import account_files, apply_account, write_account
 
-__all__ = ["FORENSIC_STAGES", "STAGES", "AnalysisResult", "ProgressEvent", "StageTimes", "analyze"]
+__all__ = [
+    "FORENSIC_STAGES",
+    "STAGES",
+    "AnalysisResult",
+    "ProgressEvent",
+    "StageTimes",
+    "analyze",
+    "forensic_account",
+]
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +177,6 @@ def analyze(
                 geo = _open_geo()
                 out_dir.mkdir(parents=True, exist_ok=True)
                 report("writing", 0, 3)
-                sources, geo_database = incident_sources(detection.incidents, geo)
-                document = report_document(
-                    site=site,
-                    inputs=reader.inputs,
-                    detection=detection,
-                    decisions=decisions,
-                    version=__version__,
-                    sources=sources,
-                )
-                document["geo_database"] = geo_database
-                # The attackers' request shapes for bundle.json are counted on the same pass, from the same attack
-                # rows.
-                fingerprints = FingerprintAccumulator()
 
                 def spooled() -> Iterator[pl.DataFrame]:
                     done = 0
@@ -190,14 +185,13 @@ def analyze(
                         report("forensics", done, spool.rows)
                         yield frame
 
-                account = account_from_logs(
+                document, account, fingerprints = forensic_account(
                     spooled,
                     site=site,
                     detection=detection,
-                    first_pass=reader.inputs,
+                    decisions=decisions,
+                    inputs=reader.inputs,
                     timezone=settings.site.timezone,
-                    spooled=True,
-                    fingerprints=fingerprints,
                     geo=geo,
                 )
         except BaseException:
@@ -227,6 +221,43 @@ def analyze(
     report("writing", 3, 3)
     log.debug("%s", times.describe())
     return AnalysisResult(out_dir, reader.inputs, detection, decisions, files, times)
+
+
+def forensic_account(
+    spooled: Callable[[], Iterable[pl.DataFrame]],
+    *,
+    site: str,
+    detection: DetectionResult,
+    decisions: Sequence[Decision],
+    inputs: list[InputStats],
+    timezone: str = "UTC",
+    geo: GeoLookup | None = None,
+) -> tuple[dict[str, object], Account, FingerprintAccumulator]:
+    """analyze's forensic stage on the detection pass's spooled batches (`spooled()`): report.json's document with
+    each incident's sources, the account, and the attackers' request shapes for bundle.json (counted on the same
+    pass, from the same attack rows). `benchmarks/bench_report.py --stages` times this very function."""
+    sources, geo_database = incident_sources(detection.incidents, geo)
+    document = report_document(
+        site=site,
+        inputs=inputs,
+        detection=detection,
+        decisions=decisions,
+        version=__version__,
+        sources=sources,
+    )
+    document["geo_database"] = geo_database
+    fingerprints = FingerprintAccumulator()
+    account = account_from_logs(
+        spooled,
+        site=site,
+        detection=detection,
+        first_pass=inputs,
+        timezone=timezone,
+        spooled=True,
+        fingerprints=fingerprints,
+        geo=geo,
+    )
+    return document, account, fingerprints
 
 
 def _write_outputs(
