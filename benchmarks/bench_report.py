@@ -307,19 +307,19 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="with --stages or --judging: runs of each version")
     args = parser.parse_args()
-    if args.judging is not None:
+    # The two modes that time one part of analyze: what each prepares once into its folder, then compares.
+    modes = (
+        ("--judging", args.judging, "engine.pickle", prepare_judging, compare_judging),
+        ("--stages", args.stages, "detection.pickle", prepare_stages, compare_stages),
+    )
+    for flag, folder, prepared, prepare, compare in modes:
+        if folder is None:
+            continue
         if args.log is None:
-            sys.exit("--judging needs --log (and --site)")
-        if not (args.judging / "engine.pickle").exists():
-            prepare_judging(args.log, args.site, args.judging)
-        compare_judging(args.judging, args.baseline_src, args.repeat)
-        return
-    if args.stages is not None:
-        if args.log is None:
-            sys.exit("--stages needs --log (and --site)")
-        if not (args.stages / "detection.pickle").exists():
-            prepare_stages(args.log, args.site, args.stages)
-        compare_stages(args.stages, args.baseline_src, args.repeat)
+            sys.exit(f"{flag} needs --log (and --site)")
+        if not (folder / prepared).exists():
+            prepare(args.log, args.site, folder)
+        compare(folder, args.baseline_src, args.repeat)
         return
 
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
