@@ -124,6 +124,14 @@ static int has_no_store(const char *value, Py_ssize_t n) {
 
 /* One field line at *p: 1 with its spans (and *p past its CRLF), 0 at the blank line ending the head (*p past
  * it), -1 when unsure (malformed for us, or not whole in the buffer). */
+/* A Connection field's value: 1 keep-alive, 2 close, -1 anything else (left to httptools). */
+static int connection_of(const char *value, Py_ssize_t n) {
+    if (eq_nocase(value, n, "keep-alive")) {
+        return 1;
+    }
+    return eq_nocase(value, n, "close") ? 2 : -1;
+}
+
 static int read_field(const char *buf, Py_ssize_t len, Py_ssize_t *pp, Py_ssize_t *name_start, Py_ssize_t *name_len,
                       Py_ssize_t *value_start, Py_ssize_t *value_len) {
     Py_ssize_t p = *pp;
@@ -317,11 +325,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             if (noted[6] != NULL) {
                 goto unsure;
             }
-            if (eq_nocase(value, value_len, "keep-alive")) {
-                connection_kind = 1;
-            } else if (eq_nocase(value, value_len, "close")) {
-                connection_kind = 2;
-            } else {
+            connection_kind = connection_of(value, value_len);
+            if (connection_kind < 0) {
                 goto unsure;
             }
             slot = 6;
@@ -471,11 +476,8 @@ static PyObject *scan_answer(PyObject *self, PyObject *args) {
             if (connection_kind != 0) {
                 goto unsure;
             }
-            if (eq_nocase(value, value_len, "keep-alive")) {
-                connection_kind = 1;
-            } else if (eq_nocase(value, value_len, "close")) {
-                connection_kind = 2;
-            } else {
+            connection_kind = connection_of(value, value_len);
+            if (connection_kind < 0) {
                 goto unsure;
             }
         }
