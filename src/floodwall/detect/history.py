@@ -30,6 +30,7 @@ from floodwall.detect.profile import Profile
 from floodwall.detect.result import attack_windows
 from floodwall.detect.settings import DetectSettings
 from floodwall.detect.windows import WINDOW_SCHEMA
+from floodwall.logs.frame import constant_string
 
 __all__ = ["Summary", "WindowHistory", "summarise", "window_sums"]
 
@@ -76,7 +77,7 @@ class WindowHistory:
         part = pl.concat(self._pending)
         # A log's input name is the same on most rows and was a third of each file's bytes (a long path per row):
         # a part from one input keeps it once.
-        source = _constant(part.get_column(_SOURCE))
+        source = constant_string(part.get_column(_SOURCE))
         (part if source is None else part.drop(_SOURCE)).write_ipc(path, compression="uncompressed")
         self._files.append((path, source, part.columns))
         self._pending, self._pending_rows = [], 0
@@ -104,14 +105,6 @@ class WindowHistory:
     @property
     def spilled_files(self) -> int:
         return len(self._files)
-
-
-def _constant(column: pl.Series) -> str | None:
-    """The one value of a string column, when every row holds it (no nulls)."""
-    first = column[0] if column.len() else None
-    if not isinstance(first, str) or column.null_count() or not (column == first).all():
-        return None
-    return first
 
 
 class _Folding:

@@ -34,6 +34,8 @@ from typing import Final, Literal
 
 import polars as pl
 
+from floodwall.logs.frame import constant_string
+
 __all__ = ["FORENSIC_COLUMNS", "FrameSpool", "SpoolFormat"]
 
 #: The Request frame's columns the forensic pass reads (`Collector`, `FingerprintAccumulator`): what is worth spooling.
@@ -107,13 +109,7 @@ class FrameSpool:
     def _constant(frame: pl.DataFrame) -> str | None:
         """The batch's one input name, when every row has the same (one comparison per row: cheaper than storing
         a long path per row, even dictionary-encoded)."""
-        if _CONSTANT not in frame.columns:
-            return None
-        column = frame.get_column(_CONSTANT)
-        first = column[0]
-        if not isinstance(first, str) or column.null_count() or not (column == first).all():
-            return None
-        return first
+        return constant_string(frame.get_column(_CONSTANT)) if _CONSTANT in frame.columns else None
 
     def frames(self) -> Iterator[pl.DataFrame]:
         """The batches, in the order they were added, with the columns they were added with."""

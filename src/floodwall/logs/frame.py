@@ -20,6 +20,7 @@ __all__ = [
     "apply_extras_columnar",
     "client_networks",
     "compacted",
+    "constant_string",
     "finish_frame",
     "rows_to_frame",
 ]
@@ -164,3 +165,12 @@ def compacted(frame: pl.DataFrame) -> pl.DataFrame:
     buffer = io.BytesIO()
     frame.write_ipc(buffer)
     return pl.read_ipc(io.BytesIO(buffer.getvalue()))
+
+
+def constant_string(column: pl.Series) -> str | None:
+    """The one value of a string column when every row holds it (no nulls), else None: a batch's input name, say,
+    which a file then stores once instead of per row."""
+    first = column[0] if column.len() else None
+    if not isinstance(first, str) or column.null_count() or not (column == first).all():
+        return None
+    return first
