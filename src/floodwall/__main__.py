@@ -1,5 +1,5 @@
 """`python -m floodwall`, the same as the `floodwall` console script."""
 
-from floodwall.cli import main
+from floodwall.cli import run
 
-main()
+run()

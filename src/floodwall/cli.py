@@ -12,10 +12,10 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -78,6 +78,8 @@ KeyFileOption = Annotated[
 
 class _State:
     verbose = False
+    # Set once `analyze` has written and closed its outputs: `run` may then skip the interpreter's teardown.
+    skip_teardown = False
 
 
 def _setup(config: Path | None, quiet: bool, verbose: bool) -> Settings:
@@ -250,6 +252,7 @@ def analyze(
     finally:  # as it was for whatever runs next in this process (tests call the command in theirs)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+    _State.skip_teardown = True
     if quiet:
         return
     lines = sum(stats.lines for stats in result.inputs)
@@ -726,3 +729,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         sys.exit(1)
     sys.exit(0)
+
+
+def run() -> NoReturn:
+    """The console script and `python -m floodwall`: `main`, and after `analyze` an exit without the interpreter's
+    teardown. Freeing a finished run's frames, threads' pools and modules one by one took 0.3-0.45 s at 1M lines
+    (8% of the run); by then the outputs are written and renamed, and the temporary folders removed. Other
+    commands (the edge's supervisor and its workers among them) exit the usual way. Tests call `main`."""
+    try:
+        main()
+    except SystemExit as exc:
+        if not _State.skip_teardown:
+            raise
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    else:  # main always exits; this keeps the type checker and a changed main honest
+        code = 0
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to say on it
+            stream.flush()
+    os._exit(code)
