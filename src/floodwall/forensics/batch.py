@@ -10,6 +10,7 @@ from typing import Final
 import polars as pl
 
 from floodwall.forensics.shapes import (
+    client_hash,
     grouped,
     marker_candidate_plan,
     scheme_counts,
@@ -75,7 +76,7 @@ def plan_all(rows: pl.LazyFrame, phases: pl.DataFrame) -> list[tuple[str, pl.Laz
     ]
     if phases.height:
         phased = (
-            rows.select("ts", "client", "attack")
+            rows.select("ts", "client", client_hash(rows), "attack")
             .join_asof(phases.lazy(), left_on="ts", right_on="phase_start", strategy="backward")
             .filter(pl.col("ts") <= pl.col("phase_end"))
         )
@@ -107,7 +108,7 @@ def plan_shared(attack: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
             random_path.alias("_random"),
             pl.when(random_path).then(pl.lit(0, dtype=pl.UInt64)).otherwise(pl.col("path").hash()).alias("_hash"),
         )
-        .agg(pl.col("path").first(), *firsts, pl.col("client").hash().unique().alias("clients"))
+        .agg(pl.col("path").first(), *firsts, client_hash(attack).unique().alias("clients"))
         .drop("_hash")
         .with_columns(pl.when(pl.col("_random")).then(_NOT_FOUND).otherwise(pl.col("path")).alias("path"))
     )

@@ -18,7 +18,7 @@ import polars as pl
 from floodwall.detect import DetectionResult
 from floodwall.forensics.batch import SAMPLE_COLUMNS, STATUS, plan_all, plan_attack, plan_normal, plan_shared
 from floodwall.forensics.fingerprints import FingerprintAccumulator
-from floodwall.forensics.shapes import cacheable, query_key_rows, request_kinds
+from floodwall.forensics.shapes import CLIENT_HASH, cacheable, query_key_rows, request_kinds
 from floodwall.forensics.tables import Parts, as_is, prune, summed
 from floodwall.model import IncidentKind
 
@@ -324,7 +324,10 @@ class Collector:
 
     def _marked(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The batch with its minute, and the incident (if any) each row is attack traffic of."""
-        rows = frame.with_columns(pl.col("ts").dt.truncate("1m").alias("minute"))
+        # The client's hash, for the queries that group the rows by client (`shapes.grouped`): hashed once here.
+        rows = frame.with_columns(
+            pl.col("ts").dt.truncate("1m").alias("minute"), pl.col("client").hash().alias(CLIENT_HASH)
+        )
         if not rows.get_column("ts").is_sorted():  # batches come in time order; the phase joins rely on it
             rows = rows.sort("ts", maintain_order=True)
         inside = pl.col("ts").is_between(pl.col("start"), pl.col("end"))
