@@ -742,10 +742,10 @@ static PyTypeObject TokensType = {
 /* ---- Python: the functions --------------------------------------------------------------------------------- */
 enum { WHAT_PATHS, WHAT_QUERIES };
 
-/* Reads every chunk of `stream` and fills `t` (WHAT_PATHS or WHAT_QUERIES columns). Runs without the GIL.
- * Returns NULL on success, else an error message. */
-static const char *fill(struct ArrowArrayStream *stream, const char *format, int what, Table **out, int64_t *rows) {
-    Strings s = {.view = strcmp(format, "vu") == 0, .large = strcmp(format, "U") == 0};
+/* Moves every chunk of `stream` into `*chunks` (`*n_chunks` of them, `*total` rows). Runs without the GIL.
+ * Returns NULL on success, else an error message (the chunks read so far are still the caller's to release). */
+static const char *read_chunks(struct ArrowArrayStream *stream, struct ArrowArray **chunks_out, int *n_chunks_out,
+                               int64_t *total_out) {
     struct ArrowArray *chunks = NULL;
     int n_chunks = 0, cap_chunks = 0;
     int64_t total = 0;
@@ -768,6 +768,20 @@ static const char *fill(struct ArrowArrayStream *stream, const char *format, int
         total += chunks[n_chunks].length;
         n_chunks++;
     }
+    *chunks_out = chunks;
+    *n_chunks_out = n_chunks;
+    *total_out = total;
+    return error;
+}
+
+/* Reads every chunk of `stream` and fills `t` (WHAT_PATHS or WHAT_QUERIES columns). Runs without the GIL.
+ * Returns NULL on success, else an error message. */
+static const char *fill(struct ArrowArrayStream *stream, const char *format, int what, Table **out, int64_t *rows) {
+    Strings s = {.view = strcmp(format, "vu") == 0, .large = strcmp(format, "U") == 0};
+    struct ArrowArray *chunks = NULL;
+    int n_chunks = 0;
+    int64_t total = 0;
+    const char *error = read_chunks(stream, &chunks, &n_chunks, &total);
     Table *t = NULL;
     if (error == NULL) {
         int n = what == WHAT_PATHS ? P_COLS : Q_COLS;
@@ -812,29 +826,39 @@ static const char *fill(struct ArrowArrayStream *stream, const char *format, int
     return error;
 }
 
-static PyObject *run(PyObject *series, int what) {
+/* Takes `series`' Arrow stream (moved into `*stream`) and its format; returns 0 with a Python error set on failure. */
+static int open_strings(PyObject *series, struct ArrowArrayStream *stream, char format[8]) {
     PyObject *capsule = PyObject_CallMethod(series, "__arrow_c_stream__", NULL);
-    if (capsule == NULL) return NULL;
+    if (capsule == NULL) return 0;
     struct ArrowArrayStream *source = PyCapsule_GetPointer(capsule, "arrow_array_stream");
     if (source == NULL) {
         Py_DECREF(capsule);
-        return NULL;
+        return 0;
     }
-    struct ArrowArrayStream stream = *source; /* moved out: the capsule's destructor then has nothing to release */
+    *stream = *source; /* moved out: the capsule's destructor then has nothing to release */
     source->release = NULL;
     Py_DECREF(capsule);
     struct ArrowSchema schema;
-    if (stream.get_schema(&stream, &schema) != 0) {
-        stream.release(&stream);
-        return PyErr_Format(PyExc_ValueError, "the Arrow stream gave no schema");
+    if (stream->get_schema(stream, &schema) != 0) {
+        stream->release(stream);
+        PyErr_Format(PyExc_ValueError, "the Arrow stream gave no schema");
+        return 0;
     }
-    char format[8] = {0};
-    strncpy(format, schema.format, sizeof format - 1);
+    memset(format, 0, 8);
+    strncpy(format, schema.format, 7);
     schema.release(&schema);
     if (strcmp(format, "vu") != 0 && strcmp(format, "u") != 0 && strcmp(format, "U") != 0) {
-        stream.release(&stream);
-        return PyErr_Format(PyExc_TypeError, "expected a string series, got Arrow format %s", format);
+        stream->release(stream);
+        PyErr_Format(PyExc_TypeError, "expected a string series, got Arrow format %s", format);
+        return 0;
     }
+    return 1;
+}
+
+static PyObject *run(PyObject *series, int what) {
+    struct ArrowArrayStream stream;
+    char format[8];
+    if (!open_strings(series, &stream, format)) return NULL;
     Table *t = NULL;
     int64_t rows = 0;
     const char *error;
@@ -853,6 +877,167 @@ static PyObject *run(PyObject *series, int what) {
     return (PyObject *)result;
 }
 
+/* ---- Dictionary codes -------------------------------------------------------------------------------------- */
+/* A batch's paths, queries, referers and agents repeat a lot: detection derives its tokens once per distinct value
+ * and hands them back to every row. Polars did that with a hash per row, a unique and a join per column; here one
+ * pass gives each row the code of its value (0, 1, ... in order of first appearance; null is a value of its own) and
+ * each code its first row, so the distinct values are one gather and the way back another. */
+typedef struct {
+    uint32_t hash; /* the value hash's high half */
+    uint32_t code; /* code + 1; 0: the slot is empty */
+} CodeSlot;
+
+typedef struct {
+    const uint8_t *value;
+    size_t len;
+} Value;
+
+/* Set once at import from addresses that differ run to run (ASLR): a log's author cannot aim values at one slot. */
+static uint64_t HASH_SEED = 0x9e3779b97f4a7c15ULL;
+
+static inline uint64_t mum(uint64_t a, uint64_t b) { /* wyhash's multiply-and-fold */
+    __uint128_t r = (__uint128_t)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+static inline uint64_t hash_bytes(const uint8_t *p, size_t n) {
+    /* Both factors carry the seeded state: no block of input alone can zero a product and so erase what came before. */
+    uint64_t h = HASH_SEED ^ (n * 0xa0761d6478bd642fULL), a = 0, b = 0;
+    size_t left = n;
+    while (left > 16) {
+        memcpy(&a, p, 8);
+        memcpy(&b, p + 8, 8);
+        h = mum(a ^ h ^ 0xe7037ed1a0b428dbULL, b ^ h ^ 0x8ebc6af09c88c6e3ULL);
+        p += 16;
+        left -= 16;
+    }
+    a = b = 0;
+    memcpy(&a, p, left < 8 ? left : 8);
+    if (left > 8) memcpy(&b, p + 8, left - 8);
+    h = mum(a ^ h ^ 0xe7037ed1a0b428dbULL, b ^ h ^ 0x8ebc6af09c88c6e3ULL);
+    return mum(h ^ 0x589965cc75374cc3ULL, (uint64_t)n ^ HASH_SEED);
+}
+
+/* Doubles `*slots` (a power of two, `*cap` of them), placing each code again by its value's hash. */
+static int grow(CodeSlot **slots, size_t *cap, const Value *values, uint32_t n) {
+    size_t bigger = *cap * 2, mask = bigger - 1;
+    CodeSlot *grown = calloc(bigger, sizeof *grown);
+    if (grown == NULL) return 0;
+    for (uint32_t code = 0; code < n; code++) {
+        if (values[code].value == NULL) continue; /* null has no slot */
+        uint64_t h = hash_bytes(values[code].value, values[code].len);
+        size_t k = (size_t)h & mask;
+        while (grown[k].code != 0) k = (k + 1) & mask;
+        grown[k] = (CodeSlot){.hash = (uint32_t)(h >> 32), .code = code + 1};
+    }
+    free(*slots);
+    *slots = grown;
+    *cap = bigger;
+    return 1;
+}
+
+/* Fills `codes` (one per row) and `first` (one per code, `*distinct` of them). Runs without the GIL. The table holds
+ * 8 bytes a slot and grows with the distinct values, so it stays in cache where values repeat; a value is compared
+ * with its latest row (an exact comparison, never the hash alone), which a flood's repeats keep in cache too. */
+static const char *encode(struct ArrowArray *chunks, int n_chunks, const char *format, uint32_t *codes,
+                          uint32_t *first, uint32_t *distinct) {
+    Strings s = {.view = strcmp(format, "vu") == 0, .large = strcmp(format, "U") == 0};
+    size_t cap = 1024;
+    CodeSlot *slots = calloc(cap, sizeof *slots);
+    Value *values = malloc((cap / 2 + 1) * sizeof *values); /* the table grows once it is half full */
+    if (slots == NULL || values == NULL) {
+        free(slots);
+        free(values);
+        return "out of memory";
+    }
+    uint32_t n = 0;
+    int64_t null_code = -1, row = 0;
+    static const uint8_t empty = 0;
+    const char *error = NULL;
+    for (int c = 0; error == NULL && c < n_chunks; c++) {
+        s.array = &chunks[c];
+        for (int64_t i = 0; i < chunks[c].length; i++, row++) {
+            size_t len = 0;
+            const uint8_t *v = string_at(&s, i, &len);
+            if (v != NULL && len == 0) v = &empty; /* a view of an empty string may point anywhere */
+            if (v == NULL && null_code >= 0) {
+                codes[row] = (uint32_t)null_code;
+                continue;
+            }
+            uint64_t h = v == NULL ? 0 : hash_bytes(v, len);
+            uint32_t tag = (uint32_t)(h >> 32), code = UINT32_MAX;
+            size_t mask = cap - 1, k = (size_t)h & mask;
+            for (; v != NULL && slots[k].code != 0; k = (k + 1) & mask) {
+                Value *seen = &values[slots[k].code - 1];
+                if (slots[k].hash == tag && seen->len == len && memcmp(seen->value, v, len) == 0) {
+                    code = slots[k].code - 1;
+                    seen->value = v;
+                    break;
+                }
+            }
+            if (code == UINT32_MAX) { /* a new value; null has a code and no slot */
+                code = n++;
+                first[code] = (uint32_t)row;
+                values[code] = (Value){v, len};
+                if (v == NULL)
+                    null_code = code;
+                else
+                    slots[k] = (CodeSlot){.hash = tag, .code = n};
+                if ((size_t)n * 2 > cap) {
+                    Value *more = realloc(values, (cap + 1) * sizeof *values); /* room for the doubled table's */
+                    if (more == NULL || !grow(&slots, &cap, more, n)) {
+                        values = more == NULL ? values : more;
+                        error = "out of memory";
+                        break;
+                    }
+                    values = more;
+                }
+            }
+            codes[row] = code;
+        }
+    }
+    free(slots);
+    free(values);
+    *distinct = n;
+    return error;
+}
+
+static PyObject *dictionary_codes(PyObject *module, PyObject *series) {
+    struct ArrowArrayStream stream;
+    char format[8];
+    if (!open_strings(series, &stream, format)) return NULL;
+    struct ArrowArray *chunks = NULL;
+    int n_chunks = 0;
+    int64_t total = 0;
+    const char *error;
+    Py_BEGIN_ALLOW_THREADS
+    error = read_chunks(&stream, &chunks, &n_chunks, &total);
+    Py_END_ALLOW_THREADS
+    if (error == NULL && total > (int64_t)UINT32_MAX) error = "more rows than 32-bit codes can number";
+    /* The codes are written straight into the bytes handed back; the first rows into a buffer cut to size after. */
+    PyObject *codes = error == NULL ? PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total * 4) : NULL;
+    uint32_t *first = error == NULL ? malloc((size_t)(total ? total : 1) * sizeof *first) : NULL;
+    uint32_t distinct = 0;
+    if (error == NULL && (codes == NULL || first == NULL)) error = "out of memory";
+    if (error == NULL) {
+        uint32_t *out = (uint32_t *)PyBytes_AS_STRING(codes);
+        Py_BEGIN_ALLOW_THREADS
+        error = encode(chunks, n_chunks, format, out, first, &distinct);
+        Py_END_ALLOW_THREADS
+    }
+    for (int c = 0; c < n_chunks; c++) chunks[c].release(&chunks[c]);
+    free(chunks);
+    stream.release(&stream);
+    PyObject *result = NULL;
+    if (error != NULL)
+        PyErr_Format(PyExc_MemoryError, "%s", error);
+    else
+        result = Py_BuildValue("(Oy#)", codes, (const char *)first, (Py_ssize_t)distinct * 4);
+    Py_XDECREF(codes);
+    free(first);
+    return result;
+}
+
 static PyObject *path_tokens(PyObject *module, PyObject *series) { return run(series, WHAT_PATHS); }
 static PyObject *query_tokens(PyObject *module, PyObject *series) { return run(series, WHAT_QUERIES); }
 
@@ -861,6 +1046,8 @@ static PyMethodDef module_methods[] = {
      "path_tokens(paths) -> Tokens: done, kind, template, plain_path per path (a Polars string Series)."},
     {"query_tokens", query_tokens, METH_O,
      "query_tokens(queries) -> Tokens: cache_bust, query_keys, plain_query per query (a Polars string Series)."},
+    {"dictionary_codes", dictionary_codes, METH_O,
+     "dictionary_codes(values) -> (codes, first): uint32 bytes, each row's code and each code's first row."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -873,6 +1060,8 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__tokenscan(void) {
+    uint64_t here = (uint64_t)(uintptr_t)&here, code = (uint64_t)(uintptr_t)&HASH_SEED;
+    HASH_SEED = mum(here ^ 0x2d358dccaa6c78a5ULL, code ^ 0x8bb84b93962eacc9ULL) | 1;
     init_tables();
     index_words();
     if (PyType_Ready(&TokensType) < 0) return NULL;

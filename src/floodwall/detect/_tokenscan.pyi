@@ -16,3 +16,6 @@ def path_tokens(paths: pl.Series) -> Tokens:
 
 def query_tokens(queries: pl.Series) -> Tokens:
     """Columns cache_bust, query_keys, plain_query."""
+
+def dictionary_codes(values: pl.Series) -> tuple[bytes, bytes]:
+    """Uint32 codes: each row's (0, 1, ... in order of first appearance; null is a value) and each code's first row."""

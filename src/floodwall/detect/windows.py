@@ -22,6 +22,7 @@ import polars as pl
 
 from floodwall.detect import windowagg
 from floodwall.detect.breach import plain_method, plain_path, plain_query
+from floodwall.detect.dictionary import dictionary
 
 __all__ = ["WINDOW_SCHEMA", "ClientWindows", "SecondCounter", "request_tokens", "tokens"]
 
@@ -93,22 +94,6 @@ WINDOW_SCHEMA: Final[dict[str, pl.DataType]] = {
     "source": pl.String(),
     "line": pl.Int64(),
 }
-
-
-def _distinct(frame: pl.DataFrame, column: str, hashes: pl.DataFrame | None = None) -> pl.DataFrame:
-    """The distinct values of `column` (paths, referers and agents repeat a lot), keyed by the value's hash
-    (`_h_<column>`, taken from `hashes` when given) so that joining derived values back compares integers."""
-    key = f"_h_{column}"
-    if hashes is None:
-        return frame.select(pl.col(column).hash().alias(key), pl.col(column)).unique(key)
-    return pl.DataFrame([hashes.get_column(key), frame.get_column(column)]).unique(key)
-
-
-def _per_distinct(
-    frame: pl.DataFrame, column: str, derive: list[pl.Expr], hashes: pl.DataFrame | None = None
-) -> pl.DataFrame:
-    """`derive` computed once per distinct value of `column`, keyed by its hash (see `_distinct`)."""
-    return _distinct(frame, column, hashes).with_columns(derive).drop(column)
 
 
 def _query_keys(query: pl.Series) -> pl.Series:
@@ -207,38 +192,28 @@ def request_tokens(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
     on (`breach.plain_request`): both read the same distinct paths and queries."""
     referer = pl.col("referer")
     agent = pl.col("user_agent").fill_null("")
-    # Each column's hashes once: they key the distinct values and join their derived values back.
-    hashes = frame.select(
-        pl.col(name).hash().alias(f"_h_{name}") for name in ("path", "query", "referer", "user_agent")
+    derivations: tuple[tuple[str, Callable[[pl.DataFrame], pl.DataFrame]], ...] = (
+        ("path", lambda paths: _path_tokens(paths).drop("path")),
+        ("query", lambda queries: _query_tokens(queries).drop("query")),
+        (
+            "referer",
+            lambda referers: referers.select(
+                (referer.is_null() | (referer == "-") | (referer == "")).alias("no_referer"),
+                referer.str.contains(_SOCIAL).fill_null(False).alias("social_referer"),
+            ),
+        ),
+        (
+            "user_agent",
+            lambda agents: agents.select(
+                agent.str.contains(_ROBOT).alias("declared_bot"), agent.hash(seed=7).alias("ua_id")
+            ),
+        ),
     )
-    paths = _path_tokens(_distinct(frame, "path", hashes)).drop("path")
-    queries = _query_tokens(_distinct(frame, "query", hashes))
-    referers = _per_distinct(
-        frame,
-        "referer",
-        [
-            (referer.is_null() | (referer == "-") | (referer == "")).alias("no_referer"),
-            referer.str.contains(_SOCIAL).fill_null(False).alias("social_referer"),
-        ],
-        hashes,
-    )
-    agents = _per_distinct(
-        frame,
-        "user_agent",
-        [agent.str.contains(_ROBOT).alias("declared_bot"), agent.hash(seed=7).alias("ua_id")],
-        hashes,
-    )
-    # Each lookup is joined to the hashes alone, not to the whole frame (a join copies every column it carries), and
-    # eagerly: a lazy join of the same frames costs ten times more (polars 2.1).
-    derived = [
-        hashes.select(key).join(lookup, on=key, how="left", maintain_order="left").drop(key).get_columns()
-        for lookup, key in (
-            (paths, "_h_path"),
-            (queries.drop("query"), "_h_query"),
-            (referers, "_h_referer"),
-            (agents, "_h_user_agent"),
-        )
-    ]
+    # Each column's tokens are derived once per distinct value and gathered back by the rows' codes.
+    derived = []
+    for name, derive in derivations:
+        values = dictionary(frame.get_column(name))
+        derived.append(values.expand(derive(values.values.to_frame(name))))
     base = frame.hstack([column for columns in derived for column in columns])
     plain = base.select(pl.col("plain_path") & pl.col("plain_query") & plain_method()).to_series()
     toks = base.select(
