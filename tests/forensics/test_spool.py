@@ -56,6 +56,24 @@ def test_batches_come_back_equal_in_order(tmp_path: Path, fmt: SpoolFormat, back
         assert got.equals(expected)
 
 
+def test_columns_null_on_every_row_come_back_typed(tmp_path: Path) -> None:
+    """A column the log format lacks (null on every row of a batch, like a combined log's host or request time) is
+    not written, and still comes back as nulls of its type, in its place; the next batch that has values keeps
+    them."""
+    empty = _batch(["-"], 0).with_columns(pl.lit(None, dtype=pl.Float64).alias("request_time"))
+    full = _batch(["-"], 40)
+    assert empty.get_column("host").null_count() == empty.height
+    with FrameSpool(tmp_path, columns=FORENSIC_COLUMNS) as spool:
+        spool.add(empty)
+        spool.add(full)
+        back = list(spool.frames())
+    for got, sent in zip(back, [empty, full], strict=True):
+        expected = sent.select(FORENSIC_COLUMNS)
+        assert got.schema == expected.schema
+        assert got.equals(expected)
+    assert back[1].get_column("request_time").null_count() < full.height
+
+
 def test_every_column_is_kept_without_a_selection_and_the_folder_goes(tmp_path: Path) -> None:
     batch = _batch(["-"], 0)
     spool = FrameSpool(tmp_path)

@@ -63,8 +63,9 @@ class FrameSpool:
         self.directory = Path(tempfile.mkdtemp(prefix="floodwall-spool-", dir=directory))
         self.columns = list(columns) if columns is not None else None  # None: every column
         self.format: SpoolFormat = fmt
-        # Per batch: its file, and the value of `_CONSTANT` when it was the same on every row (then not stored).
-        self._files: list[tuple[Path, str | None, list[str]]] = []
+        # Per batch: its file, the value of `_CONSTANT` when it was the same on every row (then not stored), its
+        # columns in order, and those that were null on every row (not stored either) with their types.
+        self._files: list[tuple[Path, str | None, list[str], list[tuple[str, pl.DataType]]]] = []
         self.rows = 0
         self.bytes = 0
         self.write_wall = 0.0  # seconds the writes took, wherever they ran
@@ -96,6 +97,11 @@ class FrameSpool:
         constant = self._constant(frame)
         if constant is not None:
             frame = frame.drop(_CONSTANT)
+        # A column a log format does not have (host, request time, cache status, X-Forwarded-For in a combined log)
+        # is null on every row: Parquet still encoded it, 0.02 CPU-s per million rows each. Kept as its type alone.
+        empty = [(name, frame.schema[name]) for name in frame.columns if frame[name].null_count() == frame.height]
+        if empty:
+            frame = frame.drop(name for name, _ in empty)
         path = self.directory / f"{len(self._files):06d}.{'parquet' if self.format == 'parquet' else 'arrow'}"
         if self.format == "parquet":
             # One row group per batch, so that each column reads back as one chunk, like the columns the forensic
@@ -105,7 +111,7 @@ class FrameSpool:
             frame.write_parquet(path, compression="uncompressed", statistics=False, row_group_size=max(frame.height, 1))
         else:
             frame.write_ipc(path, compression="lz4")
-        self._files.append((path, constant, order))
+        self._files.append((path, constant, order, empty))
         self.bytes += path.stat().st_size
         self.write_wall += time.perf_counter() - wall
 
@@ -118,10 +124,13 @@ class FrameSpool:
     def frames(self) -> Iterator[pl.DataFrame]:
         """The batches, in the order they were added, with the columns they were added with."""
         self.flush()
-        for path, constant, order in self._files:
+        for path, constant, order, empty in self._files:
             frame = pl.read_parquet(path) if self.format == "parquet" else pl.read_ipc(path)
+            restored = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in empty]
             if constant is not None:
-                frame = frame.with_columns(pl.lit(constant, dtype=pl.String).alias(_CONSTANT)).select(order)
+                restored.append(pl.lit(constant, dtype=pl.String).alias(_CONSTANT))
+            if restored:
+                frame = frame.with_columns(restored).select(order)
             yield frame
 
     def close(self) -> None:
