@@ -123,15 +123,21 @@ def aggregate_hits(frame: pl.DataFrame, hits: pl.DataFrame) -> pl.DataFrame:
     if hits.height == 0:
         return pl.DataFrame(schema=BREACH_SCHEMA)
     rows = frame.select("ts", "client", "status").with_row_index("row")
-    joined = hits.unique(subset=["row", "family"], keep="first").join(rows, on="row", how="inner")
+    # In the hits' order throughout: a family's first rule, its rule ids and matched text are then the same run after
+    # run (an unordered unique and join picked them at random), whichever batches were matched together.
+    joined = hits.unique(subset=["row", "family"], keep="first", maintain_order=True).join(
+        rows, on="row", how="inner", maintain_order="left"
+    )
     return (
-        joined.group_by("client", "family", "vector", pl.col("ts").dt.truncate("30m").alias("bucket"))
+        joined.group_by(
+            "client", "family", "vector", pl.col("ts").dt.truncate("30m").alias("bucket"), maintain_order=True
+        )
         .agg(
             pl.len().cast(pl.UInt32).alias("hits"),
             _redirects().sum().cast(pl.UInt32).alias("redirected"),
             pl.col("ts").min().alias("first_ts"),
             pl.col("ts").max().alias("last_ts"),
-            pl.col("rule_id").unique().head(5).alias("rule_ids"),
+            pl.col("rule_id").unique(maintain_order=True).head(5).alias("rule_ids"),
             pl.col("matched").first(),
             pl.col("source").head(3).alias("evidence_source"),
             pl.col("line").head(3).alias("evidence_line"),
@@ -302,7 +308,7 @@ def _client_kinds(breaches: pl.DataFrame, settings: DetectSettings) -> pl.DataFr
                 )
             ).alias("brute_hits")
         )
-        .sort("client", "first_ts")
+        .sort("client", "first_ts", maintain_order=True)  # ties (one request, two families) in the hits' order
         .with_columns(
             ((pl.col("first_ts") - pl.col("last_ts").cum_max().shift().over(by)) > gap)
             .fill_null(True)

@@ -25,9 +25,7 @@ from floodwall.detect.baseline import minute_baseline
 from floodwall.detect.breach import (
     BREACH_SCHEMA,
     BreachGroup,
-    aggregate_hits,
     breach_groups,
-    candidates,
     login_posters,
     payload_senders,
     probing_clients,
@@ -36,6 +34,7 @@ from floodwall.detect.clients import features_of, preload_forest
 from floodwall.detect.history import Summary, WindowHistory, summarise, window_sums
 from floodwall.detect.judge import JudgeContext, judge_totals
 from floodwall.detect.live import LiveWatch
+from floodwall.detect.matching import BatchMatcher, SignatureMatcher
 from floodwall.detect.onset import Surge, find_surges, phases_of
 from floodwall.detect.result import ATTACKER_SCHEMA, DetectionResult, SurgeVerdict, attack_pairs, timeline_from
 from floodwall.detect.settings import DetectSettings
@@ -47,13 +46,10 @@ __all__ = ["Engine", "SignatureMatcher"]
 
 log = logging.getLogger(__name__)
 
-#: Signature hits of a Request frame (`floodwall.detect.signatures.HIT_SCHEMA` rows).
-SignatureMatcher = Callable[[pl.DataFrame], pl.DataFrame]
 _MARGIN = timedelta(minutes=5)
 _BEFORE = timedelta(minutes=90)
 _BRUTE_VECTORS = [Vector.LOGIN_BRUTEFORCE.value, Vector.XMLRPC_ABUSE.value]
 _AFTER = timedelta(minutes=60)
-_MATCH_KEYS = ("method", "path", "query", "user_agent", "referer")
 
 
 def _default_matcher(settings: DetectSettings) -> SignatureMatcher | None:
@@ -103,7 +99,7 @@ class Engine:
         self._closed = WindowHistory(memory_windows)
         self._hits: list[pl.DataFrame] = []
         self._agents: dict[int, str] = {}
-        self._matcher = signatures
+        self._batches = BatchMatcher(signatures) if signatures is not None else None
         self._matcher_loaded = signatures is not None or not self.settings.signatures
         self._live = LiveWatch(site, self.settings, clock=self.clock, background=background_profile) if live else None
         self._finished = False
@@ -124,9 +120,14 @@ class Engine:
         if closed.height and self._history:
             self._closed.add(closed)
         self._remember_agents(frame)
-        breach = self._match(frame, plain)
         if self._live is None:
+            # Batch analysis reads the hits only in finish(): several batches are matched in one call (see
+            # detect.matching), the rest of them by `_flush_hits`.
+            if self._history:
+                self._keep_hits(*self._matching(lambda m: m.defer(frame, plain), []))
             return []
+        breach = self._matching(lambda m: [m.match(frame, plain)], [pl.DataFrame(schema=BREACH_SCHEMA)])[0]
+        self._keep_hits(breach)
         return self._live.feed(toks, seconds, closed, breach)
 
     def close(self) -> None:
@@ -141,43 +142,24 @@ class Engine:
         for ua_id, agent in seen.unique("id").iter_rows():  # distinct agents of the batch, not rows
             self._agents.setdefault(int(ua_id), agent or "")
 
-    def _match(self, frame: pl.DataFrame, plain: pl.Series) -> pl.DataFrame:
-        """Signature hits of `frame`, aggregated; `plain`: `breach.plain_request()` per row."""
+    def _matching(
+        self, call: Callable[[BatchMatcher], list[pl.DataFrame]], without: list[pl.DataFrame]
+    ) -> list[pl.DataFrame]:
+        """`call` on the batch matcher (the signatures loaded on first use), or `without` when they are off."""
         if not self._matcher_loaded:
-            self._matcher = _default_matcher(self.settings)
+            matcher = _default_matcher(self.settings)
+            self._batches = BatchMatcher(matcher) if matcher is not None else None
             self._matcher_loaded = True
-        if self._matcher is None:
-            return pl.DataFrame(schema=BREACH_SCHEMA)
-        wanted = candidates(frame, plain)
-        suspects = frame.filter(wanted)
-        if suspects.height == 0:
-            return pl.DataFrame(schema=BREACH_SCHEMA)
-        # Match each distinct request once (monitors and floods repeat theirs), then give its hits to every copy.
-        # A plain request (nothing in method, path or query to match) is a candidate for its user agent alone: it
-        # is matched as "GET /" with that agent, so a flood's tool agent costs one match, not one per URL.
-        is_plain = pl.lit(plain.filter(wanted))
-        suspects_for_matching = suspects.with_columns(
-            pl.when(is_plain).then(pl.lit("/")).otherwise(pl.col("path")).alias("path"),
-            pl.when(is_plain).then(pl.lit(None, pl.String)).otherwise(pl.col("query")).alias("query"),
-            pl.when(is_plain).then(pl.lit(None, pl.String)).otherwise(pl.col("referer")).alias("referer"),
-            pl.when(is_plain).then(pl.lit("GET")).otherwise(pl.col("method")).alias("method"),
-        )
-        keyed = suspects_for_matching.with_columns(pl.struct(_MATCH_KEYS).hash(seed=3).alias("_key"))
-        distinct = keyed.unique(subset="_key", keep="first", maintain_order=True)
-        hits = self._matcher(distinct.drop("_key"))
-        if hits.height == 0:
-            return pl.DataFrame(schema=BREACH_SCHEMA)
-        rows = distinct.select(pl.col("_key")).with_row_index("row").join(hits.drop("source", "line"), on="row")
-        expanded = (
-            keyed.with_row_index("copy")
-            .join(rows.drop("row"), on="_key")
-            .with_columns(pl.col("copy").alias("row"))
-            .select(list(hits.columns))
-        )
-        aggregated = aggregate_hits(suspects, expanded)
-        if aggregated.height and self._history:
-            self._hits.append(compacted(aggregated))
-        return aggregated
+        return call(self._batches) if self._batches is not None else without
+
+    def _keep_hits(self, *aggregated: pl.DataFrame) -> None:
+        if self._history:
+            self._hits.extend(compacted(frame) for frame in aggregated if frame.height)
+
+    def _flush_hits(self) -> None:
+        """Match the batches `feed` kept for matching together (batch analysis), before judging."""
+        if self._batches is not None:
+            self._keep_hits(*self._batches.flush())
 
     # --- the whole log ------------------------------------------------------------------------------------------
 
@@ -186,6 +168,7 @@ class Engine:
         if not self._history:
             raise RuntimeError("Engine.finish() needs the history that Engine(history=False) does not keep")
         self._finished = True
+        self._flush_hits()
         try:
             return self._judge_history()
         finally:
