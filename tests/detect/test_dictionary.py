@@ -75,3 +75,21 @@ def test_expand_gives_each_row_its_values_derived_columns():
 def test_an_empty_column_has_no_values():
     found = dictionary(pl.Series("path", [], dtype=pl.String))
     assert found.values.len() == 0 and found.codes.len() == 0
+
+
+def test_batch_tokens_give_each_request_its_agents_browser_flag_and_the_distinct_agents():
+    from floodwall.detect.breach import browser_agent
+    from floodwall.detect.windows import batch_tokens
+    from floodwall.testing import requests_frame
+
+    chrome = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36"
+    )
+    agents = [chrome, "sqlmap/1.7", None, chrome, "", "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/120.0"]
+    frame = requests_frame([{"user_agent": agent} for agent in agents])
+    found = batch_tokens(frame)
+    assert found.browser.to_list() == frame.select(browser_agent()).to_series().to_list()
+    assert found.browser.to_list() == [True, False, False, True, False, False]
+    assert found.agents.get_column("user_agent").to_list() == [chrome, "sqlmap/1.7", None, "", agents[-1]]
+    ids = dict(zip(found.agents.get_column("user_agent"), found.agents.get_column("ua_id"), strict=True))
+    assert found.toks.get_column("ua_id").to_list() == [ids[agent] for agent in agents]

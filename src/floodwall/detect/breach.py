@@ -26,6 +26,7 @@ __all__ = [
     "BreachGroup",
     "aggregate_hits",
     "breach_groups",
+    "browser_agent",
     "candidates",
     "collective_bruteforce",
     "family_totals",
@@ -102,19 +103,25 @@ def _per_value(frame: pl.DataFrame, column: str, flag: pl.Expr) -> pl.Series:
     return keys.join(distinct, on="_h", how="left", maintain_order="left").get_column("_flag")
 
 
-def candidates(frame: pl.DataFrame, plain: pl.Series | None = None) -> pl.Series:
-    """True for the requests the breach signatures must see. `plain`: `plain_request()` per row when the caller has
-    it already (`windows.request_tokens` gives it, from the distinct paths and queries it reads anyway)."""
+def browser_agent() -> pl.Expr:
+    """True where the user agent is a mainstream browser's (no tool, robot or markup in it): such a request goes to
+    the signatures only for its method, path or query."""
     agent = pl.col("user_agent").fill_null("")
-    browser = agent.str.contains(_BROWSER) & ~agent.str.contains(
+    return agent.str.contains(_BROWSER) & ~agent.str.contains(
         r"(?i)(?:headless|python|curl|wget|scan|nikto|sqlmap|nmap|zgrab|masscan|fuzz|bot)"
     )
+
+
+def candidates(frame: pl.DataFrame, plain: pl.Series | None = None, browser: pl.Series | None = None) -> pl.Series:
+    """True for the requests the breach signatures must see. `plain`: `plain_request()` per row, and `browser`:
+    `browser_agent()` per row, when the caller has them already (`windows.batch_tokens` gives both, from the distinct
+    paths, queries and agents it reads anyway)."""
     if plain is None:
         # plain_request() and the browser test, each part on distinct values: the regular expressions cost per value.
         plain_paths = _per_value(frame, "path", plain_path())
         plain_queries = _per_value(frame, "query", plain_query())
         plain = plain_paths & plain_queries & frame.select(plain_method()).to_series()
-    is_browser = _per_value(frame, "user_agent", browser)
+    is_browser = _per_value(frame, "user_agent", browser_agent()) if browser is None else browser
     return (~(plain & is_browser)).alias("candidate")
 
 

@@ -38,7 +38,7 @@ from floodwall.detect.matching import BatchMatcher, SignatureMatcher
 from floodwall.detect.onset import Surge, find_surges, phases_of
 from floodwall.detect.result import ATTACKER_SCHEMA, DetectionResult, SurgeVerdict, attack_pairs, timeline_from
 from floodwall.detect.settings import DetectSettings
-from floodwall.detect.windows import ClientWindows, SecondCounter, request_tokens
+from floodwall.detect.windows import ClientWindows, SecondCounter, batch_tokens
 from floodwall.logs.frame import compacted
 from floodwall.model import Finding, Incident, IncidentKind, Vector
 
@@ -114,19 +114,20 @@ class Engine:
             raise RuntimeError("Engine.feed after finish(): make a new Engine")
         if frame.height == 0:
             return []
-        toks, plain = request_tokens(frame)
+        toks, plain, browser, agents = batch_tokens(frame)
         seconds = self._counter.add(toks)
         closed = self._windows.add(toks)
         if closed.height and self._history:
             self._closed.add(closed)
-        self._remember_agents(frame)
+        self._remember_agents(agents)
         if self._live is None:
             # Batch analysis reads the hits only in finish(): several batches are matched in one call (see
             # detect.matching), the rest of them by `_flush_hits`.
             if self._history:
-                self._keep_hits(*self._matching(lambda m: m.defer(frame, plain), []))
+                self._keep_hits(*self._matching(lambda m: m.defer(frame, plain, browser), []))
             return []
-        breach = self._matching(lambda m: [m.match(frame, plain)], [pl.DataFrame(schema=BREACH_SCHEMA)])[0]
+        no_hits = [pl.DataFrame(schema=BREACH_SCHEMA)]
+        breach = self._matching(lambda m: [m.match(frame, plain, browser)], no_hits)[0]
         self._keep_hits(breach)
         return self._live.feed(toks, seconds, closed, breach)
 
@@ -135,11 +136,11 @@ class Engine:
         if self._live is not None:
             self._live.close()
 
-    def _remember_agents(self, frame: pl.DataFrame) -> None:
+    def _remember_agents(self, agents: pl.DataFrame) -> None:
+        """Each agent's text by its `ua_id`; `agents`: the batch's distinct agents (`windows.BatchTokens.agents`)."""
         if len(self._agents) >= 100_000:
             return
-        seen = frame.select(pl.col("user_agent").fill_null("").hash(seed=7).alias("id"), pl.col("user_agent"))
-        for ua_id, agent in seen.unique("id").iter_rows():  # distinct agents of the batch, not rows
+        for agent, ua_id in agents.select("user_agent", "ua_id").iter_rows():
             self._agents.setdefault(int(ua_id), agent or "")
 
     def _matching(

@@ -40,9 +40,9 @@ class _Suspects:
     distinct: pl.DataFrame
 
 
-def _suspects(frame: pl.DataFrame, plain: pl.Series) -> _Suspects | None:
-    """`frame`'s candidate requests, keyed; None when there are none. `plain`: `breach.plain_request()` per row."""
-    wanted = candidates(frame, plain)
+def _suspects(frame: pl.DataFrame, plain: pl.Series, browser: pl.Series | None) -> _Suspects | None:
+    """`frame`'s candidate requests, keyed; None when there are none. `plain` and `browser`: see `breach.candidates`."""
+    wanted = candidates(frame, plain, browser)
     suspects = frame.filter(wanted)
     if suspects.height == 0:
         return None
@@ -96,17 +96,17 @@ class BatchMatcher:
         self._pending: list[_Suspects] = []
         self._pending_distinct = 0
 
-    def match(self, frame: pl.DataFrame, plain: pl.Series) -> pl.DataFrame:
-        """`frame`'s hits, aggregated, now."""
-        batch = _suspects(frame, plain)
+    def match(self, frame: pl.DataFrame, plain: pl.Series, browser: pl.Series | None = None) -> pl.DataFrame:
+        """`frame`'s hits, aggregated, now; `plain` and `browser` per row (see `breach.candidates`)."""
+        batch = _suspects(frame, plain, browser)
         if batch is None:
             return pl.DataFrame(schema=BREACH_SCHEMA)
         return _match_together(self._matcher, [batch])[0]
 
-    def defer(self, frame: pl.DataFrame, plain: pl.Series) -> list[pl.DataFrame]:
+    def defer(self, frame: pl.DataFrame, plain: pl.Series, browser: pl.Series | None = None) -> list[pl.DataFrame]:
         """Keep `frame`'s suspects for a later match; returns the aggregated hits of the batches matched now (none,
         or every batch kept so far once they are enough)."""
-        batch = _suspects(frame, plain)
+        batch = _suspects(frame, plain, browser)
         if batch is None:
             return []
         # Compacted: the few rows kept must not hold the whole batch's string buffers (see `compacted`).

@@ -15,16 +15,16 @@ import importlib
 from collections.abc import Callable
 from datetime import datetime
 from types import ModuleType
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import polars as pl
 
 from floodwall.detect import windowagg
-from floodwall.detect.breach import plain_method, plain_path, plain_query
+from floodwall.detect.breach import browser_agent, plain_method, plain_path, plain_query
 from floodwall.detect.dictionary import dictionary
 
-__all__ = ["WINDOW_SCHEMA", "ClientWindows", "SecondCounter", "request_tokens", "tokens"]
+__all__ = ["WINDOW_SCHEMA", "BatchTokens", "ClientWindows", "SecondCounter", "batch_tokens", "request_tokens", "tokens"]
 
 _tokenscan: ModuleType | None
 try:  # the C fast path of the path and query tokens; optional, like the log scanner
@@ -190,6 +190,22 @@ def tokens(frame: pl.DataFrame) -> pl.DataFrame:
 def request_tokens(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
     """`tokens(frame)`, and per request whether its method, path and query give a breach signature nothing to fire
     on (`breach.plain_request`): both read the same distinct paths and queries."""
+    found = batch_tokens(frame)
+    return found.toks, found.plain
+
+
+class BatchTokens(NamedTuple):
+    """What `batch_tokens` derives from a Request frame."""
+
+    toks: pl.DataFrame  # `tokens(frame)`
+    plain: pl.Series  # per request, `breach.plain_request()`
+    browser: pl.Series  # per request, `breach.browser_agent()`
+    agents: pl.DataFrame  # the distinct user agents (`user_agent`, `ua_id`)
+
+
+def batch_tokens(frame: pl.DataFrame) -> BatchTokens:
+    """`request_tokens(frame)`, with what the breach signatures' filter reads of the agents, and the agents: every
+    column's derived values come from its distinct values (`detect.dictionary`)."""
     referer = pl.col("referer")
     agent = pl.col("user_agent").fill_null("")
     derivations: tuple[tuple[str, Callable[[pl.DataFrame], pl.DataFrame]], ...] = (
@@ -205,15 +221,21 @@ def request_tokens(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
         (
             "user_agent",
             lambda agents: agents.select(
-                agent.str.contains(_ROBOT).alias("declared_bot"), agent.hash(seed=7).alias("ua_id")
+                agent.str.contains(_ROBOT).alias("declared_bot"),
+                agent.hash(seed=7).alias("ua_id"),
+                browser_agent().alias("_browser"),
             ),
         ),
     )
     # Each column's tokens are derived once per distinct value and gathered back by the rows' codes.
     derived = []
+    agents = pl.DataFrame()
     for name, derive in derivations:
         values = dictionary(frame.get_column(name))
-        derived.append(values.expand(derive(values.values.to_frame(name))))
+        table = derive(values.values.to_frame(name))
+        if name == "user_agent":
+            agents = table.select(values.values, "ua_id")
+        derived.append(values.expand(table))
     base = frame.hstack([column for columns in derived for column in columns])
     plain = base.select(pl.col("plain_path") & pl.col("plain_query") & plain_method()).to_series()
     toks = base.select(
@@ -236,7 +258,7 @@ def request_tokens(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
         "ua_id",
         pl.col("method").fill_null("?").alias("method"),
     )
-    return toks, plain.alias("plain")
+    return BatchTokens(toks, plain.alias("plain"), base.get_column("_browser").alias("browser"), agents)
 
 
 class SecondCounter:
