@@ -25,6 +25,11 @@ __all__ = ["BatchMatcher", "SignatureMatcher"]
 SignatureMatcher = Callable[[pl.DataFrame], pl.DataFrame]
 
 _MATCH_KEYS: Final = ("method", "path", "query", "user_agent", "referer")
+#: What the signatures read of a request (`signatures.fields.occurrences`, their evidence) and `aggregate_hits`.
+_READ: Final = (
+    *("method", "path", "query", "protocol", "user_agent", "referer", "host", "headers", "body"),
+    *("ts", "client", "status", "source", "line"),
+)
 #: What `aggregate_hits` and the hits' evidence read of each suspect request.
 _KEPT: Final = ("_key", "ts", "client", "status", "source", "line")
 #: Deferred batches are matched together once there are this many, or this many distinct requests among them.
@@ -43,7 +48,9 @@ class _Suspects:
 def _suspects(frame: pl.DataFrame, plain: pl.Series, browser: pl.Series | None) -> _Suspects | None:
     """`frame`'s candidate requests, keyed; None when there are none. `plain` and `browser`: see `breach.candidates`."""
     wanted = candidates(frame, plain, browser)
-    suspects = frame.filter(wanted)
+    # Only what the signatures and the aggregation read is copied: a log's other columns (bytes, timings, upstream,
+    # cache, forwarded-for, site) would be filtered for nothing.
+    suspects = frame.select(name for name in _READ if name in frame.columns).filter(wanted)
     if suspects.height == 0:
         return None
     # Match each distinct request once (monitors and floods repeat theirs), then give its hits to every copy.
