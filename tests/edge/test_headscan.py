@@ -244,6 +244,11 @@ class _Sink:
     def origin_done(self, conn: Any) -> None:
         self.events.append(("done", conn.body(), conn.keep_alive, conn.reusable))
 
+    def origin_whole(self, conn: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        # What a sink hears in place of `origin_head` then `origin_done`: the same events, to compare.
+        self.events.append(("head", status, list(headers)))
+        self.events.append(("done", body, conn.keep_alive, conn.reusable))
+
     def origin_failed(self, conn: Any, error: Any) -> None:
         self.events.append(("failed", error.status))
 

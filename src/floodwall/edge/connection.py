@@ -431,7 +431,10 @@ class EdgeConnection(asyncio.Protocol):
         if not request.keep_alive:
             self.close()
             return
-        self._serve_next()
+        if self._queue:
+            self._serve_next()
+        else:  # what `_serve_next` ends with, without its loop (the usual case: no request waiting)
+            self._after_answers()
 
     def failed(self, request: Request) -> None:
         """Our own exception while answering `request` (called where it was caught): logged, answered 500 when

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 from floodwall.edge import metrics as outcomes
 from floodwall.edge.cache import CachedResponse, CacheStatus, EdgeCache
 from floodwall.edge.http import HOP_BY_HOP, Answer, Headers, Request, render_message
-from floodwall.edge.upstream import OriginConnection, OriginError, OriginPool, OriginResponse
+from floodwall.edge.upstream import WHOLE_ANSWER_BYTES, OriginConnection, OriginError, OriginPool, OriginResponse
 
 if TYPE_CHECKING:
     from floodwall.edge.clientaddr import ClientAddress
@@ -50,8 +50,9 @@ _SERVED_AS: Final = {
     CacheStatus.STALE: ("STALE", outcomes.STALE),
     CacheStatus.MISS: ("MISS", outcomes.MISS),
 }
-#: The largest answer a callback relay waits for whole before one write (larger ones stream as they come).
-_WHOLE_BYTES: Final = 64 * 1024
+#: The largest answer a callback relay waits for whole before one write (larger ones stream as they come); the
+#: answers the origin connection reads whole at once (`origin_whole`) are never larger.
+_WHOLE_BYTES: Final = WHOLE_ANSWER_BYTES
 #: Fields of the origin's answer not relayed as they are: hop-by-hop ones, and the length, which is set anew.
 _RELAY_DROP: Final = HOP_BY_HOP | {b"content-length"}
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -162,10 +163,19 @@ class _Relay:
         self.client.continue_with(request, self.forwarder._stream(request, response, self.client, []))
         return False
 
+    def origin_whole(self, conn: OriginConnection, status: int, headers: Headers, body: bytes) -> None:
+        request = self.request
+        request.upstream_status = status
+        request.upstream_s = time.monotonic() - self.started
+        self.status, self.headers = status, headers
+        self._done(conn, body)
+
     def origin_done(self, conn: OriginConnection) -> None:
+        self._done(conn, conn.body())
+
+    def _done(self, conn: OriginConnection, body: bytes) -> None:
         request, client = self.request, self.client
         try:
-            body = conn.body()
             self.forwarder.pool.finished(conn)
             request.cache_status = "MISS"
             request.outcome = outcomes.SERVED
