@@ -13,6 +13,10 @@
  * Input is a Polars string Series through the Arrow C stream interface (`__arrow_c_stream__`), read without
  * copying; output is one Arrow struct array (`__arrow_c_array__`), which Polars takes over without copying.
  * The work runs without the GIL.
+ *
+ * `dictionary_codes` numbers a batch's distinct values of a column, so that the tokens above are derived once per
+ * value and gathered back to the rows (`floodwall.detect.dictionary`; its Polars reference is
+ * `dictionary_reference`, tests/detect/test_dictionary.py compares the two).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
