@@ -204,15 +204,18 @@ class LiveRecorder:
             self._protocol[n] = _PROTOCOLS.get(version) or f"HTTP/{version}"
         self._status[n] = status
         self._bytes[n] = body_bytes
-        text = self.text
-        self._referer[n] = text(request.referer)
-        self._user_agent[n] = text(request.user_agent)
+        # `text` for the three fields, its lookup spelled out: a value seen before (nearly every one) costs a dict
+        # lookup instead of a call; a new one goes through `text`.
+        texts, text = self._texts, self.text
+        referer, agent, forwarded = request.referer, request.user_agent, request.forwarded_for
+        self._referer[n] = (texts.get(referer) or text(referer)) if referer else None
+        self._user_agent[n] = (texts.get(agent) or text(agent)) if agent else None
         self._host[n] = request.host or None
         self._request_time[n] = duration_s
         self._upstream_time[n] = request.upstream_s
         self._upstream_status[n] = request.upstream_status
         self._cache_status[n] = request.cache_status
-        self._forwarded_for[n] = text(request.forwarded_for)
+        self._forwarded_for[n] = (texts.get(forwarded) or text(forwarded)) if forwarded else None
         self._n = n + 1
 
     def __len__(self) -> int:
