@@ -136,8 +136,7 @@ class ClientTotals:
         one pass over the windows can then give the totals of several intervals, or of every client and hour).
         Without `evidence` the evidence rows are left empty (null): quiet clients are never reported, and gathering
         each one's first windows was a third of their totals' cost."""
-        # Hashed once, here: as a lazy column, each of the four queries below hashed every address again.
-        lazy = windows.with_columns(pl.col("client").hash().alias(CLIENT_KEY)).lazy()
+        lazy = windows.lazy().with_columns(pl.col("client").hash().alias(CLIENT_KEY))
         keys = [CLIENT_KEY, *by]
         gap_cv = (pl.col("gap_std_s") / pl.col("gap_mean_s")).fill_nan(None)
         clients = (
